@@ -1,0 +1,312 @@
+"""The model card (what a trained model is) and the export manifest (what an export dir holds).
+
+Both are plain typed dataclasses that round-trip through JSON with strict validation
+(see :mod:`facederm.runtime.schema`). Training writes the card into ``config.json``; export embeds
+it in ``manifest.json`` and, where the format allows, inside each artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from .errors import SchemaError, UnsafePathError, UnsupportedSchemaVersionError
+from .schema import from_dict, read_json, to_dict, write_json_atomic
+
+CARD_SCHEMA = "facederm.card/1"
+MANIFEST_SCHEMA = "facederm.manifest/1"
+NOT_A_DIAGNOSIS = "facederm output is decision support for clinicians, not a diagnosis."
+
+Precision = Literal["fp32", "fp16", "bf16", "int8", "int8-weights", "palettize6", "palettize4"]
+Status = Literal["ok", "failed", "skipped"]
+Validated = Literal["native", "twin", "none"]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes the model input. The graph input is RGB 0-255; normalization is baked in.
+
+    ``resize_shorter``: the shorter side is resized to this, then the center ``crop`` x ``crop`` is taken.
+    ``mean``/``std`` are on the 0-1 scale (timm convention); exported graphs apply them internally.
+    """
+
+    crop: int
+    resize_shorter: int
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    color: Literal["RGB"] = "RGB"
+    input_range: Literal["0-255"] = "0-255"
+    layout: Literal["NCHW"] = "NCHW"
+
+    def __post_init__(self) -> None:
+        if self.crop < 8 or self.crop > 4096:
+            raise SchemaError(f"preprocessing.crop: {self.crop} is out of range 8..4096")
+        if self.resize_shorter < self.crop:
+            raise SchemaError("preprocessing.resize_shorter must be >= crop")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise SchemaError("preprocessing.mean and .std need 3 values (R, G, B)")
+        if any(s <= 0 for s in self.std):
+            raise SchemaError("preprocessing.std values must be > 0")
+
+
+@dataclass(frozen=True)
+class Referral:
+    """When a prediction should be flagged for a clinician: any of ``labels`` with p >= ``threshold``."""
+
+    labels: tuple[str, ...] = ()
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise SchemaError("referral.threshold must be within 0..1")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything needed to use and to trust a trained model, independent of its file format."""
+
+    arch: str
+    labels: tuple[str, ...]
+    preprocessing: Preprocessing
+    label_names: dict[str, str] = field(default_factory=dict)
+    referral: Referral = field(default_factory=Referral)
+    model_args: dict[str, Any] = field(default_factory=dict)  # extra create_model kwargs (head size, ...)
+    protocol: str = "all"
+    data: dict[str, Any] = field(default_factory=dict)  # fingerprint: source, counts, file-list hash
+    seed: int = 0
+    versions: dict[str, str] = field(default_factory=dict)
+    git_commit: str | None = None
+    wall_time_s: float | None = None
+    created: str | None = None
+    note: str = NOT_A_DIAGNOSIS
+    schema: str = CARD_SCHEMA
+
+    def __post_init__(self) -> None:
+        if self.schema != CARD_SCHEMA:
+            raise UnsupportedSchemaVersionError(
+                f"model card schema {self.schema!r} is not supported (this facederm reads {CARD_SCHEMA})"
+            )
+        if len(self.labels) < 2:
+            raise SchemaError("labels: a classifier needs at least 2 labels")
+        if any(not isinstance(x, str) or not x.strip() for x in self.labels):
+            raise SchemaError("labels: every label must be a non-empty string")
+        duplicates = sorted({x for x in self.labels if self.labels.count(x) > 1})
+        if duplicates:
+            raise SchemaError(f"labels: duplicate label(s) {', '.join(duplicates)}")
+        unknown = sorted(set(self.label_names) - set(self.labels))
+        if unknown:
+            raise SchemaError(f"label_names: not in labels: {', '.join(unknown)}")
+        unknown = sorted(set(self.referral.labels) - set(self.labels))
+        if unknown:
+            raise SchemaError(f"referral.labels: not in labels: {', '.join(unknown)}")
+
+    @property
+    def input_size(self) -> int:
+        return self.preprocessing.crop
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "card") -> "ModelCard":
+        _check_schema(data, CARD_SCHEMA, where)
+        return from_dict(cls, data, where)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelCard":
+        return cls.from_dict(read_json(path), where=str(path))
+
+    def save(self, path: str | Path) -> None:
+        write_json_atomic(path, self.to_dict())
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A file that belongs to an artifact (e.g. OpenVINO's .bin beside its .xml)."""
+
+    path: str
+    sha256: str
+    bytes: int
+
+    def __post_init__(self) -> None:
+        check_relative_path(self.path)
+        _check_sha256(self.sha256, self.path)
+
+
+@dataclass(frozen=True)
+class Parity:
+    """Agreement of an artifact with the fp32 torch model on the evaluation images."""
+
+    agreement: float
+    max_abs_prob_delta: float
+    macro_recall: float
+    macro_recall_delta: float
+    per_class_recall_delta: dict[str, float]
+    macro_recall_delta_ci: tuple[float, ...] = ()
+    agreement_ci: tuple[float, ...] = ()
+    n_images: int = 0
+    n_patients: int = 0
+    eval_data: str = ""
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    """One exported artifact: a (target, precision) pair, its files, and how it was validated."""
+
+    target: str
+    precision: str
+    path: str
+    status: Status
+    sha256: str = ""
+    bytes: int = 0
+    format: str = ""  # onnx, ort, openvino, mlpackage, engine
+    files: tuple[FileEntry, ...] = ()  # extra files that belong to it (sidecars, weights)
+    validated: Validated = "none"
+    validated_reason: str = ""
+    parity: Parity | None = None
+    converter_versions: dict[str, str] = field(default_factory=dict)
+    calibration_ids: tuple[str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        check_relative_path(self.path)
+        if self.status == "ok":
+            _check_sha256(self.sha256, self.path)
+
+    @property
+    def key(self) -> str:
+        return f"{self.target}:{self.precision}"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A seeded synthetic input and the fp32 probabilities for it, for ``model.self_test()``."""
+
+    seed: int
+    batch: int
+    probabilities: tuple[tuple[float, ...], ...]
+    tolerance: dict[str, float] = field(default_factory=dict)  # precision -> max |delta p|
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What an export dir holds: the card and one record per artifact."""
+
+    card: ModelCard
+    artifacts: tuple[ArtifactRecord, ...] = ()
+    probe: Probe | None = None
+    created: str | None = None
+    facederm_version: str = ""
+    source_run: str = ""
+    schema: str = MANIFEST_SCHEMA
+
+    def __post_init__(self) -> None:
+        if self.schema != MANIFEST_SCHEMA:
+            raise UnsupportedSchemaVersionError(
+                f"manifest schema {self.schema!r} is not supported (this facederm reads {MANIFEST_SCHEMA})"
+            )
+        keys = [a.key for a in self.artifacts]
+        duplicates = sorted({k for k in keys if keys.count(k) > 1})
+        if duplicates:
+            raise SchemaError(f"artifacts: duplicate target:precision {', '.join(duplicates)}")
+
+    def ok_artifacts(self) -> list[ArtifactRecord]:
+        return [a for a in self.artifacts if a.status == "ok"]
+
+    def find(self, target: str, precision: str | None = None) -> ArtifactRecord | None:
+        for a in self.artifacts:
+            if a.target == target and (precision is None or a.precision == precision):
+                return a
+        return None
+
+    def with_artifact(self, record: ArtifactRecord) -> "Manifest":
+        """A copy with ``record`` added, replacing any record for the same target:precision."""
+        kept = tuple(a for a in self.artifacts if a.key != record.key)
+        return replace(self, artifacts=kept + (record,))
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "manifest") -> "Manifest":
+        _check_schema(data, MANIFEST_SCHEMA, where)
+        if isinstance(data.get("card"), dict):
+            _check_schema(data["card"], CARD_SCHEMA, f"{where}.card")
+        return from_dict(cls, data, where)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Manifest":
+        return cls.from_dict(read_json(path), where=str(path))
+
+    def save(self, path: str | Path) -> None:
+        write_json_atomic(path, self.to_dict())
+
+
+def _check_schema(data: Any, expected: str, where: str) -> None:
+    if not isinstance(data, dict):
+        raise SchemaError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    found = data.get("schema")
+    if found is None:
+        raise SchemaError(f"{where}: missing field 'schema' (expected {expected!r})")
+    if found != expected:
+        raise UnsupportedSchemaVersionError(
+            f"{where}: schema {found!r} is not supported (this facederm reads {expected!r})"
+        )
+
+
+def _check_sha256(value: str, path: str) -> None:
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise SchemaError(f"{path}: sha256 must be 64 lowercase hex digits")
+
+
+def check_relative_path(path: str) -> str:
+    """Refuse paths that could escape their directory: absolute, drive letters, '..', empty parts."""
+    if not isinstance(path, str) or not path or "\x00" in path:
+        raise UnsafePathError(f"file entry {path!r}: empty or invalid path")
+    if "\\" in path or path.startswith("/") or (len(path) > 1 and path[1] == ":"):
+        raise UnsafePathError(f"file entry {path!r}: must be a relative POSIX path inside the export dir")
+    parts = PurePosixPath(path).parts
+    if any(p in ("..", "") for p in parts):
+        raise UnsafePathError(f"file entry {path!r}: '..' is not allowed")
+    return path
+
+
+def resolve_inside(root: str | Path, relative: str) -> Path:
+    """Join ``relative`` onto ``root`` and refuse the result if it (or a symlink on the way) leaves ``root``."""
+    check_relative_path(relative)
+    root_real = Path(os.path.realpath(root))
+    target = Path(os.path.realpath(root_real / relative))
+    if target != root_real and root_real not in target.parents:
+        raise UnsafePathError(f"file entry {relative!r} resolves outside {root} (symlink?)")
+    return target
+
+
+def file_digest(path: str | Path, chunk: int = 1 << 20) -> tuple[str, int]:
+    """sha256 and size of a file, or of a directory tree (e.g. an .mlpackage) hashed in sorted order."""
+    path = Path(path)
+    h = hashlib.sha256()
+    size = 0
+    if path.is_dir():
+        for sub in sorted(p for p in path.rglob("*") if p.is_file()):
+            rel = sub.relative_to(path).as_posix()
+            h.update(rel.encode() + b"\0")
+            with open(sub, "rb") as f:
+                while block := f.read(chunk):
+                    h.update(block)
+                    size += len(block)
+        return h.hexdigest(), size
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+            size += len(block)
+    return h.hexdigest(), size

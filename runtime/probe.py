@@ -1,0 +1,44 @@
+"""The seeded probe input behind ``model.self_test()``.
+
+Export runs :func:`make_probe` through the fp32 model and stores the probabilities in the manifest
+(:class:`facederm.runtime.card.Probe`); the runtime regenerates the same input and compares. Both sides
+call this one function, so the input is bit-identical. The pattern is smooth and image-like (a coarse
+random colour grid, bilinearly upsampled, rounded to whole 0-255 values) rather than white noise, so
+quantized models see activations in the range they were calibrated for.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Default probe parameters; export records the ones it used in the manifest.
+DEFAULT_SEED = 0
+DEFAULT_BATCH = 2
+_GRID = 5  # coarse control points per side: a few blobs of colour per image
+
+
+def _interpolation_matrix(size: int, grid: int) -> np.ndarray:
+    """(size x grid) weights that linearly interpolate ``grid`` control points onto ``size`` pixels."""
+    position = np.linspace(0.0, grid - 1.0, size)
+    lower = np.minimum(np.floor(position).astype(np.int64), grid - 2)
+    frac = position - lower
+    weights = np.zeros((size, grid), dtype=np.float64)
+    rows = np.arange(size)
+    weights[rows, lower] = 1.0 - frac
+    weights[rows, lower + 1] = frac
+    return weights
+
+
+def make_probe(seed: int = DEFAULT_SEED, batch: int = DEFAULT_BATCH, size: int = 224) -> np.ndarray:
+    """A deterministic float32 NCHW batch of smooth RGB images with whole values in 0-255.
+
+    Same ``(seed, batch, size)`` -> the same array on every machine (float64 maths, then rounding).
+    """
+    if batch < 1 or size < 2:
+        raise ValueError(f"make_probe: batch must be >= 1 and size >= 2 (got batch={batch}, size={size})")
+    rng = np.random.default_rng(seed)
+    grid = rng.uniform(20.0, 235.0, size=(batch, 3, _GRID, _GRID))
+    weights = _interpolation_matrix(size, _GRID)
+    smooth = weights @ grid @ weights.T  # (batch, 3, size, size), separable bilinear upsampling
+    texture = rng.normal(0.0, 6.0, size=(batch, 1, size, size))  # mild skin-like grain, shared by channels
+    return np.clip(np.rint(smooth + texture), 0.0, 255.0).astype(np.float32)

@@ -1,0 +1,87 @@
+"""The training configuration: every option of ``facederm-train`` as one validated dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from facederm.runtime.errors import ConfigError
+
+from .models import get_arch
+from .protocols import get_protocol
+
+Device = Literal["cpu", "cuda", "auto"]
+
+
+@dataclass
+class TrainConfig:
+    """What to train, on what, and how. ``imagenet_weights=None`` means: on when the arch has bundled
+    ImageNet weights (EfficientNet-Lite), random init otherwise."""
+
+    data: str
+    out: str | Path
+    arch: str = "efficientnet_lite0"
+    protocol: str = "all"
+    epochs: int = 10
+    img_size: int = 300
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01
+    seed: int = 0
+    workers: int = 0
+    patience: int = 5
+    label_set: str | None = None
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+    device: Device = "auto"
+    amp: bool = False  # bf16 autocast on CUDA
+    channels_last: bool = True
+    resume: bool = False
+    pretrained: bool = False  # timm hub weights (network)
+    weights: str | None = None  # a local checkpoint to start from
+    imagenet_weights: bool | None = None
+    head_hidden: int = 1024
+    head_dropout: float = 0.3
+    n_boot: int = 1000
+    cache_bytes: int = 4 << 30
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        spec = get_arch(self.arch)  # unknown arch -> ConfigError naming the known ones
+        get_protocol(self.protocol)
+        if self.imagenet_weights is None:
+            self.imagenet_weights = spec.local_weights is not None and not self.pretrained and self.weights is None
+        elif self.imagenet_weights and spec.local_weights is None and not self.pretrained:
+            raise ConfigError(f"{self.arch} has no bundled ImageNet weights; use --pretrained (network) or --weights FILE")
+        for name in ("epochs", "img_size", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.img_size < 16:
+            raise ConfigError(f"--img-size must be >= 16, got {self.img_size}")
+        if self.lr <= 0:
+            raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        if self.workers < 0 or self.patience < 0:
+            raise ConfigError("--workers and --patience must be >= 0")
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise ConfigError(f"--device must be cpu, cuda or auto, got {self.device!r}")
+        self.out = Path(self.out)
+
+    @property
+    def init_description(self) -> str:
+        """How the backbone starts, in words (for the CLI output and the card)."""
+        if self.weights:
+            return f"weights from {self.weights}"
+        if self.pretrained:
+            return "timm hub pretrained weights"
+        if self.imagenet_weights:
+            return "ImageNet weights (bundled efficientnet-lite package)"
+        return "random init (no bundled ImageNet weights for this arch)"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["out"] = str(self.out)
+        return data

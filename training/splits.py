@@ -1,0 +1,127 @@
+"""Patient-grouped, class-stratified, seeded splits; site filtering; the no-shared-patient check.
+
+Leakage is the classic way to overstate a skin-lesion model: two photos of one patient (often of the
+same lesion) in train and test. Every split here is by patient, and checked when it is made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Iterator, Literal, Mapping, Sequence
+
+from facederm.runtime.errors import ConfigError, DataLeakageError
+
+from .dataset import Sample
+from .labels import FACE_REGIONS
+
+SPLIT_NAMES = ("train", "val", "test")
+Site = Literal["face", "other", "all"]
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Three lists of samples with no patient in common."""
+
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample]
+
+    def items(self) -> Iterator[tuple[str, list[Sample]]]:
+        """("train", [...]), ("val", [...]), ("test", [...])."""
+        return iter((name, getattr(self, name)) for name in SPLIT_NAMES)
+
+    def as_dict(self) -> dict[str, list[Sample]]:
+        return dict(self.items())
+
+
+def select_sites(samples: Sequence[Sample], site: Site, face_regions: Sequence[str] = FACE_REGIONS) -> list[Sample]:
+    """The samples on the face (``region`` in ``face_regions``), elsewhere ("other"), or all of them.
+
+    Samples with an unknown region ("") count as "other".
+    """
+    if site == "all":
+        return list(samples)
+    if site not in ("face", "other"):
+        raise ConfigError(f"site {site!r}: use face, other or all")
+    want_face = site == "face"
+    return [s for s in samples if s.is_face(face_regions) == want_face]
+
+
+def check_disjoint_patients(splits: Mapping[str, Sequence[Sample]] | Splits, *, force: bool = False) -> int:
+    """The number of patients found in more than one split. Raises :class:`DataLeakageError`
+    naming that count unless it is 0 or ``force`` is set (then the caller reports it)."""
+    named = splits.as_dict() if isinstance(splits, Splits) else splits
+    where: dict[str, set[str]] = defaultdict(set)
+    for name, samples in named.items():
+        for sample in samples:
+            where[sample.patient_id].add(name)
+    shared = sorted(p for p, names in where.items() if len(names) > 1)
+    if shared and not force:
+        example = ", ".join(f"{p} ({'+'.join(sorted(where[p]))})" for p in shared[:3])
+        raise DataLeakageError(
+            f"{len(shared)} patient(s) appear in more than one split, e.g. {example}: "
+            "results would be optimistic; split by patient (or pass force to accept it)"
+        )
+    return len(shared)
+
+
+def _order_key(seed: int, patient_id: str) -> str:
+    """A seeded pseudo-random order that does not depend on input order."""
+    return hashlib.sha256(f"{seed}\0{patient_id}".encode()).hexdigest()
+
+
+def split_by_patient(
+    samples: Sequence[Sample],
+    *,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    face_regions: Sequence[str] = FACE_REGIONS,
+) -> Splits:
+    """Split into train / val / test by patient, stratified by class and by face vs other site.
+
+    A patient's class is their rarest label (so rare classes are spread first). Within each class,
+    the first patients go to splits that lack the class yet (train, then test, then val), so every split
+    has every class that has at least three such patients; the rest go to the split furthest below its
+    share of that stratum's images. Same samples and seed give the same splits in any input order.
+    """
+    fractions = {"train": 1.0 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction}
+    if val_fraction < 0 or test_fraction < 0 or fractions["train"] <= 0:
+        raise ConfigError(f"val_fraction {val_fraction} and test_fraction {test_fraction} must be >= 0 and sum below 1")
+    active = [name for name in ("train", "test", "val") if fractions[name] > 0]  # fill order for rare classes
+
+    by_patient: dict[str, list[Sample]] = defaultdict(list)
+    for sample in samples:
+        by_patient[sample.patient_id].append(sample)
+    label_counts = Counter(s.label for s in samples)
+
+    strata: dict[tuple[int, str, bool], list[str]] = defaultdict(list)
+    for patient, items in by_patient.items():
+        rarest = min({s.label for s in items}, key=lambda label: (label_counts[label], label))
+        on_face = any(s.is_face(face_regions) for s in items)
+        strata[(label_counts[rarest], rarest, not on_face)].append(patient)
+
+    assigned: dict[str, str] = {}
+    has_class: dict[str, set[str]] = defaultdict(set)  # split -> labels it holds so far
+    for (_, label, _), patients in sorted(strata.items()):
+        patients.sort(key=lambda p: _order_key(seed, p))
+        total = sum(len(by_patient[p]) for p in patients)
+        filled = Counter()
+        for patient in patients:
+            lacking = [name for name in active if label not in has_class[name]]
+            if lacking:
+                split = lacking[0]
+            else:  # furthest below its target share of this stratum; ties in train, val, test order
+                split = max(SPLIT_NAMES, key=lambda n: fractions[n] * total - filled[n])
+            assigned[patient] = split
+            filled[split] += len(by_patient[patient])
+            has_class[split].update(s.label for s in by_patient[patient])
+
+    parts: dict[str, list[Sample]] = {name: [] for name in SPLIT_NAMES}
+    for sample in sorted(samples, key=lambda s: (s.patient_id, s.image_id, s.path)):
+        parts[assigned[sample.patient_id]].append(sample)
+    splits = Splits(**parts)
+    check_disjoint_patients(splits)  # by construction 0; checked anyway, always
+    return splits
