@@ -40,3 +40,14 @@ __all__ = [
     "resize_and_crop",
     "to_tensor",
 ]
+
+# The prediction API (issue 5). Backends import their heavy libraries lazily, so this stays cheap.
+# ``facederm.runtime.backends`` is the backends subpackage, and calling it lists them: ``backends()``.
+from . import backends  # noqa: E402
+from .backends import BackendInfo  # noqa: E402
+from .loader import load  # noqa: E402
+from .model import Model  # noqa: E402
+from .prediction import Prediction, SelfTestResult  # noqa: E402
+from .probe import make_probe  # noqa: E402
+
+__all__ += ["BackendInfo", "Model", "Prediction", "SelfTestResult", "backends", "load", "make_probe"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Literal
 
 from .errors import SchemaError, UnsafePathError, UnsupportedSchemaVersionError
@@ -275,9 +275,13 @@ def check_relative_path(path: str) -> str:
         raise UnsafePathError(f"file entry {path!r}: empty or invalid path")
     if "\\" in path or path.startswith("/") or (len(path) > 1 and path[1] == ":"):
         raise UnsafePathError(f"file entry {path!r}: must be a relative POSIX path inside the export dir")
-    parts = PurePosixPath(path).parts
-    if any(p in ("..", "") for p in parts):
+    # Split by hand: PurePosixPath would silently normalise "a//b" and "./a", so one file could be
+    # spelled several ways. Entries are canonical: no empty, "." or ".." parts.
+    parts = path.split("/")
+    if ".." in parts:
         raise UnsafePathError(f"file entry {path!r}: '..' is not allowed")
+    if any(p in ("", ".") for p in parts):
+        raise UnsafePathError(f"file entry {path!r}: empty or '.' path parts are not allowed")
     return path
 
 
@@ -292,14 +296,22 @@ def resolve_inside(root: str | Path, relative: str) -> Path:
 
 
 def file_digest(path: str | Path, chunk: int = 1 << 20) -> tuple[str, int]:
-    """sha256 and size of a file, or of a directory tree (e.g. an .mlpackage) hashed in sorted order."""
+    """sha256 and size of a file, or of a directory tree (e.g. an .mlpackage) hashed in sorted order.
+
+    For a directory, each file contributes its relative path and its length before its bytes, so bytes
+    moved from one file to another (or a file split in two) change the digest. A symlink in the tree that
+    resolves outside the directory raises :class:`UnsafePathError` instead of being read.
+    """
     path = Path(path)
     h = hashlib.sha256()
     size = 0
     if path.is_dir():
+        root = Path(os.path.realpath(path))
         for sub in sorted(p for p in path.rglob("*") if p.is_file()):
             rel = sub.relative_to(path).as_posix()
-            h.update(rel.encode() + b"\0")
+            if sub.is_symlink() and root not in Path(os.path.realpath(sub)).parents:
+                raise UnsafePathError(f"{path}: {rel!r} is a symlink pointing outside the directory")
+            h.update(rel.encode() + b"\0" + sub.stat().st_size.to_bytes(8, "little"))
             with open(sub, "rb") as f:
                 while block := f.read(chunk):
                     h.update(block)

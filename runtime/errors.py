@@ -103,3 +103,7 @@ class ParityGateError(ExportError):
 
 class ConfigError(FacedermError, ValueError):
     """A command-line or API option is invalid (unknown arch, target, protocol...)."""
+
+
+class IncompatibleEngineError(ArtifactError):
+    """A TensorRT engine was built for another TensorRT version or GPU compute capability: rebuild it here."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 import struct
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -32,6 +31,10 @@ ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image,
 
 #: Refuse images with more pixels than this before decoding them (phones top out near 200 MP).
 DEFAULT_MAX_PIXELS = 200_000_000
+
+#: resize_and_crop resizes the whole image only while the result is at most this many times the
+#: shorter side squared (aspect ratio up to 16:1, every real photo); beyond, it resamples the crop box only.
+_MAX_RESIZE_AREA_FACTOR = 16
 
 _RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -99,10 +102,11 @@ def load_image(
                 f"unsupported input type {type(source).__name__}; pass a path, bytes, a PIL image or a uint8 array",
                 label,
             )
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(stream) as img:  # type: ignore[arg-type]
-                return _pil_to_rgb(img, label, max_pixels, draft_size)
+        # No warnings.catch_warnings() here: it swaps process-wide filters and is not thread-safe
+        # (concurrent predictions could leave a filter behind). _pil_to_rgb checks max_pixels itself;
+        # PIL's own hard limit (DecompressionBombError, 2x Image.MAX_IMAGE_PIXELS) still applies.
+        with Image.open(stream) as img:  # type: ignore[arg-type]
+            return _pil_to_rgb(img, label, max_pixels, draft_size)
     except FacedermInputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -166,7 +170,18 @@ def _array_to_rgb(arr: np.ndarray, label: str) -> np.ndarray:
         arr = np.repeat(arr, 3, axis=2)
     elif arr.shape[2] == 4:
         return _mode_to_rgb(Image.fromarray(arr, "RGBA"))
-    return np.ascontiguousarray(arr)
+    return np.array(arr, order="C", copy=True)  # never alias the caller's array (outputs may be edited)
+
+
+def resize_shorter_side(rgb: np.ndarray, shorter: int, interpolation: str = "bilinear") -> np.ndarray:
+    """Resize so the shorter side is ``shorter`` px, aspect ratio kept (no crop; returned as is if already)."""
+    height, width = rgb.shape[:2]
+    scale = shorter / min(height, width)
+    new_w = max(shorter, round(width * scale))
+    new_h = max(shorter, round(height * scale))
+    if (new_w, new_h) != (width, height):
+        rgb = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), _RESAMPLE[interpolation]))
+    return rgb
 
 
 def resize_and_crop(
@@ -176,11 +191,21 @@ def resize_and_crop(
     resize_shorter = resize_shorter or crop
     height, width = rgb.shape[:2]
     if (height, width) != (crop, crop) or resize_shorter != crop:
-        scale = resize_shorter / min(height, width)
-        new_w = max(crop, round(width * scale))
-        new_h = max(crop, round(height * scale))
-        if (new_w, new_h) != (width, height):
-            rgb = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), _RESAMPLE[interpolation]))
+        shorter = max(resize_shorter, crop)
+        scale = shorter / min(height, width)
+        new_w = max(shorter, round(width * scale))
+        new_h = max(shorter, round(height * scale))
+        if new_w * new_h > _MAX_RESIZE_AREA_FACTOR * shorter * shorter:
+            # Extreme aspect ratio (e.g. a 1 x 1,000,000 PNG): resizing the whole image would allocate
+            # gigabytes. Resample only the box that the center crop keeps (same geometry, bounded memory;
+            # may differ from the full resize by rounding, which no real photo reaches).
+            sx, sy = width / new_w, height / new_h
+            top, left = (new_h - crop) // 2, (new_w - crop) // 2
+            box = (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)
+            resized = Image.fromarray(rgb).resize((crop, crop), _RESAMPLE[interpolation], box=box)
+            return np.ascontiguousarray(np.asarray(resized))
+        rgb = resize_shorter_side(rgb, shorter, interpolation)
+        new_h, new_w = rgb.shape[:2]
         top = (new_h - crop) // 2
         left = (new_w - crop) // 2
         rgb = rgb[top : top + crop, left : left + crop]

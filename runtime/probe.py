@@ -16,6 +16,17 @@ DEFAULT_SEED = 0
 DEFAULT_BATCH = 2
 _GRID = 5  # coarse control points per side: a few blobs of colour per image
 
+#: Max |delta probability| against the fp32 probe outputs, per precision, when the manifest records none.
+DEFAULT_TOLERANCE: dict[str, float] = {
+    "fp32": 1e-4,
+    "bf16": 3e-2,
+    "fp16": 2e-2,
+    "int8-weights": 5e-2,
+    "int8": 0.15,
+    "palettize6": 0.1,
+    "palettize4": 0.25,
+}
+
 
 def _interpolation_matrix(size: int, grid: int) -> np.ndarray:
     """(size x grid) weights that linearly interpolate ``grid`` control points onto ``size`` pixels."""
@@ -42,3 +53,18 @@ def make_probe(seed: int = DEFAULT_SEED, batch: int = DEFAULT_BATCH, size: int =
     smooth = weights @ grid @ weights.T  # (batch, 3, size, size), separable bilinear upsampling
     texture = rng.normal(0.0, 6.0, size=(batch, 1, size, size))  # mild skin-like grain, shared by channels
     return np.clip(np.rint(smooth + texture), 0.0, 255.0).astype(np.float32)
+
+
+def tolerance_for(precision: str | None, recorded: dict[str, float], compute_precision: str | None = None) -> float:
+    """The probe tolerance for an artifact: the manifest's figure for its precision, else the default.
+
+    When the device computes in a lower precision than the artifact (OpenVINO's bf16 on this CPU),
+    the looser of the two applies, so an honest bf16 run of an fp32 IR is not reported as broken.
+    """
+    def one(p: str) -> float:
+        return float(recorded.get(p, DEFAULT_TOLERANCE.get(p, DEFAULT_TOLERANCE["int8"])))
+
+    tolerance = one(precision or "fp32")
+    if compute_precision and compute_precision != precision:
+        tolerance = max(tolerance, one(compute_precision))
+    return tolerance

@@ -51,6 +51,7 @@ class DataSet:
     synthetic: bool
     loader: ImageLoader = field(default=load_file, repr=False)
     face_regions: tuple[str, ...] = FACE_REGIONS
+    verified: bool = False  # every image decoded once (see verify)
 
     def load_rgb(self, sample: Sample) -> np.ndarray:
         """uint8 HxWx3 RGB at full size (synthetic: rendered on demand)."""
@@ -90,6 +91,7 @@ class DataSet:
                 continue
             good.append(sample)
         self.samples = good
+        self.verified = True
         return self
 
 

@@ -82,8 +82,9 @@ def split_by_patient(
 ) -> Splits:
     """Split into train / val / test by patient, stratified by class and by face vs other site.
 
-    A patient's class is their rarest label (so rare classes are spread first). Within each class,
-    the first patients go to splits that lack the class yet (train, then test, then val), so every split
+    A patient's class is their rarest label (so rare classes are spread first); their site is "face" if
+    any of their images is. Within each (class, site) stratum the first patients go to splits that lack
+    the class yet, then to splits that lack it at this site (train, then test, then val), so every split
     has every class that has at least three such patients; the rest go to the split furthest below its
     share of that stratum's images. Same samples and seed give the same splits in any input order.
     """
@@ -91,6 +92,7 @@ def split_by_patient(
     if val_fraction < 0 or test_fraction < 0 or fractions["train"] <= 0:
         raise ConfigError(f"val_fraction {val_fraction} and test_fraction {test_fraction} must be >= 0 and sum below 1")
     active = [name for name in ("train", "test", "val") if fractions[name] > 0]  # fill order for rare classes
+    receiving = [name for name in SPLIT_NAMES if fractions[name] > 0]
 
     by_patient: dict[str, list[Sample]] = defaultdict(list)
     for sample in samples:
@@ -104,20 +106,23 @@ def split_by_patient(
         strata[(label_counts[rarest], rarest, not on_face)].append(patient)
 
     assigned: dict[str, str] = {}
-    has_class: dict[str, set[str]] = defaultdict(set)  # split -> labels it holds so far
-    for (_, label, _), patients in sorted(strata.items()):
+    holds: dict[str, set[tuple[str, bool | None]]] = defaultdict(set)  # split -> (label, on face) and (label, None)
+    for (_, label, off_face), patients in sorted(strata.items()):
         patients.sort(key=lambda p: _order_key(seed, p))
         total = sum(len(by_patient[p]) for p in patients)
-        filled = Counter()
+        filled: Counter[str] = Counter()
         for patient in patients:
-            lacking = [name for name in active if label not in has_class[name]]
+            # First a split without the class at all, then one without it at this site ...
+            lacking = [name for name in active if (label, None) not in holds[name]]
+            lacking = lacking or [name for name in active if (label, not off_face) not in holds[name]]
             if lacking:
                 split = lacking[0]
-            else:  # furthest below its target share of this stratum; ties in train, val, test order
-                split = max(SPLIT_NAMES, key=lambda n: fractions[n] * total - filled[n])
+            else:  # ... then the split furthest below its share of this stratum (ties: train, val, test)
+                split = max(receiving, key=lambda n: fractions[n] * total - filled[n])
             assigned[patient] = split
             filled[split] += len(by_patient[patient])
-            has_class[split].update(s.label for s in by_patient[patient])
+            for s in by_patient[patient]:
+                holds[split].update({(s.label, None), (s.label, s.is_face(face_regions))})
 
     parts: dict[str, list[Sample]] = {name: [] for name in SPLIT_NAMES}
     for sample in sorted(samples, key=lambda s: (s.patient_id, s.image_id, s.path)):

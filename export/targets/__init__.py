@@ -1,1 +1,11 @@
+"""The built-in export targets, one module each; importing this package registers them.
 
+Each module registers a :class:`facederm.export.registry.Target` whose variants build one artifact from
+a :class:`facederm.export.context.BuildContext`. Heavy libraries are imported inside the builders.
+"""
+
+from __future__ import annotations
+
+from . import onnx  # noqa: F401
+
+__all__ = ["onnx"]

@@ -10,6 +10,8 @@ coremltools, tensorrt) only when it is checked or used.
 
 from __future__ import annotations
 
+import sys
+import types
 from pathlib import Path
 
 from ..errors import BackendMismatchError, ConfigError
@@ -59,6 +61,15 @@ def check_reads(backend: type[Backend], path: Path, fmt: str = "") -> None:
         f"{path}: backend {backend.name!r} reads {backend.kind} ({', '.join(backend.suffixes)}), not {what}; {hint}"
     )
 
+
+class _CallableModule(types.ModuleType):
+    """Lets ``facederm.runtime.backends()`` list the backends while this stays an importable package."""
+
+    def __call__(self) -> list[BackendInfo]:
+        return backends()
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 # Registration order does not matter: priorities decide. Each import is light (no heavy library).
 from . import coreml, onnxruntime, openvino, tensorrt  # noqa: E402,F401

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, BackendUnavailableError, ConfigError
-from ..metadata import COREML_CARD_KEY, INPUT_NAME, OUTPUT_NAME, card_from_metadata
+from ..metadata import INPUT_NAME, OUTPUT_NAME, card_from_metadata
 from . import register
 from .base import Backend, Session
 
@@ -90,5 +90,3 @@ class CoreMlSession(Session):
             return np.array([value[label] for label in self._labels], dtype=np.float32)
         return np.asarray(value, dtype=np.float32).reshape(-1)
 
-
-_ = COREML_CARD_KEY  # the metadata key export writes; card_from_metadata reads it

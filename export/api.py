@@ -1,0 +1,98 @@
+"""The Python entry point of export: :func:`export_run` (the CLI ``facederm-export`` calls only this).
+
+One call exports a run dir to every requested (target, precision), validates each artifact against
+the fp32 torch model (the clinical parity gate) and writes ``manifest.json`` atomically after each one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from facederm.runtime.card import ArtifactRecord, Manifest
+
+#: Default cap on calibration images (class-stratified, patient-grouped, from the run's training split).
+DEFAULT_CALIB_SIZE = 300
+#: Default largest allowed drop in macro recall, in percentage points, against fp32 torch.
+DEFAULT_MAX_DROP = 1.0
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_run` did: the manifest as written, and this call's records in order."""
+
+    manifest: Manifest
+    records: tuple[ArtifactRecord, ...]
+    out_dir: Path
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.out_dir / "manifest.json"
+
+    @property
+    def ok(self) -> bool:
+        """True when no artifact of this call failed (skipped ones, e.g. a missing backend, are fine)."""
+        return not self.failed
+
+    @property
+    def failed(self) -> tuple[ArtifactRecord, ...]:
+        return tuple(r for r in self.records if r.status == "failed")
+
+    @property
+    def skipped(self) -> tuple[ArtifactRecord, ...]:
+        return tuple(r for r in self.records if r.status == "skipped")
+
+
+def export_run(
+    run_dir: str | Path,
+    *,
+    out_dir: str | Path,
+    targets: Sequence[str] = ("all",),
+    precisions: Sequence[str] | None = None,
+    calib_data: str | None = None,
+    eval_data: str | None = None,
+    calib_size: int = DEFAULT_CALIB_SIZE,
+    max_drop: float = DEFAULT_MAX_DROP,
+    max_class_drop: Mapping[str, float] | None = None,
+    accuracy_control: bool = False,
+    batch_size: int = 16,
+    seed: int = 0,
+    progress: bool = False,
+    on_record: Callable[[ArtifactRecord], None] | None = None,
+) -> ExportResult:
+    """Export the trained model in ``run_dir`` to ``out_dir``.
+
+    - ``targets``: names or aliases (onnx/ort, openvino/ov, coreml/ios/mlpackage, tensorrt/trt/engine, all).
+    - ``precisions``: e.g. ("fp32", "int8"); None: each target's defaults. A target that lacks a requested
+      precision gets a skipped record saying so.
+    - ``calib_data`` / ``eval_data``: data specs (``pad-ufes-20:DIR``, ``folder:DIR``, ``csv:FILE``, ``synthetic:N``);
+      None: the run's training split for calibration and its test split for evaluation (``splits.json`` + the
+      card's ``data["spec"]``). Calibration never uses an evaluation image or patient.
+    - ``max_drop`` (macro recall points) and ``max_class_drop`` ({label: points}): the parity gate; a breach marks
+      the artifact ``failed`` in the manifest with the reason in ``error``.
+    - ``accuracy_control``: OpenVINO int8 via ``nncf.quantize_with_accuracy_control`` (macro recall drop metric).
+    - ``on_record``: called with each record as soon as it is in the manifest (the CLI prints progress with it).
+
+    Returns an :class:`ExportResult`; it does not raise for failed or skipped artifacts (check ``result.ok``).
+    Raises :class:`~facederm.runtime.errors.ConfigError` for bad options (unknown target, bad threshold) and
+    :class:`~facederm.runtime.errors.ExportError` when calibration is impossible (a class without images).
+    """
+    from .pipeline import run_export
+
+    return run_export(
+        run_dir,
+        out_dir=out_dir,
+        targets=targets,
+        precisions=precisions,
+        calib_data=calib_data,
+        eval_data=eval_data,
+        calib_size=calib_size,
+        max_drop=max_drop,
+        max_class_drop=dict(max_class_drop or {}),
+        accuracy_control=accuracy_control,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+        on_record=on_record,
+    )

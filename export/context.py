@@ -1,0 +1,91 @@
+"""What a target receives (:class:`BuildContext`) and what it hands back (:class:`BuiltArtifact`).
+
+Every target module has the same shape: ``build(ctx) -> BuiltArtifact``, writing its files under
+``ctx.workdir`` (a staging folder inside the export dir) at ``ctx.path``. The pipeline then validates the
+artifact with ``BuiltArtifact.predict``, applies the parity gate, and moves the files into place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facederm.runtime.card import ModelCard
+
+from .calibration import Calibration
+
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class BuildContext:
+    """Inputs of one (target, precision) build.
+
+    ``model`` is the fp32 :class:`~facederm.training.models.ProbabilityModel` in eval mode (image 0-255 in,
+    probabilities out); ``shared`` is a per-export scratch dict so variants can reuse work (the fp32 ONNX
+    graph is exported once and quantized several ways); ``scratch`` is a folder for such reusable files.
+    """
+
+    model: torch.nn.Module
+    card: ModelCard
+    precision: str
+    path: str
+    workdir: Path
+    scratch: Path
+    calibration: Calibration
+    batch_size: int = 16
+    options: dict[str, Any] = field(default_factory=dict)
+    shared: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def output(self) -> Path:
+        """Where the artifact's main file (or bundle folder) must be written."""
+        out = self.workdir / self.path
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return out
+
+    @property
+    def input_size(self) -> int:
+        return self.card.input_size
+
+
+@dataclass
+class BuiltArtifact:
+    """A built artifact, not yet validated or installed.
+
+    ``predict`` runs the artifact (native) or its twin on float32 NCHW 0-255 batches; ``files`` lists extra
+    files (relative to the export dir) that belong to it; ``uses_calibration`` records the calibration ids.
+    """
+
+    format: str
+    predict: Predict
+    validated: str  # "native" | "twin"
+    validated_reason: str
+    files: tuple[str, ...] = ()
+    converter_versions: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    uses_calibration: bool = False
+    close: Callable[[], None] | None = None
+
+
+def run_batched(fn: Predict, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """Apply ``fn`` to ``images`` in chunks (memory stays flat for any evaluation size)."""
+    out = [np.asarray(fn(np.ascontiguousarray(images[i : i + batch_size])), dtype=np.float32)
+           for i in range(0, len(images), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def torch_predict(model: torch.nn.Module, dtype: torch.dtype = torch.float32) -> Predict:
+    """A predictor for a torch module taking 0-255 NCHW input (fp32 reference, or a Core ML twin)."""
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(dtype)
+            return model(x).float().numpy()
+
+    return predict

@@ -1,0 +1,100 @@
+"""The fp32 ONNX graph every ONNX-based artifact starts from, its metadata, and an onnxruntime predictor.
+
+One file (legacy TorchScript exporter: one .onnx, no external data, 3-10x faster than dynamo here),
+input ``image`` float32 NCHW 0-255 with a dynamic batch, output ``probabilities``, simplified with
+onnxslim, the model card in ``metadata_props``.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facederm.runtime.card import NOT_A_DIAGNOSIS, ModelCard
+from facederm.runtime.errors import ExportError
+from facederm.runtime.metadata import INPUT_NAME, OUTPUT_NAME, card_to_metadata
+
+from .context import BuildContext, Predict
+from .surgery import static_same_padding
+
+OPSET = 17
+
+
+def set_metadata(model, card: ModelCard) -> None:  # model: onnx.ModelProto
+    """Embed the card, labels and preprocessing (``runtime.metadata`` keys) and a human description."""
+    import onnx
+
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update(card_to_metadata(card))
+    onnx.helper.set_model_props(model, props)  # replaces the list: no duplicate keys on re-export
+    model.producer_name = "facederm"
+    model.doc_string = f"{card.arch} skin lesion classifier; labels {json.dumps(list(card.labels))}. {NOT_A_DIAGNOSIS}"
+
+
+def export_fp32(model: torch.nn.Module, card: ModelCard, path: Path) -> Path:
+    """Trace ``model`` (a ProbabilityModel) to a simplified single-file fp32 ONNX graph at ``path``."""
+    import onnx
+
+    size = card.input_size
+    static, _ = static_same_padding(model, size)
+    raw = path.with_suffix(".raw.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings about shape arithmetic are expected and harmless
+        torch.onnx.export(
+            static, (torch.zeros(1, 3, size, size),), str(raw), dynamo=False, opset_version=OPSET,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, do_constant_folding=True,
+        )
+    graph = onnx.load(str(raw))
+    raw.unlink()
+    try:
+        import onnxslim
+
+        graph = onnxslim.slim(graph)
+    except ImportError:  # onnxslim is optional: the graph is still valid, only larger and slower
+        pass
+    set_metadata(graph, card)
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(path))
+    return path
+
+
+def shared_fp32(ctx: BuildContext) -> Path:
+    """The fp32 graph of this export, built once and reused by every ONNX-based variant."""
+    path = ctx.shared.get("onnx_fp32")
+    if path is None or not Path(path).is_file():
+        path = export_fp32(ctx.model, ctx.card, ctx.scratch / "model.fp32.onnx")
+        ctx.shared["onnx_fp32"] = path
+    return Path(path)
+
+
+def ort_predict(path: Path) -> Predict:
+    """Run an ONNX or .ort file with onnxruntime on the CPU (the native check)."""
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own untyped errors)
+        raise ExportError(f"{path.name}: onnxruntime cannot load it: {exc}") from exc
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return session.run([OUTPUT_NAME], {INPUT_NAME: batch.astype(np.float32, copy=False)})[0]
+
+    return predict
+
+
+def versions(*modules: str) -> dict[str, str]:
+    """Installed versions of ``modules`` (converters) for the manifest."""
+    import importlib
+
+    out = {}
+    for name in modules:
+        try:
+            out[name] = str(importlib.import_module(name).__version__)
+        except (ImportError, AttributeError):
+            pass
+    return out

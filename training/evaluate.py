@@ -1,0 +1,110 @@
+"""The fp32 torch reference: probabilities for samples through the runtime preprocessing, and the metrics
+of a split. Export parity and the benchmark baseline call :func:`predict_probabilities`."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from rich.progress import Progress
+
+from facederm.runtime.card import Preprocessing
+from facederm.runtime.preprocess import resize_and_crop, to_tensor
+
+from .data import DataSet, Sample
+from .metrics import classification_report
+from .models import ProbabilityModel
+
+
+def preprocess_samples(dataset: DataSet, samples: Sequence[Sample], preprocessing: Preprocessing) -> Iterator[np.ndarray]:
+    """uint8 HWC model inputs, one per sample: decode, then the runtime's resize + center crop."""
+    for sample in samples:
+        yield resize_and_crop(dataset.load_rgb(sample), preprocessing.crop, preprocessing.resize_shorter,
+                              preprocessing.interpolation)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` is CUDA when available, else CPU."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@torch.inference_mode()
+def predict_array(
+    model: torch.nn.Module,
+    images: np.ndarray | Sequence[np.ndarray],
+    preprocessing: Preprocessing,
+    *,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    description: str = "predicting",
+) -> np.ndarray:
+    """Probabilities [N, C] for already preprocessed uint8 HWC images (see :func:`preprocess_samples`)."""
+    device = resolve_device(device)
+    prob_model = _as_probability_model(model, preprocessing).to(device).eval()
+    images = list(images) if not isinstance(images, np.ndarray) else images
+    out = []
+    with Progress(transient=True, disable=not progress) as bar:
+        task = bar.add_task(description, total=len(images))
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(to_tensor(list(images[start : start + batch_size]))).to(device)
+            batch = batch.contiguous(memory_format=torch.channels_last)
+            out.append(prob_model(batch).float().cpu().numpy())
+            bar.advance(task, len(batch))
+    num_classes = _num_classes(prob_model)
+    return np.concatenate(out) if out else np.zeros((0, num_classes), dtype=np.float32)
+
+
+def predict_probabilities(
+    model: torch.nn.Module,
+    dataset: DataSet,
+    samples: Sequence[Sample],
+    preprocessing: Preprocessing,
+    *,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> np.ndarray:
+    """fp32 softmax probabilities [N, C] for ``samples`` of ``dataset``.
+
+    ``model`` is a trained classifier (logits out, e.g. from :func:`facederm.training.rundir.load_run`)
+    or a :class:`ProbabilityModel`. Images go through the runtime preprocessing (decode, resize shorter
+    side, center crop) and the exported graph's normalization, in batches, so these are the numbers an
+    exported artifact must reproduce.
+    """
+    out = []
+    samples = list(samples)
+    with Progress(transient=True, disable=not progress) as bar:
+        task = bar.add_task("predicting", total=len(samples))
+        for start in range(0, len(samples), batch_size):
+            chunk = samples[start : start + batch_size]
+            images = list(preprocess_samples(dataset, chunk, preprocessing))
+            out.append(predict_array(model, images, preprocessing, batch_size=batch_size, device=device))
+            bar.advance(task, len(chunk))
+    if not out:
+        return np.zeros((0, _num_classes(model)), dtype=np.float32)
+    return np.concatenate(out)
+
+
+def _as_probability_model(model: torch.nn.Module, preprocessing: Preprocessing) -> ProbabilityModel:
+    return model if isinstance(model, ProbabilityModel) else ProbabilityModel(model, preprocessing)
+
+
+def _num_classes(model: torch.nn.Module) -> int:
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    return last[-1].out_features if last else 0
+
+
+def split_metrics(
+    probs: np.ndarray, samples: Sequence[Sample], labels: Sequence[str], *, n_boot: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """metrics.json's entry for one split (patient-grouped bootstrap CIs)."""
+    index = {label: i for i, label in enumerate(labels)}
+    y_true = np.array([index[s.label] for s in samples], dtype=np.int64)
+    groups = [s.patient_id for s in samples]
+    return classification_report(y_true, probs, labels, groups, n_boot=n_boot, seed=seed)

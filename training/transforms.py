@@ -1,0 +1,74 @@
+"""Training augmentation and the model-side normalization.
+
+Augmentations run on the cached, decoded uint8 image: a random resized crop, then random horizontal and
+vertical flips (skin lesions have no canonical orientation). Evaluation never comes through here: it uses
+:func:`facederm.runtime.preprocess.resize_and_crop`, the runtime's one preprocessing.
+Randomness comes from a seed per (epoch, sample), so results do not depend on worker count or resumes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from facederm.runtime.card import Preprocessing
+
+
+@dataclass(frozen=True)
+class TrainAugment:
+    """Random resized crop to ``size`` (area ``scale`` of the image, aspect ``ratio``) + h/v flips."""
+
+    size: int
+    scale: tuple[float, float] = (0.35, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: float = 0.5
+    vflip: float = 0.5
+
+    def crop_box(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+        """(top, left, h, w) of a random crop; the largest centered square-ish crop when sampling fails."""
+        area = height * width
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            target = area * rng.uniform(*self.scale)
+            aspect = math.exp(rng.uniform(*log_ratio))
+            w = int(round(math.sqrt(target * aspect)))
+            h = int(round(math.sqrt(target / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+        side = min(height, width)
+        return (height - side) // 2, (width - side) // 2, side, side
+
+    def __call__(self, rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        top, left, h, w = self.crop_box(rgb.shape[0], rgb.shape[1], rng)
+        crop = Image.fromarray(rgb[top : top + h, left : left + w])
+        out = np.asarray(crop.resize((self.size, self.size), Image.Resampling.BILINEAR))
+        if rng.random() < self.hflip:
+            out = out[:, ::-1]
+        if rng.random() < self.vflip:
+            out = out[::-1]
+        return np.ascontiguousarray(out)
+
+
+def to_chw_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """uint8 HWC -> uint8 CHW tensor (kept uint8 until the device: 4x less to copy)."""
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+
+
+class Normalize(nn.Module):
+    """uint8/float 0-255 NCHW -> normalized float, the same arithmetic as the exported graph
+    (:class:`facederm.training.models.ProbabilityModel`)."""
+
+    def __init__(self, preprocessing: Preprocessing) -> None:
+        super().__init__()
+        mean = torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+        std = torch.tensor(preprocessing.std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("inv_std", 1.0 / std, persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float() - self.mean) * self.inv_std
