@@ -45,7 +45,7 @@ def _tool(measured: Measured, name: str, latency: Stat | None, throughput: Stat 
     if name in measured.errors:
         return ToolResult(tool=name, status="failed", reason=measured.errors[name])
     if not runs:
-        skip = measured.errors.get(f"skip:{name}")
+        skip = measured.skipped.get(name)
         return ToolResult(tool=name, status="skipped", reason=skip) if skip else None
     p50 = Stat.of([r["p50"] for r in runs if r.get("p50") is not None])
     ips = Stat.of([r["throughput_ips"] for r in runs if r.get("throughput_ips") is not None])
@@ -63,6 +63,16 @@ def _median_repeat_samples(measured: Measured) -> tuple[float, ...]:
     return tuple(float(v) for v in chosen["samples_ms"])
 
 
+def _overall(failed: str, speed: str, speed_reason: str, accuracy: str, accuracy_reason: str) -> tuple[str, str]:
+    """A row is failed if anything failed, ok if anything was measured (saying what was skipped), else skipped."""
+    parts = (("speed", speed, speed_reason), ("accuracy", accuracy, accuracy_reason))
+    if failed or "failed" in (speed, accuracy):
+        return "failed", failed or "; ".join(f"{what}: {why}" for what, s, why in parts if s == "failed")
+    if "ok" in (speed, accuracy):
+        return "ok", "; ".join(f"{what} skipped: {why}" for what, s, why in parts if s == "skipped" and why)
+    return "skipped", speed_reason or accuracy_reason
+
+
 def collate(measured: Measured, settings: Settings) -> Row:
     spec = measured.row
     latency = {p: Stat.of(measured.values("latency", p)) for p in PERCENTILES}
@@ -77,13 +87,8 @@ def collate(measured: Measured, settings: Settings) -> Row:
     accuracy = Accuracy(**_clean({**raw_accuracy, "delta_macro_recall_ci": tuple(raw_accuracy["delta_macro_recall_ci"])})) \
         if raw_accuracy else None
     tools = [t for t in (_tool(measured, name, latency.get("p50"), throughput)
-                         for name, m in REGISTRY.items() if name in ("benchmark_app", "ort_bare")) if t is not None]
-    statuses = (speed_status, accuracy_status)
-    status = "failed" if spec.failed or "failed" in statuses else ("ok" if "ok" in statuses else "skipped")
-    reason = spec.failed or "; ".join(r for r in (speed_reason, accuracy_reason) if r) if status != "ok" else \
-        "; ".join(f"{what} skipped: {r}" for what, s, r in (("speed", speed_status, speed_reason),
-                                                             ("accuracy", accuracy_status, accuracy_reason))
-                  if s == "skipped" and r)
+                         for name, m in REGISTRY.items() if m.is_tool) if t is not None]
+    status, reason = _overall(spec.failed, speed_status, speed_reason, accuracy_status, accuracy_reason)
     load = measured.first("load")
     validated = accuracy.validated if accuracy else spec.validated
     return Row(

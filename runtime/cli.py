@@ -127,8 +127,9 @@ def _progress(err: Console) -> Progress:
 
 def _predictions_table(rows: list[Prediction], model: Model) -> Table:
     table = Table(title=f"{model!r}", title_justify="left")
-    for column in ("input", "label", "p", "top-k", "refer"):
-        table.add_column(column, overflow="fold")
+    table.add_column("input", overflow="fold", ratio=1)  # long paths wrap; the figures never do
+    for column in ("label", "p", "top-k", "refer"):
+        table.add_column(column, no_wrap=True)
     for row in rows:
         if not row.ok:
             table.add_row(_escape(row.source), f"[red]error: {_escape(row.error or '')}[/red]", "", "", "")

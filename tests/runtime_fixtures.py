@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -92,16 +93,16 @@ def _torch_model(seed: int = 0) -> Any:
 
 
 def _export_onnx(model: Any, path: Path, card: ModelCard, dynamic: bool = True) -> None:
-    import onnx
     import torch
 
     axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic else None
-    torch.onnx.export(
-        model, torch.zeros(1, 3, CROP, CROP), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-        dynamic_axes=axes, dynamo=False,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is the fast one (PITFALLS)
+        torch.onnx.export(
+            model, torch.zeros(1, 3, CROP, CROP), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes=axes, dynamo=False,
+        )
     _set_onnx_metadata(path, card_to_metadata(card))
-    del onnx
 
 
 def _set_onnx_metadata(path: Path, metadata: dict[str, str]) -> None:

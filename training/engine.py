@@ -64,7 +64,6 @@ class SeededSampler(Sampler):
 def make_loader(train_set: AugmentedSet, world: World, seed: int, batch_size: int, workers: int,
                 pin_memory: bool) -> tuple[DataLoader, SeededSampler]:
     sampler = SeededSampler(len(train_set), world, seed)
-    per_rank = len(sampler)
     loader = DataLoader(
         train_set,
         batch_size=batch_size,
@@ -72,8 +71,7 @@ def make_loader(train_set: AugmentedSet, world: World, seed: int, batch_size: in
         num_workers=workers,
         persistent_workers=workers > 0,
         pin_memory=pin_memory,
-        # BatchNorm cannot train on a batch of one; drop the ragged tail when there is more than one batch.
-        drop_last=per_rank > batch_size,
+        drop_last=False,  # a ragged last batch of one is skipped in train_one_epoch (BatchNorm needs two)
     )
     return loader, sampler
 
@@ -125,6 +123,8 @@ def train_one_epoch(
     start = time.perf_counter()
     total_loss, total_images = 0.0, 0
     for images, targets in loader:
+        if len(targets) < 2:
+            continue
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         targets = targets.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):

@@ -48,6 +48,7 @@ class Measured:
     row: RowSpec
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # measurement -> why it does not apply
 
     def add(self, name: str, value: dict[str, Any]) -> None:
         self.results.setdefault(name, []).append(value)
@@ -66,6 +67,8 @@ class Measurement(ABC):
     name: ClassVar[str]
     where: ClassVar[Literal["worker", "parent"]]
     every_repeat: ClassVar[bool] = True
+    #: A backend's own tool (benchmark_app, bare onnxruntime): reported beside facederm's figures as ratios.
+    is_tool: ClassVar[bool] = False
     #: Shown in the progress bar and the report's method section.
     describe: ClassVar[str] = ""
 

@@ -66,6 +66,7 @@ def _run(cmd: list[str], timeout: float) -> dict[str, float]:
 class BenchmarkApp(Measurement):
     name = "benchmark_app"
     where = "parent"
+    is_tool = True
     describe = "OpenVINO benchmark_app: -hint none -nstreams 1 -nireq 1 -api sync, same threads and file"
 
     def skip_reason(self, row: RowSpec, settings: Settings) -> str:

@@ -25,6 +25,7 @@ def bare_session(path: str, threads: int) -> Any:
 class OrtBare(Measurement):
     name = "ort_bare"
     where = "worker"
+    is_tool = True
     describe = "bare onnxruntime InferenceSession loop, same options and timing code"
 
     def skip_reason(self, row: RowSpec, settings: Settings) -> str:

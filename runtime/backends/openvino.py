@@ -81,7 +81,7 @@ class OpenVinoSession(Session):
     def __init__(self, path: Path, device: str | None, options: Mapping[str, Any]) -> None:
         ov = _ov()
         core = ov.Core()
-        self.device = device or "CPU"
+        self.device = (device or "CPU").upper()  # OpenVINO device names are upper case
         _check_device(self.device, core.available_devices)
         try:
             model = core.read_model(str(path))
