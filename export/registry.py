@@ -7,8 +7,12 @@ gets a "did you mean".
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
+import io
+import logging
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -51,7 +55,8 @@ class Target:
         """Raise :class:`MissingDependencyError` (with the pip command) if a required library is missing."""
         for module, extra, purpose in self.requires:
             try:
-                importlib.import_module(module)
+                with _quiet_import():
+                    importlib.import_module(module)
             except ImportError as exc:
                 raise MissingDependencyError(module, extra, purpose or f"the {self.name} target") from exc
 
@@ -64,6 +69,20 @@ class Target:
         if precisions is None:
             return [v for v in self.variants if v.default]
         return [v for v in self.variants if v.precision in precisions]
+
+
+@contextlib.contextmanager
+def _quiet_import():
+    """Converters announce untested versions and missing native parts at import; the export reports its own."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
 
 
 _TARGETS: dict[str, Target] = {}

@@ -130,9 +130,8 @@ class Model:
         return results  # type: ignore[return-value]
 
     def _prepare(self, source: Any) -> np.ndarray:
-        # An RGB uint8 array already at the input size is taken as prepared: no resize, no copy.
-        if isinstance(source, np.ndarray) and source.dtype == np.uint8 and source.shape == (self._crop, self._crop, 3):
-            return source
+        # The one preprocessing path for every input; an RGB array already at the input size passes through
+        # it without a resize or a copy, which keeps predict() within a few percent of the raw backend call.
         return prepare_image(source, self.card.preprocessing)
 
     def _to_predictions(self, probabilities: np.ndarray, sources: Sequence[Any], top_k: int) -> list[Prediction]:

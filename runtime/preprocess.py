@@ -233,8 +233,14 @@ def prepare_image(
     name: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
-    """Decode and resize/crop one input: uint8 HxWx3 RGB at the model's input size."""
+    """Decode and resize/crop one input: uint8 HxWx3 RGB at the model's input size.
+
+    A uint8 RGB array already ``crop`` x ``crop`` is taken as already preprocessed (an app that resized and
+    cropped itself, or the output of this function) and is returned as is: no resize, no copy.
+    """
     pre = _as_preprocessing(spec)
+    if isinstance(source, np.ndarray) and source.dtype == np.uint8 and source.shape == (pre.crop, pre.crop, 3):
+        return np.ascontiguousarray(source)
     rgb = load_image(source, name=name, max_pixels=max_pixels, draft_size=pre.resize_shorter)
     return resize_and_crop(rgb, pre.crop, pre.resize_shorter, pre.interpolation)
 

@@ -45,6 +45,9 @@ class NativeAccuracy(Measurement):
     every_repeat = False
     describe = "macro recall / precision, per-class recall, macro AUC; agreement and delta vs the reference"
 
+    def applies(self, row: RowSpec) -> bool:
+        return bool(row.runner) or not row.parity  # twin rows are scored from the export's parity figures
+
     def skip_reason(self, row: RowSpec, settings: Settings) -> str:
         if not row.runner or row.failed or row.accuracy_skip:
             return row.failed or row.accuracy_skip or row.speed_skip

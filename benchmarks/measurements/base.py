@@ -72,6 +72,11 @@ class Measurement(ABC):
     #: Shown in the progress bar and the report's method section.
     describe: ClassVar[str] = ""
 
+    def applies(self, row: RowSpec) -> bool:
+        """Whether the measurement concerns this kind of row at all (benchmark_app: OpenVINO rows only).
+        A measurement that does not apply is left out; one that applies but cannot run is reported skipped."""
+        return True
+
     def skip_reason(self, row: RowSpec, settings: Settings) -> str:
         return "" if row.runs_here else (row.failed or row.speed_skip)
 

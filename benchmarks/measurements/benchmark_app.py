@@ -7,6 +7,7 @@ skipped figure with the reason, never a failed bench.
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 import shutil
@@ -32,7 +33,7 @@ def command(row: RowSpec, settings: Settings, batch: int, executable: str = TOOL
     size = settings.input_size
     cmd = [executable, "-m", row.path, "-d", row.device if row.device not in ("-", "default") else "CPU",
            "-hint", "none", "-nstreams", "1", "-nireq", "1", "-api", "sync",
-           "-nthreads", str(settings.threads), "-t", f"{settings.tool_seconds:g}",
+           "-nthreads", str(settings.threads), "-t", str(max(1, math.ceil(settings.tool_seconds))),  # whole seconds only
            "-shape", f"[{batch},3,{size},{size}]", "-report_type", "no_counters"]
     hint = row.options.get("precision_hint")
     if hint:
@@ -69,9 +70,10 @@ class BenchmarkApp(Measurement):
     is_tool = True
     describe = "OpenVINO benchmark_app: -hint none -nstreams 1 -nireq 1 -api sync, same threads and file"
 
+    def applies(self, row: RowSpec) -> bool:
+        return row.backend == "openvino"
+
     def skip_reason(self, row: RowSpec, settings: Settings) -> str:
-        if row.backend != "openvino":
-            return "not an openvino row"
         if not row.runs_here:
             return row.failed or row.speed_skip
         if shutil.which(TOOL) is None:

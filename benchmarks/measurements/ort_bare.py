@@ -7,7 +7,7 @@ from typing import Any
 
 from ..plan import RowSpec
 from ..timing import percentiles, throughput, time_calls
-from .base import Measurement, Settings, register
+from .base import Measurement, register
 
 TOOL = "onnxruntime InferenceSession (bare)"
 
@@ -28,10 +28,8 @@ class OrtBare(Measurement):
     is_tool = True
     describe = "bare onnxruntime InferenceSession loop, same options and timing code"
 
-    def skip_reason(self, row: RowSpec, settings: Settings) -> str:
-        if row.backend != "onnxruntime":
-            return "not an onnxruntime row"
-        return super().skip_reason(row, settings)
+    def applies(self, row: RowSpec) -> bool:
+        return row.backend == "onnxruntime"
 
     def run(self, ctx: Any) -> dict[str, Any]:
         session = bare_session(ctx.row.path, ctx.settings.threads)

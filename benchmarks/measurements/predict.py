@@ -25,6 +25,9 @@ class Predict(Measurement):
     every_repeat = False
     describe = "probabilities on every evaluation image, saved for scoring"
 
+    def applies(self, row: RowSpec) -> bool:
+        return bool(row.runner) or not row.parity  # twin rows are scored from the export's parity figures
+
     def skip_reason(self, row: RowSpec, settings: Settings) -> str:
         if row.accuracy_skip or not row.runner or row.failed:
             return row.failed or row.accuracy_skip or row.speed_skip

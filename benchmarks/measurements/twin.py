@@ -17,9 +17,10 @@ class TwinAccuracy(Measurement):
     every_repeat = False
     describe = "accuracy columns from the export's twin parity figures (validated=twin)"
 
+    def applies(self, row: RowSpec) -> bool:
+        return not row.runner  # rows that run here are scored natively
+
     def skip_reason(self, row: RowSpec, settings: Settings) -> str:
-        if row.runner:
-            return "runs natively here"
         if row.parity is None or row.parity_validated != "twin":
             return row.accuracy_skip or "the export recorded no twin parity figures"
         return ""

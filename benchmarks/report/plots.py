@@ -86,7 +86,7 @@ def latency_distribution(results: BenchResults, path: Path) -> Path | None:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 2))
-    ax.boxplot([list(r.latency_samples_ms) for r in rows], vert=False, showfliers=True,
+    ax.boxplot([list(r.latency_samples_ms) for r in rows], orientation="horizontal", showfliers=True,
                flierprops={"markersize": 2}, whis=(1, 99))
     ax.set_yticks(range(1, len(rows) + 1), [label(r) for r in rows], fontsize=7)
     ax.set_xscale("log")

@@ -6,6 +6,6 @@ a :class:`facederm.export.context.BuildContext`. Heavy libraries are imported in
 
 from __future__ import annotations
 
-from . import onnx  # noqa: F401
+from . import coreml, onnx, openvino, tensorrt  # noqa: F401
 
-__all__ = ["onnx"]
+__all__ = ["coreml", "onnx", "openvino", "tensorrt"]

@@ -1,0 +1,79 @@
+"""``facederm-export``: a run dir -> validated artifacts for ONNX Runtime, OpenVINO, Core ML and TensorRT.
+
+Thin: parse, call :func:`facederm.export.export_run`, print the summary. A facederm error prints one
+line and exits 2 (1 when an artifact failed its checks); ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import click
+
+from facederm.runtime.card import NOT_A_DIAGNOSIS
+from facederm.runtime.errors import FacedermError
+
+from .api import DEFAULT_CALIB_SIZE, DEFAULT_MAX_DROP, export_run
+
+
+def _class_drops(values: tuple[str, ...]) -> dict[str, float]:
+    # Labels are checked against the model's inside export_run; here only the LABEL=POINTS shape.
+    from .parity import parse_class_drops
+
+    return parse_class_drops(values, labels=[v.partition("=")[0].strip() for v in values])
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--target", "-t", "targets", multiple=True, required=True,
+              help="onnx (ort), openvino (ov), coreml (ios, mlpackage), tensorrt (trt, engine) or all; repeatable.")
+@click.option("--precision", "-p", "precisions", multiple=True,
+              help="fp32, fp16, int8, int8-weights, palettize6, palettize4; repeatable (default: each target's set).")
+@click.option("--calib-data", default=None, help="Calibration data spec (default: the run's training split).")
+@click.option("--eval-data", default=None, help="Evaluation data spec for the parity gate (default: the run's test split).")
+@click.option("--calib-size", default=DEFAULT_CALIB_SIZE, show_default=True, type=int,
+              help="Most calibration images (class-stratified, patient-grouped).")
+@click.option("--max-drop", default=DEFAULT_MAX_DROP, show_default=True, type=float,
+              help="Largest allowed macro recall drop vs fp32, in points.")
+@click.option("--max-class-drop", multiple=True, metavar="LABEL=POINTS",
+              help="Largest allowed recall drop for one class, e.g. BCC=2; repeatable.")
+@click.option("--accuracy-control", is_flag=True, help="OpenVINO int8 with nncf.quantize_with_accuracy_control.")
+@click.option("--batch-size", default=16, show_default=True, type=int, help="Batch size for the checks.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Export directory.")
+@click.option("--debug", is_flag=True, help="Show tracebacks and converter logs.")
+def main(run_dir: str, targets: tuple[str, ...], precisions: tuple[str, ...], calib_data: str | None,
+         eval_data: str | None, calib_size: int, max_drop: float, max_class_drop: tuple[str, ...],
+         accuracy_control: bool, batch_size: int, out_dir: str, debug: bool) -> None:
+    """Export RUN_DIR (written by facederm-train) to deployable artifacts, each checked against fp32."""
+    from rich.console import Console
+
+    console = Console(width=max(Console().width, 132))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    start = time.perf_counter()
+    try:
+        result = export_run(
+            run_dir, out_dir=out_dir, targets=targets, precisions=precisions or None, calib_data=calib_data,
+            eval_data=eval_data, calib_size=calib_size, max_drop=max_drop, max_class_drop=_class_drops(max_class_drop),
+            accuracy_control=accuracy_control, batch_size=batch_size, progress=True,
+        )
+    except FacedermError as exc:
+        if debug:
+            raise
+        click.echo(f"facederm-export: error: {exc}", err=True)
+        sys.exit(2)
+    from .summary import reasons, summary_table
+
+    console.print(summary_table(result.records))
+    for number, reason in enumerate(reasons(result.records), 1):
+        console.print(f"({number}) {reason}", soft_wrap=True, highlight=False)
+    console.print(f"manifest: {result.manifest_path}  ({time.perf_counter() - start:.0f} s)  {NOT_A_DIAGNOSIS}")
+    if result.failed:
+        click.echo(f"facederm-export: {len(result.failed)} artifact(s) failed: "
+                   + "; ".join(f"{r.key}: {r.error}" for r in result.failed), err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,45 @@
+"""The rich summary table of an export: one row per artifact, ok / skipped (reason) / failed (reason)."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from facederm.runtime.card import ArtifactRecord
+
+_STYLE = {"ok": "green", "skipped": "yellow", "failed": "red"}
+
+
+def _points(value: float | None) -> str:
+    return "" if value is None else f"{value * 100:+.2f}"
+
+
+def summary_table(records: list[ArtifactRecord] | tuple[ArtifactRecord, ...], title: str = "facederm export") -> Table:
+    """Target, precision, file, size, status, how validated, agreement, max |dp|, macro recall delta (CI).
+
+    Reasons of skipped / failed rows are footnotes (see :func:`reasons`), so the table stays narrow.
+    """
+    table = Table(title=title, show_lines=False)
+    for name, justify in (("target", "left"), ("precision", "left"), ("path", "left"), ("MB", "right"),
+                          ("status", "left"), ("validated", "left"), ("agree %", "right"), ("max |dp|", "right"),
+                          ("d macro recall pts [95% CI]", "right"), ("s", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    notes = reasons(records)
+    for r in records:
+        p = r.parity
+        status = r.status if r.status == "ok" else f"{r.status} ({notes.index(r.error or '') + 1})"
+        ci = ""
+        if p and len(p.macro_recall_delta_ci) == 2:
+            ci = f" [{_points(p.macro_recall_delta_ci[0])}, {_points(p.macro_recall_delta_ci[1])}]"
+        size = r.bytes + sum(f.bytes for f in r.files)
+        table.add_row(
+            r.target, r.precision, r.path if r.status != "skipped" else "", f"{size / 1e6:.2f}" if size else "",
+            f"[{_STYLE[r.status]}]{status}[/]", r.validated if r.status != "skipped" else "",
+            f"{p.agreement * 100:.1f}" if p else "", f"{p.max_abs_prob_delta:.4f}" if p else "",
+            (_points(p.macro_recall_delta) + ci) if p else "", f"{r.seconds:.1f}" if r.seconds is not None else "",
+        )
+    return table
+
+
+def reasons(records: list[ArtifactRecord] | tuple[ArtifactRecord, ...]) -> list[str]:
+    """Distinct reasons of skipped / failed rows, in order (footnote n is ``reasons[n - 1]``)."""
+    return list(dict.fromkeys(r.error or "" for r in records if r.status != "ok"))

@@ -1,0 +1,116 @@
+"""OpenVINO IR: fp32 ``openvino/model.xml``, fp16-compressed weights ``openvino/model.fp16.xml`` and NNCF
+post-training int8 ``openvino/model.int8.xml`` (each with its ``.bin``), converted from the fp32 ONNX graph.
+
+The card sits in ``rt_info`` at ``runtime.metadata.OPENVINO_RT_INFO_PATH``. Validation compiles each IR on
+the CPU with ``INFERENCE_PRECISION_HINT=f32``: this CPU would otherwise run bf16 (AMX) and the figures
+would mix the artifact's error with the device's. ``--accuracy-control`` uses
+``nncf.quantize_with_accuracy_control`` with the macro-recall drop on the calibration images as metric.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from facederm.runtime.errors import ExportError
+from facederm.runtime.metadata import OPENVINO_RT_INFO_PATH
+from facederm.runtime.schema import to_dict
+
+from ..context import BuildContext, BuiltArtifact
+from ..onnx_graph import shared_fp32, versions
+from ..registry import Target, Variant, register
+
+HINT = {"INFERENCE_PRECISION_HINT": "f32"}
+REASON = "OpenVINO CPU ran the IR with INFERENCE_PRECISION_HINT=f32 (this CPU defaults to bf16)"
+
+
+def _fp32_model(ctx: BuildContext):
+    import openvino as ov
+
+    model = ov.convert_model(str(shared_fp32(ctx)))
+    model.set_rt_info(json.dumps(ctx.card.to_dict(), sort_keys=True), list(OPENVINO_RT_INFO_PATH))
+    model.set_rt_info(json.dumps(list(ctx.card.labels)), ["facederm", "labels"])
+    model.set_rt_info(json.dumps(to_dict(ctx.card.preprocessing), sort_keys=True), ["facederm", "preprocessing"])
+    return model
+
+
+def _save(model, ctx: BuildContext, compress_to_fp16: bool) -> tuple[str, ...]:
+    import openvino as ov
+
+    ov.save_model(model, str(ctx.output), compress_to_fp16=compress_to_fp16)
+    return (str(Path(ctx.path).with_suffix(".bin").as_posix()),)
+
+
+def _predict(xml: Path):
+    import openvino as ov
+
+    try:
+        compiled = ov.Core().compile_model(str(xml), "CPU", HINT)
+    except Exception as exc:  # noqa: BLE001  (OpenVINO raises untyped RuntimeErrors)
+        raise ExportError(f"{xml.name}: OpenVINO cannot compile it: {exc}") from exc
+    request = compiled.create_infer_request()
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return np.array(request.infer({0: batch.astype(np.float32, copy=False)})[0])
+
+    return predict
+
+
+def _built(ctx: BuildContext, files: tuple[str, ...], **options) -> BuiltArtifact:
+    return BuiltArtifact(format="openvino", predict=_predict(ctx.output), validated="native", validated_reason=REASON,
+                         files=files, converter_versions=versions("openvino", "nncf", "onnx"), options=options)
+
+
+def build_fp32(ctx: BuildContext) -> BuiltArtifact:
+    return _built(ctx, _save(_fp32_model(ctx), ctx, compress_to_fp16=False), weights="fp32")
+
+
+def build_fp16(ctx: BuildContext) -> BuiltArtifact:
+    return _built(ctx, _save(_fp32_model(ctx), ctx, compress_to_fp16=True), weights="fp16 (compressed)")
+
+
+def build_int8(ctx: BuildContext) -> BuiltArtifact:
+    import nncf
+
+    calib = ctx.calibration
+    images = calib.tensors()
+    items = [(images[i : i + 1], int(calib.y_true[i])) for i in range(len(images))]
+    dataset = nncf.Dataset(items, lambda item: item[0])
+    common = dict(preset=nncf.QuantizationPreset.PERFORMANCE, model_type=None, subset_size=len(items))
+    options: dict[str, object] = {"algorithm": "nncf.quantize", "preset": "performance", "subset_size": len(items)}
+    if ctx.options.get("accuracy_control"):
+        from facederm.training.metrics import macro_recall
+
+        def validate(compiled, data) -> tuple[float, None]:
+            pairs = list(data)
+            probs = np.concatenate([np.asarray(compiled(x)[0]) for x, _ in pairs])
+            return float(macro_recall(np.asarray([y for _, y in pairs]), probs)), None
+
+        max_drop = float(ctx.options.get("max_drop", 1.0)) / 100.0
+        model = nncf.quantize_with_accuracy_control(
+            _fp32_model(ctx), dataset, dataset, validate, max_drop=max_drop,
+            drop_type=nncf.DropType.ABSOLUTE, **common)
+        options.update(algorithm="nncf.quantize_with_accuracy_control", max_drop=max_drop,
+                       validation="macro recall on the calibration images")
+    else:
+        model = nncf.quantize(_fp32_model(ctx), dataset, **common)
+    files = _save(model, ctx, compress_to_fp16=False)
+    built = _built(ctx, files, **options)
+    built.uses_calibration = True
+    return built
+
+
+TARGET = register(Target(
+    name="openvino",
+    title="OpenVINO",
+    aliases=("ov", "openvino-ir"),
+    variants=(
+        Variant("fp32", "openvino/model.xml", build_fp32),
+        Variant("fp16", "openvino/model.fp16.xml", build_fp16),
+        Variant("int8", "openvino/model.int8.xml", build_int8, calibrated=True),
+    ),
+    requires=(("openvino", "openvino", "OpenVINO export"), ("nncf", "openvino", "OpenVINO int8 quantization"),
+              ("onnx", "onnx", "the ONNX graph OpenVINO converts")),
+))

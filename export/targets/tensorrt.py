@@ -1,0 +1,176 @@
+"""TensorRT: TensorRT-ready ONNX graphs, and serialized engines where TensorRT and a CUDA GPU exist.
+
+- ``tensorrt/model.fp16.onnx``: fp16 weights and compute, float32 ``image``/``probabilities``.
+- ``tensorrt/model.int8.qdq.onnx``: explicit quantization as TensorRT wants it: QuantizeLinear /
+  DequantizeLinear pairs with zero point 0 (symmetric) int8 activations and weights, per-channel weights,
+  on the inputs of Conv / Gemm / MatMul only, bias left in float (TensorRT fuses it). TensorRT then builds
+  exactly the int8 layers the graph names (strongly typed network, no calibrator on the device).
+- ``tensorrt/model.<precision>.engine`` + ``.engine.json`` sidecar (card, TensorRT version, GPU compute
+  capability, precision, max batch): built with ``trt.Builder`` from the graphs above, batch 1..MAX_BATCH.
+
+Here (no TensorRT, no GPU) the ONNX graphs are checked by their twin: onnxruntime runs the very graph
+TensorRT would build from. Engines are validated natively on the GPU they were built on.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from facederm.runtime.errors import BackendUnavailableError, ExportError, MissingDependencyError
+from facederm.runtime.metadata import INPUT_NAME, OUTPUT_NAME, tensorrt_sidecar
+
+from ..context import BuildContext, BuiltArtifact, Predict
+from ..onnx_graph import ort_predict, shared_fp32, versions
+from ..registry import Target, Variant, register
+from .onnx import fp16_graph, quantize_qdq
+
+MAX_BATCH = 32
+OPT_BATCH = 8
+TWIN_REASON = "TensorRT is not run here; twin: onnxruntime CPU ran the same {what} ONNX graph TensorRT builds from"
+
+
+def _fp16_onnx(ctx: BuildContext) -> Path:
+    path = ctx.shared.get("trt_fp16")
+    if path is None:
+        path = ctx.scratch / "trt.model.fp16.onnx"
+        fp16_graph(shared_fp32(ctx), path, ctx)
+        ctx.shared["trt_fp16"] = path
+    return Path(path)
+
+
+def _qdq_onnx(ctx: BuildContext) -> Path:
+    path = ctx.shared.get("trt_int8")
+    if path is None:
+        path = ctx.scratch / "trt.model.int8.qdq.onnx"
+        quantize_qdq(ctx, path, per_channel=True, symmetric=True, cache=ctx.scratch / "ort-calibration-sym.json",
+                     op_types=["Conv", "Gemm", "MatMul"], quantize_bias=False)
+        ctx.shared["trt_int8"] = path
+    return Path(path)
+
+
+def _twin(ctx: BuildContext, source: Path, what: str, **options) -> BuiltArtifact:
+    shutil.copyfile(source, ctx.output)
+    return BuiltArtifact(format="onnx", predict=ort_predict(ctx.output), validated="twin",
+                         validated_reason=TWIN_REASON.format(what=what),
+                         converter_versions=versions("onnx", "onnxruntime"), options=options)
+
+
+def build_fp16_onnx(ctx: BuildContext) -> BuiltArtifact:
+    return _twin(ctx, _fp16_onnx(ctx), "fp16", keep_io_types=True, for_runtime="TensorRT (strongly typed network)")
+
+
+def build_int8_onnx(ctx: BuildContext) -> BuiltArtifact:
+    built = _twin(ctx, _qdq_onnx(ctx), "Q/DQ int8", quant_format="QDQ", activations="int8 symmetric per-tensor",
+                  weights="int8 symmetric per-channel", quantized_ops=["Conv", "Gemm", "MatMul"], bias="float")
+    built.uses_calibration = True
+    return built
+
+
+# --- engines (TensorRT 10 Python API; needs the tensorrt wheel and a CUDA GPU) ----------------------------
+def _tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise MissingDependencyError("tensorrt", "tensorrt", "TensorRT engines (NVIDIA GPU machines)") from exc
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BackendUnavailableError("TensorRT engines need a CUDA GPU; none is visible here")
+    except ImportError as exc:  # pragma: no cover - torch is part of the export extra
+        raise MissingDependencyError("torch", "train", "CUDA buffers for the TensorRT check") from exc
+    return trt
+
+
+def build_engine_bytes(onnx_path: Path, input_size: int, *, max_batch: int = MAX_BATCH) -> bytes:
+    """Parse ``onnx_path`` into a strongly typed network (its own fp16 / Q/DQ types decide the precision)
+    and build a serialized engine for batch 1..``max_batch``."""
+    trt = _tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ExportError(f"TensorRT could not parse {onnx_path.name}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 2 << 30)
+    profile = builder.create_optimization_profile()
+    shape = (3, input_size, input_size)
+    profile.set_shape(INPUT_NAME, (1, *shape), (min(OPT_BATCH, max_batch), *shape), (max_batch, *shape))
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ExportError(f"TensorRT could not build an engine from {onnx_path.name} (see the TensorRT log above)")
+    return bytes(serialized)
+
+
+def engine_predict(path: Path, num_classes: int, max_batch: int = MAX_BATCH) -> tuple[Predict, object]:
+    """Run a serialized engine with CUDA tensors from torch (the native check)."""
+    trt = _tensorrt()
+    import torch
+
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(path.read_bytes())
+    if engine is None:
+        raise ExportError(f"{path.name}: TensorRT cannot deserialize the engine it just built")
+    context = engine.create_execution_context()
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        outputs = []
+        for i in range(0, len(batch), max_batch):
+            x = torch.from_numpy(np.ascontiguousarray(batch[i : i + max_batch], dtype=np.float32)).cuda()
+            out = torch.empty((x.shape[0], num_classes), dtype=torch.float32, device="cuda")
+            context.set_input_shape(INPUT_NAME, tuple(x.shape))
+            context.set_tensor_address(INPUT_NAME, x.data_ptr())
+            context.set_tensor_address(OUTPUT_NAME, out.data_ptr())
+            stream = torch.cuda.current_stream()
+            if not context.execute_async_v3(stream.cuda_stream):
+                raise ExportError(f"{path.name}: TensorRT execution failed")
+            stream.synchronize()
+            outputs.append(out.cpu().numpy())
+        return np.concatenate(outputs)
+
+    return predict, engine
+
+
+def _engine_builder(precision: str, graph):
+    def build(ctx: BuildContext) -> BuiltArtifact:
+        trt = _tensorrt()
+        import torch
+
+        ctx.output.write_bytes(build_engine_bytes(graph(ctx), ctx.input_size))
+        major, minor = torch.cuda.get_device_capability()
+        sidecar = tensorrt_sidecar(ctx.card, tensorrt_version=trt.__version__, compute_capability=f"{major}.{minor}",
+                                   precision=precision, max_batch=MAX_BATCH)
+        sidecar_rel = f"{ctx.path}.json"
+        (ctx.workdir / sidecar_rel).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+        predict, _engine = engine_predict(ctx.output, ctx.card.num_classes)
+        built = BuiltArtifact(
+            format="engine", predict=predict, validated="native",
+            validated_reason=f"TensorRT {trt.__version__} ran the engine on {torch.cuda.get_device_name()}",
+            files=(sidecar_rel,), converter_versions={"tensorrt": trt.__version__},
+            options={"max_batch": MAX_BATCH, "strongly_typed": True, "compute_capability": f"{major}.{minor}"},
+            uses_calibration=precision == "int8")
+        return built
+
+    return build
+
+
+TARGET = register(Target(
+    name="tensorrt",
+    title="TensorRT",
+    aliases=("trt", "engine"),
+    variants=(
+        Variant("fp16", "tensorrt/model.fp16.onnx", build_fp16_onnx),
+        Variant("int8", "tensorrt/model.int8.qdq.onnx", build_int8_onnx, calibrated=True),
+        Variant("fp16", "tensorrt/model.fp16.engine", _engine_builder("fp16", _fp16_onnx),
+                record_target="tensorrt-engine"),
+        Variant("int8", "tensorrt/model.int8.engine", _engine_builder("int8", _qdq_onnx), calibrated=True,
+                record_target="tensorrt-engine"),
+    ),
+    requires=(("onnx", "onnx", "TensorRT-ready ONNX"), ("onnxruntime", "onnx", "the TensorRT twin check")),
+))
