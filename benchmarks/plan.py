@@ -18,6 +18,8 @@ BASELINE_KEY = "torch:fp32@torch/cpu"
 #: OpenVINO computes fp32 artifacts in bf16 by default on AMX / AVX-512 BF16 CPUs; the fp32 row asks for
 #: fp32 so it is the fp32 figure (and so benchmark_app gets -infer_precision f32 too).
 _OPENVINO_FP32_OPTIONS = {"precision_hint": "f32"}
+_TENSORRT_TARGETS = ("tensorrt",)
+_NOT_TENSORRT = "TensorRT's ONNX graph run by onnxruntime: the twin's numbers, NOT TensorRT speed"
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ def _artifact_rows(root: Path, record: ArtifactRecord, wanted: set[str] | None) 
                 path=str(path),
                 display_path=record.path,
                 options=options,
-                validated="native" if available else ("twin" if twin else "none"),
+                validated=_validated(record, backend.name, available),
                 note=_row_note(record, backend.name, available, options),
                 size_bytes=_size(record),
                 speed_skip="" if available else f"{backend.name} unavailable: {reason}",
@@ -125,11 +127,21 @@ def _artifact_rows(root: Path, record: ArtifactRecord, wanted: set[str] | None) 
 
 def _row_note(record: ArtifactRecord, backend: str, available: bool, options: dict[str, Any]) -> str:
     notes = []
+    if record.target in _TENSORRT_TARGETS and backend == "onnxruntime":
+        notes.append(_NOT_TENSORRT)
     if options.get("precision_hint"):
         notes.append(f"INFERENCE_PRECISION_HINT={options['precision_hint']}")
     if not available and record.validated == "twin":
         notes.append(f"accuracy from the export's twin ({record.validated_reason or 'twin'})")
     return "; ".join(notes)
+
+
+def _validated(record: ArtifactRecord, backend: str, available: bool) -> str:
+    if record.target in _TENSORRT_TARGETS and backend == "onnxruntime":
+        return "twin"  # TensorRT's graph in onnxruntime is the twin, whatever runs it
+    if available:
+        return "native"
+    return "twin" if record.validated == "twin" else "none"
 
 
 def _unreadable_row(record: ArtifactRecord) -> RowSpec:
@@ -156,9 +168,8 @@ def _qdq_rows(root: Path, record: ArtifactRecord, wanted: set[str] | None) -> li
     """
     if record.target != "tensorrt" or (wanted is not None and "onnxruntime" not in wanted):
         return []
-    onnx_files = [f for f in record.files if f.path.endswith(".onnx")]
-    if record.path.endswith(".onnx"):
-        onnx_files = [record]  # type: ignore[list-item]
+    # When the record itself is the ONNX graph, onnxruntime already has a row for it (labelled in _row_note).
+    onnx_files = [f for f in record.files if f.path.endswith(".onnx")] if not record.path.endswith(".onnx") else []
     available, reason = runtime_backends.get("onnxruntime").availability()
     rows = []
     for entry in onnx_files:
@@ -174,7 +185,7 @@ def _qdq_rows(root: Path, record: ArtifactRecord, wanted: set[str] | None) -> li
                 path=str(resolve_inside(root, entry.path)),
                 display_path=entry.path,
                 validated="twin",
-                note="TensorRT's Q/DQ ONNX graph run by onnxruntime: the twin's numbers, NOT TensorRT speed",
+                note=_NOT_TENSORRT,
                 size_bytes=entry.bytes,
                 speed_skip="" if available else reason,
                 accuracy_skip="" if available else reason,

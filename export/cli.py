@@ -67,7 +67,7 @@ def main(run_dir: str, targets: tuple[str, ...], precisions: tuple[str, ...], ca
 
     console.print(summary_table(result.records))
     for number, reason in enumerate(reasons(result.records), 1):
-        console.print(f"({number}) {reason}", soft_wrap=True, highlight=False)
+        console.print(f"({number}) {reason}", soft_wrap=True, highlight=False, markup=False)
     console.print(f"manifest: {result.manifest_path}  ({time.perf_counter() - start:.0f} s)  {NOT_A_DIAGNOSIS}")
     if result.failed:
         click.echo(f"facederm-export: {len(result.failed)} artifact(s) failed: "

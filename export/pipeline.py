@@ -101,8 +101,8 @@ def run_export(
 
     if isinstance(targets, str):
         targets = [targets]
-    if not (max_drop >= 0):
-        raise ConfigError(f"--max-drop must be >= 0 points, got {max_drop}")
+    if not np.isfinite(max_drop):  # negative is allowed: it demands an improvement (a gate self-test)
+        raise ConfigError(f"--max-drop must be a number of points, got {max_drop}")
     if calib_size < 1:
         raise ConfigError(f"--calib-size must be >= 1, got {calib_size}")
     plan = _plan(resolve_targets(targets), list(precisions) if precisions else None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 from facederm.runtime.card import ArtifactRecord
@@ -21,21 +22,21 @@ def summary_table(records: list[ArtifactRecord] | tuple[ArtifactRecord, ...], ti
     table = Table(title=title, show_lines=False)
     for name, justify in (("target", "left"), ("precision", "left"), ("path", "left"), ("MB", "right"),
                           ("status", "left"), ("validated", "left"), ("agree %", "right"), ("max |dp|", "right"),
-                          ("d macro recall pts [95% CI]", "right"), ("s", "right")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+                          ("macro recall pts", "right"), ("95% CI (patients)", "right"), ("s", "right")):
+        table.add_column(name, justify=justify, no_wrap=name != "path", overflow="fold")  # type: ignore[arg-type]
     notes = reasons(records)
     for r in records:
         p = r.parity
         status = r.status if r.status == "ok" else f"{r.status} ({notes.index(r.error or '') + 1})"
         ci = ""
         if p and len(p.macro_recall_delta_ci) == 2:
-            ci = f" [{_points(p.macro_recall_delta_ci[0])}, {_points(p.macro_recall_delta_ci[1])}]"
+            ci = f"{_points(p.macro_recall_delta_ci[0])} .. {_points(p.macro_recall_delta_ci[1])}"
         size = r.bytes + sum(f.bytes for f in r.files)
         table.add_row(
-            r.target, r.precision, r.path if r.status != "skipped" else "", f"{size / 1e6:.2f}" if size else "",
+            escape(r.target), r.precision, escape(r.path) if r.status != "skipped" else "", f"{size / 1e6:.2f}" if size else "",
             f"[{_STYLE[r.status]}]{status}[/]", r.validated if r.status != "skipped" else "",
             f"{p.agreement * 100:.1f}" if p else "", f"{p.max_abs_prob_delta:.4f}" if p else "",
-            (_points(p.macro_recall_delta) + ci) if p else "", f"{r.seconds:.1f}" if r.seconds is not None else "",
+            _points(p.macro_recall_delta) if p else "", ci, f"{r.seconds:.1f}" if r.seconds is not None else "",
         )
     return table
 

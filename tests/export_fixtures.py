@@ -19,7 +19,7 @@ from facederm.training.rundir import save_run
 
 ARCH = "mobilenetv3_small_050"
 SIZE = 64
-SPEC = "synthetic:360,size=64,seed=3"
+SPEC = "synthetic:300,size=64,seed=3"
 N_LABELS = 3
 
 
@@ -53,3 +53,23 @@ def make_tiny_run(run_dir: Path, epochs: int = 6, seed: int = 0) -> Path:
     ids = {name: [s.image_id for s in part] for name, part in splits.items()}
     return save_run(run_dir, model, card, splits=ids)
 
+
+
+# --- session fixtures (import them into a test module: ``from export_fixtures import tiny_run``) -------------
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny trained run dir, built once per session."""
+    return make_tiny_run(tmp_path_factory.mktemp("export-run") / "run")
+
+
+@pytest.fixture(scope="session")
+def full_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``export_run(tiny_run, targets=["all"])`` once per session. The gate is opened wide (a 3-class 64 px
+    net loses more to 4-bit weights than a real model): these tests check the artifacts; the gate has its own."""
+    from facederm.export import export_run
+
+    out = tmp_path_factory.mktemp("export-all") / "out"
+    return export_run(tiny_run, out_dir=out, targets=["all"], max_drop=100.0)

@@ -154,12 +154,15 @@ def test_training_killed_in_epoch_two_resumes_to_the_same_result(tmp_path: Path)
     try:
         assert _wait_for(state_file.exists, victim), f"training failed before epoch 1 ended: {victim.stderr.read()}"
         first_epoch = json.loads(state_file.read_text())["history"][0]["seconds"]
-        time.sleep(rng.uniform(0.1, 0.6) * first_epoch)  # inside epoch 2 (which takes about as long)
+        # Epoch 2 takes 0.5-1x epoch 1 (epoch 1 also fills the image cache): a short random delay lands in it.
+        time.sleep(rng.uniform(0.0, 0.3) * first_epoch)
     finally:
         interrupted = _kill(victim)
     state = json.loads(state_file.read_text())
-    assert interrupted and state["epoch"] == 0 and not state.get("finished"), (
-        f"the kill did not land in epoch 2 (seed {SEED}): epoch {state['epoch']}")
+    assert interrupted and not state.get("finished"), f"the kill came after the run ended (seed {SEED})"
+    # Normally the last checkpoint is epoch 1's (index 0); on a very loaded machine the kill may land just after
+    # epoch 2's checkpoint, before the final evaluation: resuming must give the same result either way.
+    assert state["epoch"] in (0, 1), state["epoch"]
     assert not (victim_dir / "metrics.json").exists()
 
     resumed = _train(victim_dir, "--resume")

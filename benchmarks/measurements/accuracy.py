@@ -62,5 +62,7 @@ class NativeAccuracy(Measurement):
         if ctx.row.key == ctx.reference_key:
             reference = probs
         ev = ctx.eval
+        twin = ctx.row.validated == "twin"  # e.g. TensorRT's graph run by onnxruntime
+        source = f"{ctx.row.backend} on this machine" + (" (twin of the target's runtime)" if twin else "")
         return {**score(ev.y_true, probs, ev.info.labels, ev.groups, reference, ctx.reference_key),
-                "validated": "native", "source": f"{ctx.row.backend} on this machine"}
+                "validated": "twin" if twin else "native", "source": source}

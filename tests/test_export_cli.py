@@ -1,0 +1,100 @@
+"""Target names, a missing backend, and an export killed midway."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from facederm.export import export_run, registry
+from facederm.export.cli import main
+from facederm.runtime.card import Manifest, file_digest
+from facederm.runtime.errors import ConfigError
+
+from export_fixtures import tiny_run  # noqa: F401  (session fixture)
+
+
+@pytest.mark.parametrize("alias, name", [("ort", "onnx"), ("ov", "openvino"), ("ios", "coreml"),
+                                         ("mlpackage", "coreml"), ("trt", "tensorrt"), ("engine", "tensorrt"),
+                                         ("ONNX", "onnx")])
+def test_aliases(alias, name):
+    assert registry.get_target(alias).name == name
+
+
+def test_all_expands_to_every_target_once():
+    names = [t.name for t in registry.resolve_targets(["all", "onnx", "ov"])]
+    assert names == ["onnx", "openvino", "coreml", "tensorrt"] or sorted(names) == sorted(set(names))
+    assert {"onnx", "openvino", "coreml", "tensorrt"} <= set(names)
+
+
+def test_misspelt_target_gets_did_you_mean(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'openvino'"):
+        registry.get_target("openvnio")
+    result = CliRunner().invoke(main, [str(tmp_path), "--target", "tensorrrt", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "did you mean 'tensorrt'" in lines[0] and "Traceback" not in result.output
+
+
+def test_unknown_precision_is_a_config_error(tiny_run, tmp_path):
+    with pytest.raises(ConfigError, match="unknown precision"):
+        export_run(tiny_run, out_dir=tmp_path, targets=["onnx"], precisions=["int3"])
+
+
+def test_missing_dependency_skips_that_target_and_the_others_go_on(tiny_run, tmp_path, monkeypatch):
+    target = registry.get_target("openvino")
+    missing = dataclasses.replace(target, requires=(("facederm_no_such_module", "openvino", "OpenVINO export"),))
+    monkeypatch.setitem(registry._TARGETS, "openvino", missing)
+    result = export_run(tiny_run, out_dir=tmp_path / "out", targets=["onnx", "openvino"], precisions=["fp32"])
+    by_key = {r.key: r for r in result.records}
+    assert by_key["openvino:fp32"].status == "skipped"
+    assert "pip install 'facederm[openvino]'" in by_key["openvino:fp32"].error
+    assert by_key["onnx:fp32"].status == "ok" and result.ok
+
+
+def _ok_records_are_complete(out_dir):
+    manifest = Manifest.load(out_dir / "manifest.json")
+    for record in manifest.ok_artifacts():
+        assert file_digest(out_dir / record.path) == (record.sha256, record.bytes), record.key
+        for extra in record.files:
+            assert file_digest(out_dir / extra.path) == (extra.sha256, extra.bytes)
+    return manifest
+
+
+def test_killed_export_lists_only_complete_artifacts_and_a_rerun_completes(tiny_run, tmp_path):
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "facederm.export.cli", str(tiny_run), "--target", "onnx", "--target", "openvino",
+            "--precision", "fp32", "--precision", "fp16", "--out", str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:  # kill right after the first ok artifact
+            manifest = out / "manifest.json"
+            if manifest.is_file():
+                try:
+                    if any(a["status"] == "ok" for a in json.loads(manifest.read_text())["artifacts"]):
+                        break
+                except (ValueError, KeyError):
+                    pass
+            time.sleep(0.05)
+        killed = proc.poll() is None
+        if killed:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+    manifest = _ok_records_are_complete(out)
+    if killed:
+        assert len(manifest.ok_artifacts()) < 5, "the export was killed before it finished"
+    result = export_run(tiny_run, out_dir=out, targets=["onnx", "openvino"], precisions=["fp32", "fp16"])
+    assert result.ok and len(result.manifest.ok_artifacts()) == 5
+    _ok_records_are_complete(out)
+    assert not list(out.glob(".facederm-tmp-*"))

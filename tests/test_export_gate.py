@@ -1,0 +1,90 @@
+"""The parity gate fails on purpose: an impossible threshold, and a corrupted artifact."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from facederm.export import export_run
+from facederm.export import registry
+from facederm.export.cli import main
+from facederm.export.parity import check_gate, compute_parity, parse_class_drops
+from facederm.runtime.errors import ConfigError
+
+from export_fixtures import tiny_run  # noqa: F401  (session fixture)
+
+
+def test_impossible_threshold_fails_the_artifact_and_the_cli(tiny_run, tmp_path):
+    # --max-drop -1 demands that the artifact beat fp32 by one point: a faithful fp32 graph cannot.
+    result = CliRunner().invoke(main, [str(tiny_run), "--target", "onnx", "--precision", "fp32",
+                                       "--max-drop", "-1", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output
+    assert "parity gate" in result.output
+    from facederm.runtime.card import Manifest
+
+    record = Manifest.load(tmp_path / "out" / "manifest.json").find("onnx", "fp32")
+    assert record.status == "failed" and "parity gate" in record.error and record.parity is not None
+    assert not (tmp_path / "out" / "model.onnx").exists(), "a failed artifact is not installed"
+
+
+def test_corrupted_artifact_is_caught_by_the_gate(tiny_run, tmp_path, monkeypatch):
+    import onnx
+    from onnx import numpy_helper
+
+    from facederm.export.onnx_graph import ort_predict
+    from facederm.export.targets import onnx as onnx_target
+
+    def corrupt(ctx):
+        built = onnx_target.build_fp32(ctx)
+        model = onnx.load(str(ctx.output))
+        for init in model.graph.initializer:  # scramble the class layer: a broken conversion, in effect
+            array = numpy_helper.to_array(init)
+            if array.ndim == 2 and array.shape[0] == 3:
+                init.CopyFrom(numpy_helper.from_array(array[::-1].copy() * 5, init.name))
+        onnx.save(model, str(ctx.output))
+        built.predict = ort_predict(ctx.output)  # validation reads the file on disk
+        return built
+
+    target = registry.get_target("onnx")
+    broken = dataclasses.replace(target, variants=(registry.Variant("fp32", "model.onnx", corrupt),))
+    monkeypatch.setitem(registry._TARGETS, "onnx", broken)
+    result = export_run(tiny_run, out_dir=tmp_path / "out", targets=["onnx"])
+    (record,) = result.records
+    assert record.status == "failed" and "parity gate" in record.error, record
+    assert record.parity.agreement < 0.9
+    assert not result.ok
+
+
+def test_class_threshold_names_the_class():
+    from facederm.runtime.card import Parity
+
+    parity = Parity(agreement=0.9, max_abs_prob_delta=0.3, macro_recall=0.7, macro_recall_delta=-0.004,
+                    per_class_recall_delta={"BCC": -0.05, "NEV": 0.0})
+    assert check_gate(parity, 1.0, {}) is None
+    reason = check_gate(parity, 1.0, {"BCC": 2.0})
+    assert reason and "BCC recall dropped 5.00 points" in reason
+
+
+def test_parity_figures_and_patient_bootstrap():
+    rng = np.random.default_rng(0)
+    reference = rng.dirichlet(np.ones(3), size=60)
+    y = reference.argmax(1)
+    flipped = reference.copy()
+    flipped[:6] = flipped[:6, ::-1]
+    parity = compute_parity(reference, flipped, y, [f"p{i // 2}" for i in range(60)], ["A", "B", "C"], n_boot=200)
+    assert parity.agreement == pytest.approx(np.mean(flipped.argmax(1) == reference.argmax(1)))
+    assert parity.macro_recall_delta < 0 and parity.n_patients == 30
+    low, high = parity.macro_recall_delta_ci
+    assert low <= parity.macro_recall_delta <= high
+
+
+def test_class_drop_parsing():
+    assert parse_class_drops(["BCC=2", "MEL=0.5"], ["BCC", "MEL"]) == {"BCC": 2.0, "MEL": 0.5}
+    for bad in (["BCC"], ["BCC=x"], ["=2"], ["BCC=-1"]):
+        with pytest.raises(ConfigError):
+            parse_class_drops(bad, ["BCC"])
+    with pytest.raises(ConfigError, match="unknown label"):
+        parse_class_drops(["XYZ=1"], ["BCC"])

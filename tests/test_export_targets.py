@@ -1,0 +1,141 @@
+"""Every target and precision on a tiny model: files, metadata inside each file, manifest, parity figures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from facederm.runtime.card import Manifest, file_digest
+from facederm.runtime.metadata import CARD_KEY, INPUT_NAME, LABELS_KEY, OUTPUT_NAME, PREPROCESSING_KEY
+
+from export_fixtures import full_export, tiny_run  # noqa: F401  (session fixtures)
+
+EXPECTED = {
+    "onnx:fp32": "model.onnx", "onnx:fp16": "model.fp16.onnx", "onnx:int8": "model.int8.onnx",
+    "onnx-mobile:fp32": "model.ort",
+    "openvino:fp32": "openvino/model.xml", "openvino:fp16": "openvino/model.fp16.xml",
+    "openvino:int8": "openvino/model.int8.xml",
+    "coreml:fp16": "model.mlpackage", "coreml:int8-weights": "model.int8.mlpackage",
+    "coreml:palettize6": "model.palettize6.mlpackage", "coreml:palettize4": "model.palettize4.mlpackage",
+    "tensorrt:fp16": "tensorrt/model.fp16.onnx", "tensorrt:int8": "tensorrt/model.int8.qdq.onnx",
+}
+
+
+def test_every_artifact_is_ok_with_parity_and_a_matching_file(full_export):
+    manifest = Manifest.load(full_export.manifest_path)  # round-trips through the strict schema
+    records = {a.key: a for a in manifest.artifacts}
+    for key, path in EXPECTED.items():
+        record = records[key]
+        assert record.status == "ok", (key, record.error)
+        assert record.path == path
+        assert file_digest(full_export.out_dir / path) == (record.sha256, record.bytes)
+        for extra in record.files:
+            assert file_digest(full_export.out_dir / extra.path) == (extra.sha256, extra.bytes)
+        assert record.parity is not None and record.parity.n_images > 0
+        assert 0.0 <= record.parity.agreement <= 1.0 and len(record.parity.macro_recall_delta_ci) == 2
+        assert record.validated in ("native", "twin") and record.validated_reason
+        assert record.converter_versions.get("torch")
+    assert records["openvino:fp32"].files[0].path == "openvino/model.bin"
+    assert {records[k].validated for k in EXPECTED if k.startswith("coreml")} == {"twin"}
+    assert {records[k].validated for k in EXPECTED if k.startswith("tensorrt")} == {"twin"}
+    # Twins compute: an fp16 / palettized network is never bit-identical to fp32.
+    assert records["coreml:palettize4"].parity.max_abs_prob_delta > 0
+    assert records["tensorrt:int8"].parity.max_abs_prob_delta > 0
+    assert not list(full_export.out_dir.glob(".facederm-tmp-*")), "staging folders must be gone"
+
+
+def test_engines_are_skipped_with_the_reason_here(full_export):
+    engines = [r for r in full_export.records if r.target == "tensorrt-engine"]
+    assert {r.precision for r in engines} == {"fp16", "int8"}
+    for record in engines:
+        assert record.status == "skipped"
+        assert "tensorrt" in record.error.lower() or "gpu" in record.error.lower()
+        print(f"TensorRT engine {record.precision}: skipped: {record.error}")
+
+
+def test_manifest_records_probe_calibration_and_options(full_export):
+    manifest = full_export.manifest
+    assert manifest.probe is not None and manifest.probe.batch == 2 and manifest.probe.seed == 0
+    assert {"fp32", "fp16", "int8"} <= set(manifest.probe.tolerance)
+    int8 = manifest.find("onnx", "int8")
+    assert int8.calibration_ids and int8.options["scheme"] in int8.options["candidates"]
+    assert manifest.find("onnx", "fp32").calibration_ids == ()
+    assert "test split" in manifest.find("onnx", "fp32").parity.eval_data  # the run's test split by default
+
+
+def test_onnx_graphs_have_the_contract(full_export):
+    import onnx
+    import onnxruntime as ort
+
+    out = full_export.out_dir
+    for path in ("model.onnx", "model.fp16.onnx", "model.int8.onnx", "tensorrt/model.fp16.onnx",
+                 "tensorrt/model.int8.qdq.onnx"):
+        model = onnx.load(str(out / path))
+        props = {p.key: p.value for p in model.metadata_props}
+        assert {CARD_KEY, LABELS_KEY, PREPROCESSING_KEY} <= set(props)
+        assert json.loads(props[LABELS_KEY]) == list(full_export.manifest.card.labels)
+        (inp,), (outp,) = model.graph.input, model.graph.output
+        assert (inp.name, outp.name) == (INPUT_NAME, OUTPUT_NAME)
+        assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # fp16 graphs keep float32 I/O
+        assert inp.type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+    session = ort.InferenceSession(str(out / "model.ort"), providers=["CPUExecutionProvider"])
+    size = full_export.manifest.card.input_size
+    probs = session.run(None, {INPUT_NAME: np.full((3, 3, size, size), 128, np.float32)})[0]
+    assert probs.shape == (3, 3) and np.allclose(probs.sum(1), 1, atol=1e-4)
+
+
+def test_tensorrt_qdq_is_symmetric_int8_with_per_channel_weights(full_export):
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(full_export.out_dir / "tensorrt/model.int8.qdq.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    qs = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qs
+    for node in qs:
+        if len(node.input) > 2 and node.input[2] in inits:
+            zero_point = inits[node.input[2]]
+            assert zero_point.dtype == np.int8 and not zero_point.any(), node.name
+    per_channel = [n for n in qs if any(a.name == "axis" for a in n.attribute) and inits.get(n.input[1]) is not None
+                   and inits[n.input[1]].size > 1]
+    assert per_channel, "weights must be quantized per output channel"
+
+
+def test_openvino_rt_info_carries_the_card(full_export):
+    import openvino as ov
+
+    model = ov.Core().read_model(str(full_export.out_dir / "openvino/model.int8.xml"))
+    card = json.loads(model.get_rt_info(["facederm", "card"]).astype(str))
+    assert tuple(card["labels"]) == full_export.manifest.card.labels
+
+
+def test_coreml_package_is_an_image_classifier_with_metadata(full_export):
+    ct = pytest.importorskip("coremltools")
+    spec = ct.utils.load_spec(str(full_export.out_dir / "model.palettize6.mlpackage"))
+    (image,) = spec.description.input
+    assert image.name == INPUT_NAME and image.type.WhichOneof("Type") == "imageType"
+    assert spec.description.predictedProbabilitiesName == OUTPUT_NAME
+    meta = spec.description.metadata
+    assert CARD_KEY in meta.userDefined and "not a diagnosis" in meta.shortDescription
+    assert spec.WhichOneof("Type") == "mlProgram"
+    sizes = {p: sum(f.stat().st_size for f in (full_export.out_dir / p).rglob("*") if f.is_file())
+             for p in ("model.mlpackage", "model.palettize4.mlpackage")}
+    assert sizes["model.palettize4.mlpackage"] < sizes["model.mlpackage"]
+
+
+@pytest.mark.skipif(__import__("sys").platform != "darwin",
+                    reason="Core ML predicts only on macOS (MLModel.predict); Linux validates the twin")
+def test_coreml_native_predict_matches_the_twin(full_export, tiny_run):  # pragma: no cover - macOS only
+    from facederm.export.targets.coreml import _native
+
+    record = full_export.manifest.find("coreml", "fp16")
+    assert record.validated == "native"
+    size = full_export.manifest.card.input_size
+    x = np.random.default_rng(0).uniform(0, 255, (2, 3, size, size)).round().astype(np.float32)
+    from facederm.export.onnx_graph import ort_predict
+
+    probs = _native(full_export.out_dir / record.path, full_export.manifest.card.labels)(x)
+    twin = ort_predict(full_export.out_dir / "model.fp16.onnx")(x)  # the fp16 graph the Linux twin runs
+    assert np.abs(probs - twin).max() < 2e-2
