@@ -221,8 +221,9 @@ def run_bench(path: str | Path | None, options: BenchOptions, *, progress: Any =
         raise ConfigError(f"{path}: no such export dir or run dir")
 
     t = time.perf_counter()
-    source = resolve_source(path, run_dir=options.run_dir, export_to=out / "export", targets=options.targets,
-                            eval_data=options.data)
+    # The export evaluates on the run's own test split (its default): passing --data would make every image an
+    # evaluation image and leave calibration nothing when --data is the training data.
+    source = resolve_source(path, run_dir=options.run_dir, export_to=out / "export", targets=options.targets)
     timings["export_s" if source.kind == "run" else "open_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
