@@ -20,16 +20,24 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ConfigError(f"{path}: weights file not found")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise ConfigError(f"{path}: not a readable safetensors file ({exc})") from exc
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError for disallowed globals
-        raise UnsafeCheckpointError(
-            f"{path}: refused to load: not a plain tensor checkpoint ({type(exc).__name__}); "
-            "facederm loads .pt/.pth only with weights_only=True"
-        ) from exc
+    except Exception as exc:
+        # torch reports a refused global (code that unpickling would run) as "Weights only load failed";
+        # anything else is an empty, truncated or foreign file.
+        if "weights only load failed" in str(exc).lower():
+            raise UnsafeCheckpointError(
+                f"{path}: refused to load: the checkpoint needs code execution to unpickle; "
+                "facederm loads .pt/.pth only with weights_only=True (convert it to .safetensors)"
+            ) from exc
+        raise ConfigError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
