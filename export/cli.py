@@ -49,7 +49,7 @@ def main(run_dir: str, targets: tuple[str, ...], precisions: tuple[str, ...], ca
     """Export RUN_DIR (written by facederm-train) to deployable artifacts, each checked against fp32."""
     from rich.console import Console
 
-    console = Console(width=max(Console().width, 132))
+    console = Console(width=max(Console().width, 170))
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     start = time.perf_counter()
     try:

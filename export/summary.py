@@ -23,7 +23,8 @@ def summary_table(records: list[ArtifactRecord] | tuple[ArtifactRecord, ...], ti
     for name, justify in (("target", "left"), ("precision", "left"), ("path", "left"), ("MB", "right"),
                           ("status", "left"), ("validated", "left"), ("agree %", "right"), ("max |dp|", "right"),
                           ("macro recall pts", "right"), ("95% CI (patients)", "right"), ("s", "right")):
-        table.add_column(name, justify=justify, no_wrap=name != "path", overflow="fold")  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis" if name != "path" else "fold",
+                         min_width=24 if name == "path" else None)  # type: ignore[arg-type]
     notes = reasons(records)
     for r in records:
         p = r.parity

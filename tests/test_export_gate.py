@@ -42,8 +42,9 @@ def test_corrupted_artifact_is_caught_by_the_gate(tiny_run, tmp_path, monkeypatc
         model = onnx.load(str(ctx.output))
         for init in model.graph.initializer:  # scramble the class layer: a broken conversion, in effect
             array = numpy_helper.to_array(init)
-            if array.ndim == 2 and array.shape[0] == 3:
-                init.CopyFrom(numpy_helper.from_array(array[::-1].copy() * 5, init.name))
+            if array.ndim == 2 and 3 in array.shape:
+                flipped = np.flip(array, axis=list(array.shape).index(3)).copy() * 5
+                init.CopyFrom(numpy_helper.from_array(flipped, init.name))
         onnx.save(model, str(ctx.output))
         built.predict = ort_predict(ctx.output)  # validation reads the file on disk
         return built

@@ -91,7 +91,8 @@ def quantize_qdq(ctx: BuildContext, dst: Path, *, per_channel: bool, symmetric: 
         activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
         op_types_to_quantize=op_types, calibrate_method=CalibrationMethod.MinMax,
         extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": quantize_bias,
-                       "CalibTensorRangeSymmetric": symmetric, "CalibMaxIntermediateOutputs": 4},
+                       "CalibTensorRangeSymmetric": symmetric},
+        # Not CalibMaxIntermediateOutputs: onnxruntime 1.32 discards (does not merge) the outputs it flushes.
         calibration_cache_path=str(cache),
     )
     import onnx
