@@ -114,15 +114,66 @@ def _summary_row(run: dict[str, Any]) -> str:
     stages = " + ".join(f"{s['name']} {s['train_images']}" for s in card["data"].get("stages", []))
     return (f"| {run['dir'].name} | {card['arch']} | {training.get('init', '?')} | {card['protocol']} | {stages} | "
             f"{len(history)} | {face['n_images']} | {_fmt(face['macro_recall'])}{_ci(face['macro_recall_ci'])} | "
-            f"{_fmt(face['macro_precision'])} | {_fmt(face['auc_macro'])} | {_fmt(epoch_s, 0)} | "
+            f"{_fmt(face['macro_precision'])} | {_fmt(face['auc_macro'])} | {_fmt(epoch_s, 1)} | "
             f"{_fmt(card.get('wall_time_s'), 0)} |")
 
 
-def render(runs_dirs: list[Path], data: str = DEFAULT_DATA) -> str:
-    """RESULTS.md text from the finished run dirs under ``runs_dirs``."""
-    runs = [r for d in runs_dirs for p in sorted(Path(d).iterdir()) if p.is_dir() and (r := _load(p))]
+def _labelled(spec: str) -> tuple[Path, str]:
+    """``DIR=LABEL`` (or ``DIR``, labelled by its name)."""
+    path, _, label = spec.partition("=")
+    return Path(path), label or Path(path).name
+
+
+def _findings(runs: list[dict[str, Any]]) -> list[str]:
+    """Protocol comparisons per (where, arch), computed from the runs."""
+    by_key: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for run in runs:
+        by_key.setdefault((run["where"], run["config"]["arch"]), {})[run["config"]["protocol"]] = _face_split(run)[1]
+    lines = []
+    for (where, arch), protocols in sorted(by_key.items()):
+        parts = [f"{p} {_fmt(m['macro_recall'])}{_ci(m['macro_recall_ci'])}" for p, m in sorted(protocols.items())]
+        line = f"- {where}, {arch}: " + "; ".join(parts)
+        if "face-only" in protocols and "face-transfer" in protocols:
+            only, transfer = protocols["face-only"], protocols["face-transfer"]
+            delta = (transfer["macro_recall"] or 0) - (only["macro_recall"] or 0)
+            overlap = (transfer["macro_recall_ci"][0] or 0) <= (only["macro_recall_ci"][1] or 1) and \
+                (only["macro_recall_ci"][0] or 0) <= (transfer["macro_recall_ci"][1] or 1)
+            line += (f". Transfer minus face-only: {delta:+.2f} mean recall"
+                     f"{' (CIs overlap: not a measured difference)' if overlap else ''}.")
+        lines.append(line)
+    best = max(runs, key=lambda r: _face_split(r)[1]["macro_recall"] or 0)
+    best_face = _face_split(best)[1]
+    reached = (best_face["macro_recall"] or 0) >= 0.70
+    lines += ["", f"Best configuration on the face test images: {best['where']} {best['dir'].name}, mean recall "
+              f"{_fmt(best_face['macro_recall'])}{_ci(best_face['macro_recall_ci'])}: the 0.70 target is "
+              f"{'reached' if reached else 'NOT reached'}."]
+    return lines
+
+
+def _throughput_lines(files: list[tuple[Path, str]]) -> list[str]:
+    if not files:
+        return []
+    lines = ["## Training throughput: facederm vs a bare timm loop", "",
+             "`python -m facederm.benchmarks.train_throughput` (medians of alternating runs; the bare loop feeds",
+             "pre-made tensors, so the ratio is facederm's whole data + augmentation + loss overhead).", "",
+             "| where | arch | input | batch | workers | facederm img/s | bare loop img/s | ratio |",
+             "|---|---|---|---|---|---|---|---|"]
+    for path, label in files:
+        t = json.loads(path.read_text())
+        lines.append(f"| {label} | {t['arch']} | {t['img_size']} | {t['batch_size']} | {t['workers']} | "
+                     f"{t['facederm_images_per_s']:.1f} | {t['bare_images_per_s']:.1f} | {t['ratio']:.2f} |")
+    return lines + [""]
+
+
+def render(runs_dirs: list[tuple[Path, str]], throughput: list[tuple[Path, str]] = ()) -> str:
+    """RESULTS.md text from the finished run dirs under ``runs_dirs`` ((folder, label) pairs)."""
+    runs = []
+    for folder, label in runs_dirs:
+        for path in sorted(Path(folder).iterdir()):
+            if path.is_dir() and (run := _load(path)):
+                runs.append(run | {"where": label})
     if not runs:
-        raise SystemExit(f"no finished run dirs under {', '.join(map(str, runs_dirs))}")
+        raise SystemExit(f"no finished run dirs under {', '.join(str(f) for f, _ in runs_dirs)}")
     lines = [
         "# Results on the PAD-UFES-20 subset",
         "",
@@ -132,22 +183,31 @@ def render(runs_dirs: list[Path], data: str = DEFAULT_DATA) -> str:
         "`../shared/data/pad-ufes-20-subset` (143 face images). Splits are by patient over all images",
         "(65/15/20 %), then filtered by site per stage, so no patient crosses splits in any stage.",
         "",
+        "`where`: CPU = the 2-core development machine, shared with four other engineers' jobs while these",
+        "ran (its seconds per epoch are inflated by contention; see the throughput table for a quiet-machine",
+        "figure); H200 = the same code with `--device cuda` on a lent GPU machine (its torch / timm versions",
+        "are in each run's config.json). Random-init rows: these archs have no bundled ImageNet weights here",
+        "(`--pretrained` downloads timm's, which this offline machine cannot).",
+        "",
         "**All figures below are on the face images of the test patients** (protocol `all` is trained on every",
         "site and evaluated on those same face test images). 95 % CIs: percentile bootstrap resampling",
         "patients (1000 resamples). Not a diagnosis; not a clinical validation.",
         "",
         "## Summary",
         "",
-        "| run | arch | init | protocol | train images per stage | epochs run | face test images | mean recall [95% CI] "
-        "| mean precision | macro AUC | s/epoch (median) | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| where | run | arch | init | protocol | train images per stage | epochs run | face test images "
+        "| mean recall [95% CI] | mean precision | macro AUC | s/epoch (median) | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    lines += [_summary_row(r) for r in runs]
+    lines += [f"| {r['where']} " + _summary_row(r) for r in runs]
+    lines += ["", "## Findings (computed from the runs above)", ""] + _findings(runs) + [""]
+    lines += _throughput_lines(list(throughput))
     lines += ["", "## Per class (study Table 3 = face-only, Table 4 = face-transfer)", ""]
     for run in runs:
         split_name, face = _face_split(run)
         card = run["config"]
-        lines += [f"### {run['dir'].name}: {card['arch']}, {card['protocol']}, evaluated on `{split_name}`", ""]
+        lines += [f"### {run['where']} {run['dir'].name}: {card['arch']}, {card['protocol']}, evaluated on "
+                  f"`{split_name}`", ""]
         lines += _per_class_table(face)
         if "test_face" in run["metrics"]:
             everything = run["metrics"]["test"]
@@ -155,6 +215,15 @@ def render(runs_dirs: list[Path], data: str = DEFAULT_DATA) -> str:
                       f"{_fmt(everything['macro_recall'])}{_ci(everything['macro_recall_ci'])}, mean precision "
                       f"{_fmt(everything['macro_precision'])}."]
         lines.append("")
+    lines += ["## Reproduce", "",
+              "Each configuration is one `facederm-train` command (the `run` subcommand runs a whole set and resumes",
+              "interrupted runs; `--device auto` uses CUDA when present):", "", "```bash"]
+    for set_name in ("cpu", "gpu"):
+        lines.append(f"# set {set_name}: python -m facederm.benchmarks.pad_results run --set {set_name} --runs runs/{set_name}")
+        lines += [spec.command("pad-ufes-20:../shared/data/pad-ufes-20-subset", f"runs/{set_name}")
+                  for spec in SETS[set_name]]
+    lines += ["python -m facederm.benchmarks.pad_results report --runs runs/cpu=CPU runs/gpu=GPU --out docs/RESULTS.md",
+              "```", ""]
     first = runs[0]["config"]
     counts = first["data"]["counts"]
     lines += ["## Why the face figures are fragile", "",
@@ -162,6 +231,17 @@ def render(runs_dirs: list[Path], data: str = DEFAULT_DATA) -> str:
               "| class | train | val | test |", "|---|---|---|---|"]
     for label in first["labels"]:
         lines.append(f"| {label} | " + " | ".join(str(counts[s][label]["face"]) for s in ("train", "val", "test")) + " |")
+    test_classes = [label for label in first["labels"] if counts["test"][label]["face"]]
+    untrained = [label for label in test_classes if not counts["train"][label]["face"]]
+    if untrained:
+        ceiling = (len(test_classes) - len(untrained)) / len(test_classes)
+        lines += ["", f"{', '.join(untrained)} {'has' if len(untrained) == 1 else 'have'} face test images but no face "
+                  "training image in this patient split. A model whose last stage sees only face images gets no "
+                  "gradient for them (their class weight is 0), so for face-only the mean recall over the "
+                  f"{len(test_classes)} test classes is at most {len(test_classes) - len(untrained)}/"
+                  f"{len(test_classes)} = {ceiling:.2f}, whatever the network. face-transfer learns them on other "
+                  "sites in stage 1, but stage 2 fine-tunes on face images alone at the full learning rate and "
+                  "can forget them; protocol `all` keeps them in every batch."]
     lines += ["", "A class with 1-4 face test images moves the mean recall by 1/6 per image: the CIs above are the",
               "honest reading. Compare protocols by their CIs, not by their point estimates.", "",
               "## Environment", "",
@@ -182,7 +262,8 @@ def main(argv: list[str] | None = None) -> None:
     run_p.add_argument("--workers", type=int, default=0)
     run_p.add_argument("--epochs", type=int, default=None, help="override every configuration's epochs")
     rep_p = sub.add_parser("report", help="write RESULTS.md from run dirs")
-    rep_p.add_argument("--runs", nargs="+", default=["runs/pad"])
+    rep_p.add_argument("--runs", nargs="+", default=["runs/pad"], help="run folders, each DIR or DIR=LABEL")
+    rep_p.add_argument("--throughput", nargs="*", default=[], help="train_throughput JSON files, FILE=LABEL")
     rep_p.add_argument("--out", default="docs/RESULTS.md")
     cmd_p = sub.add_parser("commands", help="print the facederm-train commands of a set")
     cmd_p.add_argument("--set", default="cpu", choices=list(SETS))
@@ -196,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
         for spec in SETS[args.set]:
             print(spec.command(args.data, args.runs))
     else:
-        text = render([Path(r) for r in args.runs])
+        text = render([_labelled(r) for r in args.runs], [_labelled(t) for t in args.throughput])
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
         print(f"wrote {args.out}")

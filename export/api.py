@@ -16,6 +16,8 @@ from facederm.runtime.card import ArtifactRecord, Manifest
 DEFAULT_CALIB_SIZE = 300
 #: Default largest allowed drop in macro recall, in percentage points, against fp32 torch.
 DEFAULT_MAX_DROP = 1.0
+#: Default smallest share (percent) of evaluation images whose top label must equal fp32's.
+DEFAULT_MIN_AGREEMENT = 98.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ def export_run(
     calib_size: int = DEFAULT_CALIB_SIZE,
     max_drop: float = DEFAULT_MAX_DROP,
     max_class_drop: Mapping[str, float] | None = None,
+    min_agreement: float = DEFAULT_MIN_AGREEMENT,
     accuracy_control: bool = False,
     batch_size: int = 16,
     seed: int = 0,
@@ -70,7 +73,8 @@ def export_run(
       None: the run's training split for calibration and its test split for evaluation (``splits.json`` + the
       card's ``data["spec"]``). Calibration never uses an evaluation image or patient.
     - ``max_drop`` (macro recall points) and ``max_class_drop`` ({label: points}): the parity gate; a breach marks
-      the artifact ``failed`` in the manifest with the reason in ``error``.
+      the artifact ``failed`` in the manifest with the reason in ``error``; so does an argmax agreement with fp32
+      below ``min_agreement`` percent (a macro recall can survive many swapped predictions).
     - ``accuracy_control``: OpenVINO int8 via ``nncf.quantize_with_accuracy_control`` (macro recall drop metric).
     - ``on_record``: called with each record as soon as it is in the manifest (the CLI prints progress with it).
 
@@ -90,6 +94,7 @@ def export_run(
         calib_size=calib_size,
         max_drop=max_drop,
         max_class_drop=dict(max_class_drop or {}),
+        min_agreement=min_agreement,
         accuracy_control=accuracy_control,
         batch_size=batch_size,
         seed=seed,

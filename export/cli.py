@@ -15,7 +15,7 @@ import click
 from facederm.runtime.card import NOT_A_DIAGNOSIS
 from facederm.runtime.errors import FacedermError
 
-from .api import DEFAULT_CALIB_SIZE, DEFAULT_MAX_DROP, export_run
+from .api import DEFAULT_CALIB_SIZE, DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, export_run
 
 
 def _class_drops(values: tuple[str, ...]) -> dict[str, float]:
@@ -39,13 +39,15 @@ def _class_drops(values: tuple[str, ...]) -> dict[str, float]:
               help="Largest allowed macro recall drop vs fp32, in points.")
 @click.option("--max-class-drop", multiple=True, metavar="LABEL=POINTS",
               help="Largest allowed recall drop for one class, e.g. BCC=2; repeatable.")
+@click.option("--min-agreement", default=DEFAULT_MIN_AGREEMENT, show_default=True, type=float,
+              help="Smallest percentage of evaluation images whose top label equals fp32's (0: off).")
 @click.option("--accuracy-control", is_flag=True, help="OpenVINO int8 with nncf.quantize_with_accuracy_control.")
 @click.option("--batch-size", default=16, show_default=True, type=int, help="Batch size for the checks.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Export directory.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and converter logs.")
 def main(run_dir: str, targets: tuple[str, ...], precisions: tuple[str, ...], calib_data: str | None,
          eval_data: str | None, calib_size: int, max_drop: float, max_class_drop: tuple[str, ...],
-         accuracy_control: bool, batch_size: int, out_dir: str, debug: bool) -> None:
+         min_agreement: float, accuracy_control: bool, batch_size: int, out_dir: str, debug: bool) -> None:
     """Export RUN_DIR (written by facederm-train) to deployable artifacts, each checked against fp32."""
     from rich.console import Console
 
@@ -56,7 +58,7 @@ def main(run_dir: str, targets: tuple[str, ...], precisions: tuple[str, ...], ca
         result = export_run(
             run_dir, out_dir=out_dir, targets=targets, precisions=precisions or None, calib_data=calib_data,
             eval_data=eval_data, calib_size=calib_size, max_drop=max_drop, max_class_drop=_class_drops(max_class_drop),
-            accuracy_control=accuracy_control, batch_size=batch_size, progress=True,
+            min_agreement=min_agreement, accuracy_control=accuracy_control, batch_size=batch_size, progress=True,
         )
     except FacedermError as exc:
         if debug:

@@ -75,9 +75,13 @@ def _finite(values: Sequence[float]) -> list[float]:
     return [float(v) for v in values if np.isfinite(v)]
 
 
-def check_gate(parity: Parity, max_drop: float, max_class_drop: Mapping[str, float]) -> str | None:
-    """The reason the gate fails (None when it passes). Thresholds are percentage points of recall."""
+def check_gate(parity: Parity, max_drop: float, max_class_drop: Mapping[str, float],
+               min_agreement: float = 0.0) -> str | None:
+    """The reason the gate fails (None when it passes). Recall thresholds are percentage points;
+    ``min_agreement`` is a percentage of evaluation images whose argmax equals fp32's."""
     reasons = []
+    if parity.agreement * 100.0 < min_agreement - 1e-9:
+        reasons.append(f"argmax agreement {parity.agreement * 100:.1f}% (< --min-agreement {min_agreement:g}%)")
     drop = -parity.macro_recall_delta * 100.0
     if drop > max_drop + 1e-9:
         reasons.append(f"macro recall dropped {drop:.2f} points (> --max-drop {max_drop:g})")

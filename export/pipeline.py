@@ -89,6 +89,7 @@ def run_export(
     calib_size: int,
     max_drop: float,
     max_class_drop: Mapping[str, float],
+    min_agreement: float,
     accuracy_control: bool,
     batch_size: int,
     seed: int,
@@ -172,7 +173,7 @@ def run_export(
                             options={"accuracy_control": accuracy_control, "seed": seed, "max_drop": max_drop},
                         )
                         record, delta = _export_one(target, variant, ctx, out_dir, store, evaluation, reference,
-                                                    probe_x, probe_ref, max_drop, max_class_drop)
+                                                    probe_x, probe_ref, (max_drop, max_class_drop, min_agreement))
                         probe_deltas[record.key] = delta
                         emit(record)
                     if bar:
@@ -199,8 +200,7 @@ def _export_one(
     reference: np.ndarray,
     probe_x: np.ndarray,
     probe_ref: np.ndarray,
-    max_drop: float,
-    max_class_drop: Mapping[str, float],
+    gate: tuple[float, Mapping[str, float], float],
 ) -> tuple[ArtifactRecord, float]:
     """Build, validate, gate and install one artifact; never raises for the artifact's own failures."""
     name = variant.record_target or target.name
@@ -233,7 +233,7 @@ def _export_one(
     common = dict(format=built.format, validated=built.validated, validated_reason=built.validated_reason,
                   parity=parity, converter_versions=_versions(built), calibration_ids=calib_ids,
                   options={**built.options, "probe_max_abs_delta": round(probe_delta, 6)})
-    reason = check_gate(parity, max_drop, max_class_drop)
+    reason = check_gate(parity, *gate)
     if reason:
         shutil.rmtree(ctx.workdir, ignore_errors=True)
         _drop_old(out_dir, old)

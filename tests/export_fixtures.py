@@ -72,4 +72,4 @@ def full_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
     from facederm.export import export_run
 
     out = tmp_path_factory.mktemp("export-all") / "out"
-    return export_run(tiny_run, out_dir=out, targets=["all"], max_drop=100.0)
+    return export_run(tiny_run, out_dir=out, targets=["all"], max_drop=100.0, min_agreement=0.0)

@@ -104,3 +104,17 @@ def write_state_hash(world: World, model: torch.nn.Module) -> None:
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, f"rank{world.rank}.sha256"), "w") as fh:
             fh.write(state_hash(model) + "\n")
+
+
+def average_buffers(world: World, model: torch.nn.Module) -> None:
+    """Average floating-point buffers (BatchNorm running statistics) over ranks.
+
+    DDP syncs gradients, but each rank's last forward updates its own running statistics; averaging
+    them (as timm's distribute_bn does) leaves every rank with identical weights and statistics.
+    """
+    if not world.distributed:
+        return
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+            buffer /= world.world_size

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from .data import ImageCache, Sample
-from .distributed import World, gather_rows, mean_across, shard
+from .distributed import World, average_buffers, gather_rows, mean_across, shard
 from .evaluate import predict_array
 from .transforms import Normalize, TrainAugment, to_chw_tensor
 
@@ -137,6 +137,7 @@ def train_one_epoch(
         total_images += len(targets)
         if on_step is not None:
             on_step(loss.item())
+    average_buffers(world, model.module if hasattr(model, "module") else model)
     loss = mean_across(world, total_loss / max(total_images, 1))
     return EpochResult(loss, total_images, time.perf_counter() - start)
 

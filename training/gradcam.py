@@ -13,7 +13,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from facederm.runtime.card import NOT_A_DIAGNOSIS, ModelCard, Preprocessing
 from facederm.runtime.errors import ConfigError, FacedermInputError

@@ -241,7 +241,8 @@ def _train(config: TrainConfig, run_dir: Path, device: torch.device, world: Worl
     card = None
     if world.is_main:
         wall = time.time() - started
-        card = _card(config, dataset, protocol, stages, test, labels, preprocessing, model_args, wall, splits)
+        card = _card(config, dataset, protocol, stages, test, labels, preprocessing, model_args, wall,
+                     f"{device.type} x{world.world_size}")
         split_ids = {"train": [s.image_id for s in final.train], "val": [s.image_id for s in final.val],
                      "test": [s.image_id for s in test]}
         save_run(run_dir, bare.cpu() if device.type != "cpu" else bare, card, metrics, split_ids)
@@ -275,8 +276,9 @@ def _run_stage(config: TrainConfig, stage_index: int, sd: _StageData, model, nor
                                                               dtype=torch.float32, device=device))
     ddp_model = model
     if world.distributed:
+        # Some timm backbones keep head layers that forward_features never reaches (MobileNetV3's conv_head).
         ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     optimizer = make_optimizer(model, config.lr, config.weight_decay)
     steps_per_epoch = max(1, len(loader))
     total = steps_per_epoch * config.epochs
@@ -349,7 +351,7 @@ def _run_stage(config: TrainConfig, stage_index: int, sd: _StageData, model, nor
 
 
 def _card(config: TrainConfig, dataset: DataSet, protocol: Protocol, stages: list[_StageData], test: list[Sample],
-          labels, preprocessing, model_args, wall: float, splits) -> ModelCard:
+          labels, preprocessing, model_args, wall: float, where: str) -> ModelCard:
     final = stages[-1]
     data = fingerprint(dataset, {"train": final.train, "val": final.val, "test": test})
     data.update({
@@ -362,7 +364,7 @@ def _card(config: TrainConfig, dataset: DataSet, protocol: Protocol, stages: lis
         "split_patients_over": "all samples (split once by patient, then filtered by site per stage)",
         "training": {"init": config.init_description, "epochs": config.epochs, "batch_size": config.batch_size,
                      "lr": config.lr, "weight_decay": config.weight_decay, "img_size": config.img_size,
-                     "patience": config.patience, "optimizer": "AdamW, warm-up + cosine",
+                     "patience": config.patience, "optimizer": "AdamW, warm-up + cosine", "device": where,
                      "loss": "class-weighted cross-entropy", "augmentation": "random resized crop, h+v flips"},
     })
     return ModelCard(
