@@ -73,7 +73,7 @@ def open_runtime(row: RowSpec, threads: int) -> Opened:
     model = load(row.path, backend=row.backend, device=row.device if row.device not in ("-", "default") else None,
                  threads=threads, **row.options)
     # The backend's own report of the precision it computes in (OpenVINO: bf16 on AMX CPUs by default).
-    computed = getattr(model, "compute_precision", None) or getattr(getattr(model, "_session", None), "compute_precision", None)
+    computed = model.compute_precision
     return Opened(model.run, computed or row.precision, repr(model))
 
 

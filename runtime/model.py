@@ -64,6 +64,12 @@ class Model:
     def input_size(self) -> int:
         return self._crop
 
+    @property
+    def compute_precision(self) -> str | None:
+        """What the device actually computes in, where the backend reports it (OpenVINO CPUs: bf16 unless
+        asked for f32); None when unknown."""
+        return self._session.compute_precision
+
     def __repr__(self) -> str:
         what = self.artifact.key if self.artifact else self.path.name
         return f"Model({what} on {self.backend_name}/{self.device}, labels={list(self.labels)})"
@@ -169,11 +175,11 @@ class Model:
                 f"{self.path}: probe output shape {got.shape} differs from manifest.json's {expected.shape}"
             )
         delta = float(np.abs(got - expected).max())
-        tolerance = tolerance_for(self.precision, probe.tolerance, self._session.compute_precision)
+        tolerance = tolerance_for(self.precision, probe.tolerance, self.compute_precision)
         agreement = float((got.argmax(1) == expected.argmax(1)).mean())
         effective = self.precision or "unknown"
-        if self._session.compute_precision and self._session.compute_precision != self.precision:
-            effective = f"{effective} (computed in {self._session.compute_precision})"
+        if self.compute_precision and self.compute_precision != self.precision:
+            effective = f"{effective} (computed in {self.compute_precision})"
         return SelfTestResult(delta <= tolerance, delta, tolerance, effective, self.backend_name, agreement)
 
     # --- lifetime ---------------------------------------------------------------------------------
