@@ -27,6 +27,7 @@ class TrainConfig:
     img_size: int = 300
     batch_size: int = 32
     lr: float = 1e-3
+    finetune_lr_scale: float = 0.1  # peak lr of a stage that fine-tunes the previous stage (face-transfer)
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.01
@@ -64,6 +65,8 @@ class TrainConfig:
             raise ConfigError(f"--img-size must be >= 16, got {self.img_size}")
         if self.lr <= 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        if not 0 < self.finetune_lr_scale <= 1:
+            raise ConfigError(f"--finetune-lr-scale must be within (0, 1], got {self.finetune_lr_scale}")
         if self.workers < 0 or self.patience < 0:
             raise ConfigError("--workers and --patience must be >= 0")
         if self.device not in ("cpu", "cuda", "auto"):

@@ -42,7 +42,7 @@ from .transforms import Normalize, TrainAugment
 HISTORY_FILE = "history.json"
 MALIGNANT = ("BCC", "MEL", "SCC")
 #: Options that must match when resuming (the rest, e.g. workers or device, may change).
-RESUME_KEYS = ("data", "arch", "protocol", "epochs", "img_size", "batch_size", "lr", "seed", "label_set",
+RESUME_KEYS = ("data", "arch", "protocol", "epochs", "img_size", "batch_size", "lr", "finetune_lr_scale", "seed", "label_set",
                "val_fraction", "test_fraction", "weights", "pretrained", "imagenet_weights")
 
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -279,7 +279,10 @@ def _run_stage(config: TrainConfig, stage_index: int, sd: _StageData, model, nor
         # Some timm backbones keep head layers that forward_features never reaches (MobileNetV3's conv_head).
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
-    optimizer = make_optimizer(model, config.lr, config.weight_decay)
+    # A stage that starts from the previous stage's weights fine-tunes them at a lower peak rate, so the
+    # classes the new sites lack (on PAD's face images: MEL, SCC) are not simply overwritten.
+    lr = config.lr * (config.finetune_lr_scale if stage_index > 0 else 1.0)
+    optimizer = make_optimizer(model, lr, config.weight_decay)
     steps_per_epoch = max(1, len(loader))
     total = steps_per_epoch * config.epochs
     warmup = min(total, max(1, round(config.warmup_epochs * steps_per_epoch)))
@@ -363,7 +366,7 @@ def _card(config: TrainConfig, dataset: DataSet, protocol: Protocol, stages: lis
                     "val_images": len(sd.val)} for sd in stages],
         "split_patients_over": "all samples (split once by patient, then filtered by site per stage)",
         "training": {"init": config.init_description, "epochs": config.epochs, "batch_size": config.batch_size,
-                     "lr": config.lr, "weight_decay": config.weight_decay, "img_size": config.img_size,
+                     "lr": config.lr, "finetune_lr_scale": config.finetune_lr_scale, "weight_decay": config.weight_decay, "img_size": config.img_size,
                      "patience": config.patience, "optimizer": "AdamW, warm-up + cosine", "device": where,
                      "loss": "class-weighted cross-entropy", "augmentation": "random resized crop, h+v flips"},
     })
