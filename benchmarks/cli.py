@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from facederm.runtime.errors import FacedermError
+from facederm.runtime.cli_support import one_line_errors
 
 from .bench import BenchOptions, run_bench
 from .progress import PlanProgress
@@ -64,7 +64,7 @@ def main(path: Path | None, data: str | None, backends: tuple[str, ...], batch: 
     if not console.is_terminal:  # piped / logged: do not fold the table to 80 columns
         console = Console(width=max(console.width, 160))
     started = time.perf_counter()
-    try:
+    with one_line_errors("facederm-bench", debug):
         options = BenchOptions(out=out, data=data, backends=_backends(backends), batch=batch, iterations=iterations,
                                seconds=seconds, warmup=warmup, threads=threads, repeats=repeats,
                                tool_seconds=tool_seconds, run_dir=run_dir, max_images=max_images, plots=not no_plots,
@@ -78,11 +78,6 @@ def main(path: Path | None, data: str | None, backends: tuple[str, ...], batch: 
             path, options.run_dir, options.source_kind = model.export_dir, model.run_dir, "default"
         with PlanProgress(console) as progress:
             outcome = run_bench(path, options, progress=progress)
-    except FacedermError as exc:
-        if debug:
-            raise
-        console.print(f"[red]facederm-bench: {exc}[/red]", highlight=False)
-        sys.exit(1)
     from .report.table import reasons, results_table
 
     console.print(results_table(outcome.results))

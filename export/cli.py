@@ -13,7 +13,7 @@ import time
 import click
 
 from facederm.runtime.card import NOT_A_DIAGNOSIS
-from facederm.runtime.errors import FacedermError
+from facederm.runtime.cli_support import EXIT_PARTIAL, one_line_errors
 
 from .api import DEFAULT_CALIB_SIZE, DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, export_run
 
@@ -54,17 +54,12 @@ def main(run_dir: str, targets: tuple[str, ...], precisions: tuple[str, ...], ca
     console = Console(width=max(Console().width, 170))
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     start = time.perf_counter()
-    try:
+    with one_line_errors("facederm-export", debug):
         result = export_run(
             run_dir, out_dir=out_dir, targets=targets, precisions=precisions or None, calib_data=calib_data,
             eval_data=eval_data, calib_size=calib_size, max_drop=max_drop, max_class_drop=_class_drops(max_class_drop),
             min_agreement=min_agreement, accuracy_control=accuracy_control, batch_size=batch_size, progress=True,
         )
-    except FacedermError as exc:
-        if debug:
-            raise
-        click.echo(f"facederm-export: error: {exc}", err=True)
-        sys.exit(2)
     from .summary import reasons, summary_table
 
     console.print(summary_table(result.records))
@@ -74,7 +69,7 @@ def main(run_dir: str, targets: tuple[str, ...], precisions: tuple[str, ...], ca
     if result.failed:
         click.echo(f"facederm-export: {len(result.failed)} artifact(s) failed: "
                    + "; ".join(f"{r.key}: {r.error}" for r in result.failed), err=True)
-        sys.exit(1)
+        sys.exit(EXIT_PARTIAL)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,14 +18,13 @@ from rich.table import Table
 
 from . import backends as backend_registry
 from .card import NOT_A_DIAGNOSIS
-from .errors import FacedermError
+from .cli_support import EXIT_PARTIAL, one_line_errors
 from .image_files import IMAGE_SUFFIXES, iter_image_inputs
 from .loader import load
 from .model import Model
 from .prediction import Prediction
 
-EXIT_INPUT_FAILED = 1  # at least one image could not be predicted
-EXIT_FATAL = 2  # nothing could be predicted: bad model path, unavailable backend, bad option
+EXIT_INPUT_FAILED = EXIT_PARTIAL  # at least one image could not be predicted
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -69,7 +68,7 @@ def main(
     """
     out = Console(soft_wrap=True, highlight=False)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    try:
+    with one_line_errors("facederm-predict", debug):
         if list_backends:
             out.print(_backends_table())
             return
@@ -86,11 +85,6 @@ def main(
             failed = _predict(model, images, top_k, as_json, batch_size, out, err)
             if failed:
                 sys.exit(EXIT_INPUT_FAILED)
-    except FacedermError as exc:
-        if debug:
-            raise
-        err.print(f"error: {exc}", markup=False)
-        sys.exit(EXIT_FATAL)
 
 
 def _predict(

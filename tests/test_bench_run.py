@@ -149,7 +149,7 @@ def test_missing_backend_is_a_skipped_row_and_twin_rows_say_twin(tiny_export: Pa
 def test_cli_runs_and_failures_are_one_line(tiny_export: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     bad = runner.invoke(bench_cli, [str(tmp_path / "nothing-here"), "--out", str(tmp_path / "o")])
-    assert bad.exit_code == 1 and len(bad.output.strip().splitlines()) == 1 and "nothing-here" in bad.output
+    assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1 and "nothing-here" in bad.output
     ok = runner.invoke(bench_cli, [str(tiny_export), "--out", str(tmp_path / "cli"), "--iterations", "3",
                                    "--warmup", "1", "--repeats", "1", "--batch", "2", "--backends", "onnxruntime",
                                    "--max-images", "6", "--no-plots"])

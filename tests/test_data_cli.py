@@ -63,13 +63,13 @@ def test_verify_reports_an_unreadable_image_and_strict_fails_in_one_line(tmp_pat
     result = run(f"folder:{tmp_path}", "--verify", "--strict")
     assert result.exit_code != 0
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: unreadable_image") and "ok.png" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("facederm-data: error: unreadable_image") and "ok.png" in lines[0]
 
 
 def test_errors_are_one_line_and_debug_shows_the_traceback(tmp_path):
     result = run(f"pad-ufes-20:{tmp_path / 'nowhere'}")
     assert result.exit_code != 0
-    assert result.output.strip().splitlines() == [f"error: pad-ufes-20:{tmp_path / 'nowhere'}: no such directory"]
+    assert result.output.strip().splitlines() == [f"facederm-data: error: pad-ufes-20:{tmp_path / 'nowhere'}: no such directory"]
     debug = run(f"pad-ufes-20:{tmp_path / 'nowhere'}", "--debug")
     assert debug.exit_code != 0 and debug.exception is not None
 

@@ -103,4 +103,4 @@ def test_explain_writes_overlays_and_mask_scores(run_dir, tmp_path):
 def test_explain_cli_errors_are_one_line(tmp_path):
     result = CliRunner().invoke(explain_cli, [str(tmp_path / "nope"), str(tmp_path / "x.png"), "--out", str(tmp_path)])
     assert result.exit_code != 0
-    assert result.output.strip().startswith("error: ") and len(result.output.strip().splitlines()) == 1
+    assert result.output.strip().startswith("facederm-explain: error: ") and len(result.output.strip().splitlines()) == 1

@@ -73,7 +73,7 @@ def test_fatal_errors_are_one_line_without_traceback(
     values = {"missing": tmp_path / "missing", "image": runtime_export.images[0], "root": runtime_export.root}
     result = invoke(*[a.format(**values) for a in args])
     assert result.exit_code == 2
-    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert result.stderr.startswith("facederm-predict: error: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
 
 

@@ -133,7 +133,7 @@ def test_cli_unknown_arch_prints_one_line_and_fails(tmp_path):
     result = CliRunner().invoke(train_cli, ["--data", DATA, "--arch", "resnet5O", "--out", str(tmp_path / "x")])
     assert result.exit_code != 0
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: unknown arch 'resnet5O'")
+    assert len(lines) == 1 and lines[0].startswith("facederm-train: error: unknown arch 'resnet5O'")
     assert "Traceback" not in result.output
 
 
@@ -141,7 +141,7 @@ def test_cli_bad_data_names_it(tmp_path):
     result = CliRunner().invoke(train_cli, ["--data", f"folder:{tmp_path}/missing", "--arch", "resnet10t",
                                             "--out", str(tmp_path / "x"), "--quiet"])
     assert result.exit_code != 0
-    assert result.output.startswith("error: ") and "missing" in result.output
+    assert result.output.startswith("facederm-train: error: ") and "missing" in result.output
     assert len(result.output.strip().splitlines()) == 1
 
 

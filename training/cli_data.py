@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from facederm.runtime.errors import FacedermError
+from facederm.runtime.cli_support import one_line_errors
 
 from .data_inspect import SITES, inspect_data
 from .data_plot import plot_summary
@@ -47,16 +46,11 @@ def inspect(data: str, as_json: bool, site: str, seed: int, strict: bool, verify
     DATA is pad-ufes-20:DIR, folder:DIR, csv:FILE or synthetic[:N][,size=S][,seed=K].
     """
     regions = tuple(r.strip().upper() for r in face_regions.split(",") if r.strip())
-    try:
+    with one_line_errors("facederm-data", debug):
         summary = inspect_data(data, site=site, seed=seed, strict=strict, verify=verify,  # type: ignore[arg-type]
                                label_set=label_set, face_regions=regions, progress=not as_json)
         if plot:
             plot_summary(summary, plot)
-    except FacedermError as exc:
-        if debug:
-            raise
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .cli_train import run_cli
+from facederm.runtime.cli_support import one_line_errors
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -37,7 +37,8 @@ def main(run_dir, images, out, masks, device, debug) -> None:
                        f"{mean['peak_in_mask']:.2f}")
         click.echo(f"wrote {out} ({NOT_A_DIAGNOSIS})")
 
-    run_cli(body, debug)
+    with one_line_errors("facederm-explain", debug):
+        body()
 
 
 if __name__ == "__main__":  # pragma: no cover

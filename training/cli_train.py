@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import click
 
-from facederm.runtime.errors import FacedermError
+from facederm.runtime.cli_support import one_line_errors
 
 from .models import ARCHS, DEFAULT_ARCH
 from .protocols import PROTOCOLS
-
-
-def run_cli(main_body, debug: bool) -> None:
-    """Run ``main_body``; a FacedermError becomes one ``error: ...`` line and exit 1 (traceback with --debug)."""
-    try:
-        main_body()
-    except FacedermError as exc:
-        if debug:
-            raise
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -77,7 +62,8 @@ def main(data, arch, protocol, epochs, img_size, out, seed, batch_size, lr, fine
         if not quiet and os.environ.get("RANK", "0") == "0":
             click.echo(f"run dir: {result.run_dir}")
 
-    run_cli(body, debug)
+    with one_line_errors("facederm-train", debug):
+        body()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,10 +1,13 @@
 """ONNX Runtime: fp32 ``model.onnx``, fp16 ``model.fp16.onnx``, static int8 Q/DQ ``model.int8.onnx`` and the
 ORT mobile format ``model.ort`` (for the onnxruntime-mobile packages of Android/iOS apps).
 
-int8: u8 activations / s8 weights after ``quant_pre_process`` (shape inference + graph optimization:
-without it QDQ was 3x slower than fp32 here). Per-channel and per-tensor weights are both built from one
-calibration pass; the faster one that agrees with fp32 on the calibration images (>= 98%) is kept, and
-the choice with both timings goes into the record's options. Selection never looks at evaluation images.
+int8: u8 activations / s8 weights, per-channel, Q/DQ after ``quant_pre_process`` (shape inference + graph
+optimization: without it QDQ was 3x slower than fp32 here). One MinMax pass over the calibration images
+records every tensor's min and max (:func:`calibration_ranges`); this graph and the TensorRT Q/DQ graph are
+both quantized from it (TensorRT's symmetric scales are max(|min|, |max|), which onnxruntime derives itself).
+``int8_search`` (``--int8-search``) also builds per-tensor weights and keeps the faster candidate that agrees
+with fp32 on the calibration images (>= 98%); measured here both run at the same speed, so it is off by default.
+Selection never looks at evaluation images.
 """
 
 from __future__ import annotations
@@ -78,22 +81,51 @@ class CalibrationReader:
         self.index = 0
 
 
-def quantize_qdq(ctx: BuildContext, dst: Path, *, per_channel: bool, symmetric: bool, cache: Path,
-                 op_types: list[str] | None = None, quantize_bias: bool = True) -> None:
-    """Static Q/DQ int8 of the preprocessed fp32 graph (ranges from ``cache`` once it exists)."""
+#: Ranges every int8 graph of one export is quantized from (one calibration pass, see calibration_ranges).
+CALIBRATION_CACHE = "ort-calibration-minmax.json"
+
+
+def calibration_ranges(ctx: BuildContext) -> Path:
+    """Min and max of every tensor of the preprocessed fp32 graph over the calibration images, computed once
+    per export (onnxruntime's MinMax calibrator) and saved as onnxruntime's calibration cache."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
+
+    cache = ctx.scratch / CALIBRATION_CACHE
+    if cache.is_file():
+        return cache
+    work = ctx.scratch / "ort-calibration"
+    work.mkdir(exist_ok=True)
+    calibrator = create_calibrator(preprocessed_fp32(ctx), None, augmented_model_path=str(work / "augmented.onnx"),
+                                   calibrate_method=CalibrationMethod.MinMax)
+    try:
+        calibrator.collect_data(CalibrationReader(ctx.calibration.tensors(), ctx.batch_size))
+        save_tensors_data(calibrator.compute_data(), cache)
+    finally:
+        del calibrator
+        shutil.rmtree(work, ignore_errors=True)
+    return cache
+
+
+def quantize_qdq(ctx: BuildContext, dst: Path, *, per_channel: bool, symmetric: bool,
+                 op_types: list[str] | None = None, quantize_bias: bool = True,
+                 exclude_output_of: list[str] | None = None) -> None:
+    """Static Q/DQ int8 of the preprocessed fp32 graph, from this export's calibration ranges.
+
+    ``exclude_output_of``: op types whose outputs get no Q/DQ (TensorRT placement: Q/DQ on the inputs of
+    Conv / Gemm only; a Q/DQ on a Conv output sits before its ReLU6 and spends the int8 range on
+    pre-activation values that ReLU6 then clips).
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    images = ctx.calibration.tensors()
+    extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": quantize_bias}
+    if exclude_output_of:
+        extra["OpTypesToExcludeOutputQuantization"] = list(exclude_output_of)
     quantize_static(
-        str(preprocessed_fp32(ctx)), str(dst),
-        calibration_data_reader=None if cache.is_file() else CalibrationReader(images, ctx.batch_size),
+        str(preprocessed_fp32(ctx)), str(dst), calibration_data_reader=None,
         quant_format=QuantFormat.QDQ, per_channel=per_channel,
         activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
-        op_types_to_quantize=op_types, calibrate_method=CalibrationMethod.MinMax,
-        extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": quantize_bias,
-                       "CalibTensorRangeSymmetric": symmetric},
-        # Not CalibMaxIntermediateOutputs: onnxruntime 1.32 discards (does not merge) the outputs it flushes.
-        calibration_cache_path=str(cache),
+        op_types_to_quantize=op_types, calibrate_method=CalibrationMethod.MinMax, extra_options=extra,
+        calibration_cache_path=str(calibration_ranges(ctx)),
     )
     import onnx
 
@@ -113,22 +145,29 @@ def _latency_ms(predict, size: int, runs: int = 15) -> float:
     return statistics.median(times)
 
 
+INT8_SCHEME = "qdq-u8s8-per-channel"
+
+
 def build_int8(ctx: BuildContext) -> BuiltArtifact:
+    options = dict(activations="uint8 asymmetric", weights="int8 symmetric", calibration="MinMax", preprocessed=True)
+    if not ctx.options.get("int8_search"):
+        quantize_qdq(ctx, ctx.output, per_channel=True, symmetric=False)
+        built = _built(ctx.output, scheme=INT8_SCHEME, **options)
+        built.uses_calibration = True
+        return built
     calib = ctx.calibration.tensors()
     reference = run_batched(torch_predict(ctx.model), calib, ctx.batch_size).argmax(1)
-    cache = ctx.scratch / "ort-calibration-asym.json"
     candidates = {}
-    for name, per_channel in (("qdq-u8s8-per-channel", True), ("qdq-u8s8-per-tensor", False)):
+    for name, per_channel in ((INT8_SCHEME, True), ("qdq-u8s8-per-tensor", False)):
         path = ctx.scratch / f"model.int8.{name}.onnx"
-        quantize_qdq(ctx, path, per_channel=per_channel, symmetric=False, cache=cache)
+        quantize_qdq(ctx, path, per_channel=per_channel, symmetric=False)
         predict = ort_predict(path)
         agreement = float((run_batched(predict, calib, ctx.batch_size).argmax(1) == reference).mean())
         candidates[name] = (path, _latency_ms(predict, ctx.input_size), agreement)
     passing = {k: v for k, v in candidates.items() if v[2] >= MIN_CALIB_AGREEMENT} or candidates
     choice = min(passing, key=lambda k: (passing[k][1], -passing[k][2]))
     shutil.copyfile(candidates[choice][0], ctx.output)
-    built = _built(ctx.output, scheme=choice, activations="uint8 asymmetric", weights="int8 symmetric",
-                   calibration="MinMax", preprocessed=True,
+    built = _built(ctx.output, scheme=choice, **options,
                    candidates={k: {"latency_ms_b1": round(v[1], 3), "calibration_agreement": round(v[2], 4)}
                                for k, v in candidates.items()})
     built.uses_calibration = True
