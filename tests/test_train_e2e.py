@@ -153,3 +153,13 @@ def test_cli_trains_a_run(tmp_path):
     assert result.exit_code == 0, result.output
     assert "random init" in result.output  # the CLI says how the backbone started
     assert json.loads((out / "metrics.json").read_text())["protocol"] == "face-only"
+
+
+def test_resume_of_a_finished_run_is_a_no_op(tmp_path: Path) -> None:
+    from facederm.training import train
+
+    config = dict(data="synthetic:60,size=32", out=tmp_path / "run", arch="mobilenetv3_small_050", img_size=32,
+                  epochs=1, batch_size=16, n_boot=10, progress=False)
+    first = train(TrainConfig(**config))
+    again = train(TrainConfig(**config, resume=True))
+    assert again.metrics == first.metrics

@@ -112,6 +112,8 @@ def load_checkpoint(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, dict
     if not has_checkpoint(run_dir):
         raise ConfigError(f"{run_dir}: nothing to resume (no {CHECKPOINT_DIR}/{STATE_FILE}); run without --resume")
     state = read_json(folder / STATE_FILE)
+    if state.get("finished"):  # a finished run keeps only its state (the tensors were deleted at the end)
+        return state, {}
     raw = load_file(str(folder / state["tensors"]))
     groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "best": {}, "optimizer": {}, "rng": {}}
     for key, tensor in raw.items():
