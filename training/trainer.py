@@ -7,11 +7,12 @@ evaluate on the test patients' images of the protocol's site, and write the run 
 
 from __future__ import annotations
 
+
 import json
 import platform
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -104,9 +105,11 @@ def _stage_data(protocol: Protocol, splits, dataset: DataSet) -> list[_StageData
 
 
 def _check_resumable(config: TrainConfig, state: dict[str, Any]) -> None:
-    saved = state.get("config", {})
+    # An option a run from an older facederm did not record had its default value then.
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    saved = {k: state.get("config", {}).get(k, defaults.get(k)) for k in RESUME_KEYS}
     current = config.to_dict()
-    changed = [k for k in RESUME_KEYS if saved.get(k) != current.get(k)]
+    changed = [k for k in RESUME_KEYS if saved[k] != current.get(k)]
     if changed:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
         raise ConfigError(f"{config.out}: cannot resume with different options ({detail})")
