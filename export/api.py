@@ -18,6 +18,9 @@ DEFAULT_CALIB_SIZE = 300
 DEFAULT_MAX_DROP = 1.0
 #: Default smallest share (percent) of evaluation images whose top label must equal fp32's.
 DEFAULT_MIN_AGREEMENT = 98.0
+#: Default minimum deployment target of the Core ML packages (``coreml_target``).
+DEFAULT_COREML_TARGET = "iOS16"
+COREML_TARGETS = ("iOS16", "iOS18")
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,8 @@ def export_run(
     max_class_drop: Mapping[str, float] | None = None,
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
     accuracy_control: bool = False,
+    int8_search: bool = False,
+    coreml_target: str = DEFAULT_COREML_TARGET,
     batch_size: int = 16,
     seed: int = 0,
     progress: bool = False,
@@ -75,7 +80,12 @@ def export_run(
     - ``max_drop`` (macro recall points) and ``max_class_drop`` ({label: points}): the parity gate; a breach marks
       the artifact ``failed`` in the manifest with the reason in ``error``; so does an argmax agreement with fp32
       below ``min_agreement`` percent (a macro recall can survive many swapped predictions).
-    - ``accuracy_control``: OpenVINO int8 via ``nncf.quantize_with_accuracy_control`` (macro recall drop metric).
+    - ``accuracy_control``: OpenVINO int8 via ``nncf.quantize_with_accuracy_control`` on the calibration images
+      (metric: argmax agreement with fp32 within ``min_agreement``; macro recall within ``max_drop`` when it is 0).
+    - ``int8_search``: ONNX Runtime int8 builds per-channel and per-tensor candidates and keeps the faster one
+      that agrees with fp32 on the calibration images (default: per-channel only; both measured equally fast).
+    - ``coreml_target``: minimum iOS of the Core ML packages, ``iOS16`` (default) or ``iOS18`` (palettized
+      weights then get one lookup table per group of output channels instead of one per tensor).
     - ``on_record``: called with each record as soon as it is in the manifest (the CLI prints progress with it).
 
     Returns an :class:`ExportResult`; it does not raise for failed or skipped artifacts (check ``result.ok``).
@@ -96,6 +106,8 @@ def export_run(
         max_class_drop=dict(max_class_drop or {}),
         min_agreement=min_agreement,
         accuracy_control=accuracy_control,
+        int8_search=int8_search,
+        coreml_target=coreml_target,
         batch_size=batch_size,
         seed=seed,
         progress=progress,

@@ -15,7 +15,14 @@ import click
 from facederm.runtime.card import NOT_A_DIAGNOSIS
 from facederm.runtime.cli_support import EXIT_PARTIAL, one_line_errors
 
-from .api import DEFAULT_CALIB_SIZE, DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, export_run
+from .api import (
+    COREML_TARGETS,
+    DEFAULT_CALIB_SIZE,
+    DEFAULT_COREML_TARGET,
+    DEFAULT_MAX_DROP,
+    DEFAULT_MIN_AGREEMENT,
+    export_run,
+)
 
 
 def _class_drops(values: tuple[str, ...]) -> dict[str, float]:
@@ -41,13 +48,21 @@ def _class_drops(values: tuple[str, ...]) -> dict[str, float]:
               help="Largest allowed recall drop for one class, e.g. BCC=2; repeatable.")
 @click.option("--min-agreement", default=DEFAULT_MIN_AGREEMENT, show_default=True, type=float,
               help="Smallest percentage of evaluation images whose top label equals fp32's (0: off).")
-@click.option("--accuracy-control", is_flag=True, help="OpenVINO int8 with nncf.quantize_with_accuracy_control.")
+@click.option("--accuracy-control", is_flag=True,
+              help="OpenVINO int8 with nncf.quantize_with_accuracy_control: layers back to float until the gate "
+                   "holds on the calibration images (minutes).")
+@click.option("--int8-search", is_flag=True,
+              help="ONNX int8: also build per-tensor weights and keep the faster candidate (default: per-channel).")
+@click.option("--coreml-target", default=DEFAULT_COREML_TARGET, show_default=True,
+              type=click.Choice(COREML_TARGETS, case_sensitive=False),
+              help="Core ML minimum iOS; iOS18 gives palettized weights one lookup table per channel group.")
 @click.option("--batch-size", default=16, show_default=True, type=int, help="Batch size for the checks.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Export directory.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and converter logs.")
 def main(run_dir: str, targets: tuple[str, ...], precisions: tuple[str, ...], calib_data: str | None,
          eval_data: str | None, calib_size: int, max_drop: float, max_class_drop: tuple[str, ...],
-         min_agreement: float, accuracy_control: bool, batch_size: int, out_dir: str, debug: bool) -> None:
+         min_agreement: float, accuracy_control: bool, int8_search: bool, coreml_target: str, batch_size: int,
+         out_dir: str, debug: bool) -> None:
     """Export RUN_DIR (written by facederm-train) to deployable artifacts, each checked against fp32."""
     from rich.console import Console
 
@@ -58,7 +73,8 @@ def main(run_dir: str, targets: tuple[str, ...], precisions: tuple[str, ...], ca
         result = export_run(
             run_dir, out_dir=out_dir, targets=targets, precisions=precisions or None, calib_data=calib_data,
             eval_data=eval_data, calib_size=calib_size, max_drop=max_drop, max_class_drop=_class_drops(max_class_drop),
-            min_agreement=min_agreement, accuracy_control=accuracy_control, batch_size=batch_size, progress=True,
+            min_agreement=min_agreement, accuracy_control=accuracy_control, int8_search=int8_search,
+            coreml_target=coreml_target, batch_size=batch_size, progress=True,
         )
     from .summary import reasons, summary_table
 

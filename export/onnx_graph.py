@@ -35,8 +35,9 @@ def set_metadata(model, card: ModelCard) -> None:  # model: onnx.ModelProto
     model.doc_string = f"{card.arch} skin lesion classifier; labels {json.dumps(list(card.labels))}. {NOT_A_DIAGNOSIS}"
 
 
-def export_fp32(model: torch.nn.Module, card: ModelCard, path: Path) -> Path:
-    """Trace ``model`` (a ProbabilityModel) to a simplified single-file fp32 ONNX graph at ``path``."""
+def export_fp32(model: torch.nn.Module, card: ModelCard, path: Path, *, slim: bool = True) -> Path:
+    """Trace ``model`` (a ProbabilityModel) to a single-file fp32 ONNX graph at ``path``, simplified with
+    onnxslim unless ``slim`` is False (twins that only compute need not be)."""
     import onnx
 
     size = card.input_size
@@ -52,9 +53,10 @@ def export_fp32(model: torch.nn.Module, card: ModelCard, path: Path) -> Path:
     graph = onnx.load(str(raw))
     raw.unlink()
     try:
-        import onnxslim
+        if slim:
+            import onnxslim
 
-        graph = onnxslim.slim(graph)
+            graph = onnxslim.slim(graph)
     except ImportError:  # onnxslim is optional: the graph is still valid, only larger and slower
         pass
     set_metadata(graph, card)

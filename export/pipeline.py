@@ -91,6 +91,8 @@ def run_export(
     max_class_drop: Mapping[str, float],
     min_agreement: float,
     accuracy_control: bool,
+    int8_search: bool,
+    coreml_target: str,
     batch_size: int,
     seed: int,
     progress: bool,
@@ -106,6 +108,7 @@ def run_export(
         raise ConfigError(f"--max-drop must be a number of points, got {max_drop}")
     if calib_size < 1:
         raise ConfigError(f"--calib-size must be >= 1, got {calib_size}")
+    coreml_target = _coreml_target(coreml_target)
     plan = _plan(resolve_targets(targets), list(precisions) if precisions else None)
 
     run_dir = Path(run_dir)
@@ -170,7 +173,9 @@ def run_export(
                             workdir=new_staging_dir(out_dir, f"{target.name}-{variant.precision}"), scratch=scratch,
                             calibration=calibration if variant.calibrated else None,  # type: ignore[arg-type]
                             batch_size=batch_size, shared=shared,
-                            options={"accuracy_control": accuracy_control, "seed": seed, "max_drop": max_drop},
+                            options={"accuracy_control": accuracy_control, "seed": seed, "max_drop": max_drop,
+                                     "min_agreement": min_agreement,
+                                     "int8_search": int8_search, "coreml_target": coreml_target},
                         )
                         record, delta = _export_one(target, variant, ctx, out_dir, store, evaluation, reference,
                                                     probe_x, probe_ref, (max_drop, max_class_drop, min_agreement))
@@ -183,6 +188,15 @@ def run_export(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return ExportResult(manifest=store.manifest, records=tuple(records), out_dir=out_dir)
+
+
+def _coreml_target(name: str) -> str:
+    from .api import COREML_TARGETS
+
+    for known in COREML_TARGETS:
+        if name.strip().lower() == known.lower():
+            return known
+    raise ConfigError(f"--coreml-target {name!r}: expected one of {', '.join(COREML_TARGETS)}")
 
 
 def _skipped(target: Target, variant: Variant, reason: str) -> ArtifactRecord:

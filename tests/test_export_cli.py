@@ -98,3 +98,17 @@ def test_killed_export_lists_only_complete_artifacts_and_a_rerun_completes(tiny_
     assert result.ok and len(result.manifest.ok_artifacts()) == 5
     _ok_records_are_complete(out)
     assert not list(out.glob(".facederm-tmp-*"))
+
+
+def test_unknown_coreml_target_is_a_config_error(tiny_run, tmp_path):
+    with pytest.raises(ConfigError, match="coreml-target"):
+        export_run(tiny_run, out_dir=tmp_path, targets=["coreml"], coreml_target="iOS12")
+
+
+def test_int8_search_records_both_candidates(tiny_run, tmp_path):
+    result = export_run(tiny_run, out_dir=tmp_path / "out", targets=["onnx"], precisions=["int8"], int8_search=True,
+                        calib_size=24, max_drop=100.0, min_agreement=0.0)
+    record = result.manifest.find("onnx", "int8")
+    assert record.status == "ok", record.error
+    assert set(record.options["candidates"]) == {"qdq-u8s8-per-channel", "qdq-u8s8-per-tensor"}
+    assert record.options["scheme"] in record.options["candidates"]

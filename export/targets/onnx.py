@@ -49,8 +49,18 @@ def fp16_graph(src: Path, dst: Path, ctx: BuildContext) -> None:
     onnx.save(model, str(dst))
 
 
+def shared_fp16(ctx: BuildContext) -> Path:
+    """The fp16 graph of this export's fp32 graph, built once (ONNX fp16, TensorRT fp16, the Core ML fp16 twin)."""
+    path = ctx.shared.get("onnx_fp16")
+    if path is None or not Path(path).is_file():
+        path = ctx.scratch / "model.fp16.onnx"
+        fp16_graph(shared_fp32(ctx), path, ctx)
+        ctx.shared["onnx_fp16"] = path
+    return Path(path)
+
+
 def build_fp16(ctx: BuildContext) -> BuiltArtifact:
-    fp16_graph(shared_fp32(ctx), ctx.output, ctx)
+    shutil.copyfile(shared_fp16(ctx), ctx.output)
     return _built(ctx.output, keep_io_types=True)
 
 
