@@ -82,11 +82,11 @@ def main(path: Path | None, data: str | None, backends: tuple[str, ...], batch: 
 
     console.print(results_table(outcome.results))
     for line in reasons(outcome.results):
-        console.print(f"  * {line}", highlight=False)
+        console.print(f"  * {line}", highlight=False, markup=False)  # reasons hold pip extras like [tensorrt]
     for note in outcome.results.notes:
-        console.print(f"[yellow]{note}[/yellow]" if "SYNTHETIC" in note else note, highlight=False)
+        console.print(note, style="yellow" if "SYNTHETIC" in note else None, highlight=False, markup=False)
     if demo:
-        console.print(SYNTHETIC_NOTE, highlight=False)
+        console.print(SYNTHETIC_NOTE, highlight=False, markup=False)
     console.print(f"report: {outcome.files['markdown']}   results: {outcome.files['json']}   "
                   f"({time.perf_counter() - started:.0f} s end to end)", highlight=False)
 

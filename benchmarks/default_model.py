@@ -26,9 +26,9 @@ from .cache import cache_dir, recipe_key
 RECIPE: dict[str, Any] = {
     "arch": "efficientnet_lite0",
     "imagenet_weights": True,
-    "data": "synthetic:160,size=128,seed=0",
+    "data": "synthetic:800,size=128,seed=0",
     "img_size": 128,
-    "epochs": 1,
+    "epochs": 2,
     "batch_size": 32,
     "lr": 2e-3,
     "patience": 2,

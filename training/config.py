@@ -27,7 +27,7 @@ class TrainConfig:
     img_size: int = 300
     batch_size: int = 32
     lr: float = 1e-3
-    finetune_lr_scale: float = 0.1  # peak lr of a stage that fine-tunes the previous stage (face-transfer)
+    finetune_lr_scale: float = 1.0  # peak lr of a stage that fine-tunes the previous stage, as a fraction of lr
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.01
