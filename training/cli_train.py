@@ -23,7 +23,7 @@ from .protocols import PROTOCOLS
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--batch-size", default=32, show_default=True, type=int)
 @click.option("--lr", default=1e-3, show_default=True, type=float, help="Peak learning rate (AdamW).")
-@click.option("--finetune-lr-scale", default=0.1, show_default=True, type=float,
+@click.option("--finetune-lr-scale", default=1.0, show_default=True, type=float,
               help="Peak lr of a fine-tuning stage (face-transfer's face stage) as a fraction of --lr.")
 @click.option("--weight-decay", default=0.05, show_default=True, type=float)
 @click.option("--workers", default=0, show_default=True, type=int, help="DataLoader worker processes.")

@@ -282,8 +282,8 @@ def _run_stage(config: TrainConfig, stage_index: int, sd: _StageData, model, nor
         # Some timm backbones keep head layers that forward_features never reaches (MobileNetV3's conv_head).
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
-    # A stage that starts from the previous stage's weights fine-tunes them at a lower peak rate, so the
-    # classes the new sites lack (on PAD's face images: MEL, SCC) are not simply overwritten.
+    # A stage that starts from the previous stage's weights may fine-tune them at a lower peak rate
+    # (--finetune-lr-scale), so classes the new sites lack (PAD's face images: MEL, SCC) fade less.
     lr = config.lr * (config.finetune_lr_scale if stage_index > 0 else 1.0)
     optimizer = make_optimizer(model, lr, config.weight_decay)
     steps_per_epoch = max(1, len(loader))
