@@ -222,7 +222,8 @@ def render(runs_dirs: list[tuple[Path, str]], throughput: list[tuple[Path, str]]
         lines.append(f"# set {set_name}: python -m facederm.benchmarks.pad_results run --set {set_name} --runs runs/{set_name}")
         lines += [spec.command("pad-ufes-20:../shared/data/pad-ufes-20-subset", f"runs/{set_name}")
                   for spec in SETS[set_name]]
-    lines += ["python -m facederm.benchmarks.pad_results report --runs runs/cpu=CPU runs/gpu=GPU --out docs/RESULTS.md",
+    lines += ["python -m facederm.benchmarks.pad_results report --runs runs/pad=CPU runs/gpu/pad=H200 \\",
+              "    --throughput runs/throughput_cpu.json=CPU runs/gpu/throughput_h200.json=H200 --out docs/RESULTS.md",
               "```", ""]
     first = runs[0]["config"]
     counts = first["data"]["counts"]
@@ -240,8 +241,10 @@ def render(runs_dirs: list[tuple[Path, str]], throughput: list[tuple[Path, str]]
                   "gradient for them (their class weight is 0), so for face-only the mean recall over the "
                   f"{len(test_classes)} test classes is at most {len(test_classes) - len(untrained)}/"
                   f"{len(test_classes)} = {ceiling:.2f}, whatever the network. face-transfer learns them on other "
-                  "sites in stage 1, but stage 2 fine-tunes on face images alone at the full learning rate and "
-                  "can forget them; protocol `all` keeps them in every batch."]
+                  "sites in stage 1, but stage 2 fine-tunes on face images alone and can forget them "
+                  "(`--finetune-lr-scale` lowers stage 2's learning rate: 1.0 in the H200 runs, 0.1 in the CPU "
+                  "face-transfer run; each run's value is in its config.json); protocol `all` keeps them in "
+                  "every batch."]
     lines += ["", "A class with 1-4 face test images moves the mean recall by 1/6 per image: the CIs above are the",
               "honest reading. Compare protocols by their CIs, not by their point estimates.", "",
               "## Environment", "",
