@@ -55,7 +55,7 @@ class Target:
         """Raise :class:`MissingDependencyError` (with the pip command) if a required library is missing."""
         for module, extra, purpose in self.requires:
             try:
-                with _quiet_import():
+                with quiet_converter():
                     importlib.import_module(module)
             except ImportError as exc:
                 raise MissingDependencyError(module, extra, purpose or f"the {self.name} target") from exc
@@ -72,8 +72,9 @@ class Target:
 
 
 @contextlib.contextmanager
-def _quiet_import():
-    """Converters announce untested versions and missing native parts at import; the export reports its own."""
+def quiet_converter():
+    """Silence a converter's own chatter (untested-version warnings at import, progress bars, k-means logs):
+    the export shows its own progress and reports every outcome in its summary."""
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
     try:

@@ -16,10 +16,7 @@ torch's own fp16 kernels are ~8x slower than fp32 on this CPU). On macOS, ``MLMo
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import sys
 import warnings
 from collections.abc import Callable
@@ -34,7 +31,7 @@ from facederm.runtime.metadata import INPUT_NAME, OUTPUT_NAME, card_to_metadata
 
 from ..context import BuildContext, BuiltArtifact, Predict
 from ..onnx_graph import export_fp32, ort_predict, versions
-from ..registry import Target, Variant, register
+from ..registry import Target, Variant, quiet_converter, register
 from ..surgery import static_same_padding
 from .onnx import fp16_graph, shared_fp16
 
@@ -43,20 +40,6 @@ TWIN_REASON = (
     "fp16 ONNX graph by onnxruntime CPU"
 )
 NATIVE_REASON = "Core ML MLModel.predict ran the mlpackage (macOS)"
-
-
-@contextlib.contextmanager
-def _quiet():
-    """coremltools prints version warnings, progress bars and k-means logs; the export shows its own progress."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)  # k-means logs at INFO through its own handler
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(previous)
 
 
 def _int8(model: torch.nn.Module, target: str) -> torch.nn.Module:
@@ -185,7 +168,7 @@ def _builder(precision: str, compress: Callable[[torch.nn.Module, str], torch.nn
              weights: str | Callable[[str], str] | None = None):
     def build(ctx: BuildContext) -> BuiltArtifact:
         target = str(ctx.options.get("coreml_target", "iOS16"))
-        with _quiet():
+        with quiet_converter():
             model, replaced = static_same_padding(ctx.model, ctx.input_size)
             if compress is not None:
                 model = compress(model, target)
