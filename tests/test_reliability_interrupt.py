@@ -133,7 +133,9 @@ def test_killed_export_leaves_only_complete_listed_artifacts(untrained_run: Path
 
 
 # --- training -----------------------------------------------------------------------------------------------
-TRAIN_ARGS = ["--data", SPEC, "--arch", ARCH, "--img-size", str(SIZE), "--epochs", "2", "--batch-size", "8",
+# Four epochs: the kill lands early in epoch 2, and the epochs after it leave a wide margin before the run
+# could finish, however fast this machine is (with two epochs a quiet machine sometimes finished first).
+TRAIN_ARGS = ["--data", SPEC, "--arch", ARCH, "--img-size", str(SIZE), "--epochs", "4", "--batch-size", "8",
               "--n-boot", "20", "--seed", "5", "--patience", "0", "--quiet"]
 
 
@@ -154,15 +156,16 @@ def test_training_killed_in_epoch_two_resumes_to_the_same_result(tmp_path: Path)
     try:
         assert _wait_for(state_file.exists, victim), f"training failed before epoch 1 ended: {victim.stderr.read()}"
         first_epoch = json.loads(state_file.read_text())["history"][0]["seconds"]
-        # Epoch 2 takes 0.5-1x epoch 1 (epoch 1 also fills the image cache): a short random delay lands in it.
+        # Later epochs take 0.5-1x epoch 1 (epoch 1 also fills the image cache): a short random delay lands in
+        # epoch 2 (at worst epoch 3), well before the last of the four.
         time.sleep(rng.uniform(0.0, 0.3) * first_epoch)
     finally:
         interrupted = _kill(victim)
     state = json.loads(state_file.read_text())
     assert interrupted and not state.get("finished"), f"the kill came after the run ended (seed {SEED})"
-    # Normally the last checkpoint is epoch 1's (index 0); on a very loaded machine the kill may land just after
-    # epoch 2's checkpoint, before the final evaluation: resuming must give the same result either way.
-    assert state["epoch"] in (0, 1), state["epoch"]
+    # Normally the last checkpoint is epoch 1's (index 0); the kill may land after epoch 2's: resuming must give
+    # the same result either way.
+    assert state["epoch"] in (0, 1, 2), state["epoch"]
     assert not (victim_dir / "metrics.json").exists()
 
     resumed = _train(victim_dir, "--resume")
