@@ -10,6 +10,7 @@ import numpy as np
 
 from ..plan import RowSpec
 from .base import Measurement, Settings, register
+from .predict import native_scoring_skip, scored_natively
 
 
 def score(y_true: np.ndarray, probs: np.ndarray, labels: tuple[str, ...], groups: np.ndarray,
@@ -46,12 +47,10 @@ class NativeAccuracy(Measurement):
     describe = "macro recall / precision, per-class recall, macro AUC; agreement and delta vs the reference"
 
     def applies(self, row: RowSpec) -> bool:
-        return bool(row.runner) or not row.parity  # twin rows are scored from the export's parity figures
+        return scored_natively(row)
 
     def skip_reason(self, row: RowSpec, settings: Settings) -> str:
-        if not row.runner or row.failed or row.accuracy_skip:
-            return row.failed or row.accuracy_skip or row.speed_skip
-        return "" if settings.eval_tensor else "no evaluation data (pass --data)"
+        return native_scoring_skip(row, settings)
 
     def run(self, ctx: Any) -> dict[str, Any]:
         predicted = ctx.measured.first("predict")

@@ -13,6 +13,18 @@ from ..plan import RowSpec
 CHUNK = 16
 
 
+def scored_natively(row: RowSpec) -> bool:
+    """Rows whose accuracy is computed here; twin rows are scored from the export's parity figures."""
+    return bool(row.runner) or not row.parity
+
+
+def native_scoring_skip(row: RowSpec, settings: Settings) -> str:
+    """Why a row's probabilities cannot be computed and scored here ("" when they can)."""
+    if row.accuracy_skip or not row.runner or row.failed:
+        return row.failed or row.accuracy_skip or row.speed_skip
+    return "" if settings.eval_tensor else "no evaluation data (pass --data)"
+
+
 def probabilities_path(settings: Settings, row: RowSpec) -> Path:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in row.key)
     return Path(settings.work_dir) / f"probs-{safe}.npy"
@@ -26,12 +38,10 @@ class Predict(Measurement):
     describe = "probabilities on every evaluation image, saved for scoring"
 
     def applies(self, row: RowSpec) -> bool:
-        return bool(row.runner) or not row.parity  # twin rows are scored from the export's parity figures
+        return scored_natively(row)
 
     def skip_reason(self, row: RowSpec, settings: Settings) -> str:
-        if row.accuracy_skip or not row.runner or row.failed:
-            return row.failed or row.accuracy_skip or row.speed_skip
-        return "" if settings.eval_tensor else "no evaluation data"
+        return native_scoring_skip(row, settings)
 
     def run(self, ctx: Any) -> dict[str, Any]:
         images = np.load(ctx.settings.eval_tensor, mmap_mode="r")

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..card import ModelCard
+from ..errors import BackendUnavailableError
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,13 @@ class Backend(ABC):
     def info(cls) -> BackendInfo:
         available, reason = cls.availability()
         return BackendInfo(cls.name, available, reason, cls.suffixes, cls.devices() if available else ())
+
+    @classmethod
+    def require_available(cls, path: Path) -> None:
+        """Raise :class:`BackendUnavailableError` naming ``path`` and the reason when this backend cannot run here."""
+        available, reason = cls.availability()
+        if not available:
+            raise BackendUnavailableError(f"{path}: {reason}")
 
     @classmethod
     def reads(cls, path: Path, fmt: str = "") -> bool:

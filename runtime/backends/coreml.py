@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArtifactError, BackendUnavailableError, ConfigError
+from ..errors import ArtifactError, ConfigError
 from ..metadata import INPUT_NAME, OUTPUT_NAME, card_from_metadata
 from . import register
 from .base import Backend, Session
@@ -46,9 +46,7 @@ class CoreMlBackend(Backend):
 
     @classmethod
     def open(cls, path: Path, *, device: str | None, options: Mapping[str, Any]) -> Session:
-        available, reason = cls.availability()
-        if not available:
-            raise BackendUnavailableError(f"{path}: {reason}")
+        cls.require_available(path)
         return CoreMlSession(path, device, options)
 
 

@@ -167,9 +167,7 @@ class TensorRtBackend(Backend):
 
     @classmethod
     def open(cls, path: Path, *, device: str | None, options: Mapping[str, Any]) -> Session:
-        available, reason = cls.availability()
-        if not available:
-            raise BackendUnavailableError(f"{path}: {reason}")
+        cls.require_available(path)
         return TensorRtSession(path, device, options)
 
 
