@@ -12,12 +12,13 @@ from pathlib import Path
 
 from facederm.runtime.card import ArtifactRecord, Manifest
 
-#: Default cap on calibration images (class-stratified, patient-grouped, from the run's training split).
+from .parity import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT
+
+__all__ = ["DEFAULT_CALIB_SIZE", "DEFAULT_MAX_DROP", "DEFAULT_MIN_AGREEMENT", "ExportResult", "export_run"]
+
+#: Default cap on calibration inputs (class-stratified, patient-grouped, from every image the run trained on).
 DEFAULT_CALIB_SIZE = 300
-#: Default largest allowed drop in macro recall, in percentage points, against fp32 torch.
-DEFAULT_MAX_DROP = 1.0
-#: Default smallest share (percent) of evaluation images whose top label must equal fp32's.
-DEFAULT_MIN_AGREEMENT = 98.0
+
 #: Default minimum deployment target of the Core ML packages (``coreml_target``).
 DEFAULT_COREML_TARGET = "iOS16"
 COREML_TARGETS = ("iOS16", "iOS18")
@@ -57,6 +58,7 @@ def export_run(
     precisions: Sequence[str] | None = None,
     calib_data: str | None = None,
     eval_data: str | None = None,
+    eval_views: int | str = "auto",
     calib_size: int = DEFAULT_CALIB_SIZE,
     max_drop: float = DEFAULT_MAX_DROP,
     max_class_drop: Mapping[str, float] | None = None,
@@ -74,12 +76,18 @@ def export_run(
     - ``targets``: names or aliases (onnx/ort, openvino/ov, coreml/ios/mlpackage, tensorrt/trt/engine, all).
     - ``precisions``: e.g. ("fp32", "int8"); None: each target's defaults. A target that lacks a requested
       precision gets a skipped record saying so.
-    - ``calib_data`` / ``eval_data``: data specs (``pad-ufes-20:DIR``, ``folder:DIR``, ``csv:FILE``, ``synthetic:N``);
-      None: the run's training split for calibration and its test split for evaluation (``splits.json`` + the
-      card's ``data["spec"]``). Calibration never uses an evaluation image or patient.
-    - ``max_drop`` (macro recall points) and ``max_class_drop`` ({label: points}): the parity gate; a breach marks
-      the artifact ``failed`` in the manifest with the reason in ``error``; so does an argmax agreement with fp32
-      below ``min_agreement`` percent (a macro recall can survive many swapped predictions).
+    - ``calib_data``: a data spec (``pad-ufes-20:DIR``, ``folder:DIR``, ``csv:FILE``, ``synthetic:N``); None: every
+      image the run trained on (all stages), class-stratified and patient-grouped, filled with flipped views when
+      fewer than ``calib_size``. Never an image or patient the gate judges on.
+    - ``eval_data``: more held-out images for the gate's label-free agreement (added to the run's validation and
+      test patients' images, all sites); the labelled effect is measured on the run's test images (on
+      ``eval_data`` when the run records no split). ``eval_views``: views per image (1-4: identity, hflip, vflip,
+      hvflip) or ``auto`` (enough for >= 300 compared inputs).
+    - The fidelity gate (:mod:`facederm.export.parity`): the one-sided 95 % Clopper-Pearson lower bound of
+      agreement with fp32 must reach ``min_agreement`` percent (0: off); the macro recall delta on the test images
+      fails on evidence of harm: its patient-bootstrap 95 % CI entirely below 0, or a point drop beyond
+      ``max_drop`` points with a CI that excludes 0; ``max_class_drop`` ({label: points}) adds point limits per
+      class. A failing artifact is ``failed`` in the manifest with the reason in ``error`` and is not installed.
     - ``accuracy_control``: OpenVINO int8 via ``nncf.quantize_with_accuracy_control`` on the calibration images
       (metric: argmax agreement with fp32 within ``min_agreement``; macro recall within ``max_drop`` when it is 0).
     - ``int8_search``: ONNX Runtime int8 builds per-channel and per-tensor candidates and keeps the faster one
@@ -101,6 +109,7 @@ def export_run(
         precisions=precisions,
         calib_data=calib_data,
         eval_data=eval_data,
+        eval_views=eval_views,
         calib_size=calib_size,
         max_drop=max_drop,
         max_class_drop=dict(max_class_drop or {}),

@@ -1,16 +1,24 @@
-"""Calibration and evaluation images for export.
+"""The images an export calibrates with and is judged on.
 
-Defaults come from the run dir: calibration from its training split, evaluation from its test split
-(``splits.json`` + the card's ``data["spec"]``). Calibration images are class-stratified and
-patient-grouped (each patient gives one image before any gives a second), at most ``size`` of them, and
-never an evaluation image or patient. A class without a calibration image is an :class:`ExportError`.
+From the run dir (``splits.json`` + the card's ``data["spec"]``):
+
+- **Calibration**: the run's training images of every stage (a face-transfer run's other-site and face
+  training images), class-stratified, patient-grouped (each patient gives one image before any gives a
+  second), never an evaluation image or patient; when the pool is smaller than asked, flipped views of the
+  chosen images fill it. A class the pool lacks is reported, not fatal (the run trained on none of it).
+- **Agreement** (label-free): every held-out image (the run's validation and test patients, all sites) plus
+  ``eval_data``, each in one or more views (identity, flips: the orientations training augmented with) so the
+  gate compares enough pairs.
+- **Labelled effect**: the run's test images (the ones its metrics are on), or ``eval_data`` when the run
+  records no split.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
-from collections.abc import Sequence
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,10 +28,25 @@ from facederm.runtime.card import ModelCard, Preprocessing
 from facederm.runtime.errors import ConfigError, ExportError
 from facederm.runtime.preprocess import resize_and_crop, to_tensor
 
+#: Views of an image, in the order they are added: flips are label-preserving for skin lesions (no canonical
+#: orientation) and the augmentations training used, so the model saw such inputs.
+VIEWS = ("identity", "hflip", "vflip", "hvflip")
+#: ``--eval-views auto`` adds views until the agreement set has this many inputs (the gate's design size).
+AUTO_VIEW_TARGET = 300
+
+
+def apply_view(batch: np.ndarray, view: str) -> np.ndarray:
+    """``view`` of a float32 NCHW batch."""
+    if view == "identity":
+        return batch
+    axes = {"hflip": (3,), "vflip": (2,), "hvflip": (2, 3)}[view]
+    return np.ascontiguousarray(np.flip(batch, axis=axes))
+
 
 @dataclass
 class ImageSet:
-    """Samples of one data set, their label indices (in the card's label order) and lazily loaded tensors."""
+    """Samples of one data set, their label indices (in the card's label order; -1: not a model label) and
+    lazily loaded tensors."""
 
     dataset: object  # facederm.training.data.DataSet (kept loose: the data layer owns the type)
     samples: list
@@ -62,7 +85,73 @@ class ImageSet:
             self._tensors = to_tensor(images) if images else np.zeros((0, 3, crop, crop), np.float32)
         return self._tensors
 
-Calibration = ImageSet
+    def subset(self, indices: Sequence[int]) -> "ImageSet":
+        """The samples at ``indices`` (sharing decoded images when they are loaded)."""
+        part = ImageSet(self.dataset, [self.samples[i] for i in indices], self.y_true[list(indices)],
+                        self.preprocessing, self.spec)
+        if self._images is not None:
+            part._images = [self._images[i] for i in indices]
+        return part
+
+
+@dataclass
+class ViewedSet:
+    """An :class:`ImageSet` in several views: inputs are view-major (every image in view 1, then view 2 ...)."""
+
+    images: ImageSet
+    views: tuple[str, ...] = ("identity",)
+    #: (image index, view) per input when not every image has every view (a calibration pool filled with flips).
+    pairs: tuple[tuple[int, str], ...] | None = None
+
+    def _pairs(self) -> tuple[tuple[int, str], ...]:
+        if self.pairs is not None:
+            return self.pairs
+        return tuple((i, v) for v in self.views for i in range(len(self.images)))
+
+    def __len__(self) -> int:
+        return len(self._pairs())
+
+    @property
+    def image_ids(self) -> list[str]:
+        return [self.images.samples[i].image_id for i, _ in self._pairs()]
+
+    @property
+    def view_names(self) -> list[str]:
+        return [v for _, v in self._pairs()]
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """Input ids: the image id, with ``#view`` for a view other than identity."""
+        return tuple(i if v == "identity" else f"{i}#{v}" for i, v in zip(self.image_ids, self.view_names))
+
+    @property
+    def y_true(self) -> np.ndarray:
+        return np.asarray([self.images.y_true[i] for i, _ in self._pairs()], dtype=np.int64)
+
+    @property
+    def spec(self) -> str:
+        return self.images.spec
+
+    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        """float32 NCHW batches of the inputs, in order (views made per batch: memory stays flat)."""
+        base = self.images.tensors()
+        pairs = self._pairs()
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start : start + batch_size]
+            yield np.concatenate([apply_view(base[i : i + 1], v) for i, v in chunk]) if chunk else base[:0]
+
+    def tensors(self) -> np.ndarray:
+        """Every input at once (calibration sets are small)."""
+        parts = list(self.batches(64))
+        return np.concatenate(parts) if parts else self.images.tensors()[:0]
+
+    def describe(self, labels: Sequence[str]) -> dict[str, object]:
+        """What the manifest records of this set."""
+        counts = Counter(labels[y] for y in self.images.y_true if 0 <= y < len(labels))
+        return {"data": self.spec, "images": len(self.images), "inputs": len(self), "views": list(self.views),
+                "patients": len(set(self.images.patients.tolist())),
+                "per_class": {label: counts.get(label, 0) for label in labels},
+                "missing_classes": [label for label in labels if not counts.get(label)]}
 
 
 def _open(spec: str):
@@ -71,47 +160,119 @@ def _open(spec: str):
     return open_dataset(spec)
 
 
-def _labelled(dataset, samples: Sequence, card: ModelCard, spec: str, what: str) -> ImageSet:
+def _image_set(dataset, samples: Sequence, card: ModelCard, spec: str, *, what: str, strict: bool) -> ImageSet:
     index = {label: i for i, label in enumerate(card.labels)}
     unknown = sorted({s.label for s in samples if s.label not in index})
-    if unknown:
+    if unknown and strict:
         raise ExportError(f"{what} data {spec}: label(s) {', '.join(unknown)} are not the model's {list(card.labels)}")
-    y = np.asarray([index[s.label] for s in samples], dtype=np.int64)
+    y = np.asarray([index.get(s.label, -1) for s in samples], dtype=np.int64)
     return ImageSet(dataset, list(samples), y, card.preprocessing, spec)
 
 
-def _run_split(run_dir: Path, card: ModelCard, split: str, option: str):
+def _run_data(run_dir: Path, card: ModelCard):
+    """(dataset, splits) of the run, or (None, {}) when it records none."""
     from facederm.training.rundir import load_splits
 
     spec = card.data.get("spec") if isinstance(card.data, dict) else None
     splits = load_splits(run_dir)
-    if not spec or split not in splits:
-        raise ConfigError(
-            f"{run_dir}: the run records no {split} split (splits.json + card data.spec); pass {option} DATA"
-        )
-    dataset = _open(spec)
-    wanted = set(splits[split])
+    if not spec or not splits:
+        return None, {}, ""
+    return _open(spec), splits, spec
+
+
+def _pick(dataset, ids: Sequence[str], run_dir: Path, spec: str, what: str) -> list:
+    wanted = set(ids)
     samples = [s for s in dataset.samples if s.image_id in wanted]
-    if not samples:
-        raise ExportError(f"{run_dir}: none of the {split} split's {len(wanted)} image ids are in {spec}")
-    return dataset, samples, f"{spec} ({split} split)"
+    if wanted and not samples:
+        raise ExportError(f"{run_dir}: none of the {len(wanted)} {what} image ids are in {spec}")
+    return samples
 
 
-def evaluation_set(run_dir: str | Path, card: ModelCard, eval_data: str | None) -> ImageSet:
-    """The parity gate's images: ``eval_data`` entirely, or the run's test split."""
+def auto_views(n_images: int, target: int = AUTO_VIEW_TARGET) -> int:
+    """Views per image so that ``n_images`` x views reaches ``target`` (at most all of :data:`VIEWS`)."""
+    return max(1, min(len(VIEWS), math.ceil(target / max(n_images, 1))))
+
+
+@dataclass
+class EvaluationData:
+    """The gate's images: label-free agreement inputs and the labelled test images (indices into ``agreement``)."""
+
+    agreement: ViewedSet
+    labelled: ImageSet
+    labelled_index: np.ndarray  # position of each labelled image in agreement.images (identity view)
+
+    @property
+    def exclude(self) -> tuple[set[str], set[str]]:
+        """(image ids, patient ids) calibration must never use."""
+        sets = (self.agreement.images, self.labelled)
+        return ({i for s in sets for i in s.ids}, {p for s in sets for p in s.patients.tolist()})
+
+
+def evaluation_data(run_dir: str | Path, card: ModelCard, eval_data: str | None, views: int | str = "auto"
+                    ) -> EvaluationData:
+    """Held-out images of the run (all sites, val + test patients) plus ``eval_data``, in ``views`` views
+    (``auto``: enough to reach :data:`AUTO_VIEW_TARGET` inputs); labelled effect on the run's test images
+    (``eval_data`` when the run records no split)."""
+    from facederm.training.rundir import heldout_ids
+
+    run_dir = Path(run_dir)
+    dataset, splits, spec = _run_data(run_dir, card)
+    parts: list[ImageSet] = []
+    labelled: ImageSet | None = None
+    if dataset is not None:
+        held = _image_set(dataset, _pick(dataset, heldout_ids(splits), run_dir, spec, "held-out"), card,
+                          f"{spec} (held-out: val + test patients)", what="held-out", strict=False)
+        parts.append(held)
+        if splits.get("test"):
+            labelled = _image_set(dataset, _pick(dataset, splits["test"], run_dir, spec, "test"), card,
+                                  f"{spec} (test split)", what="test", strict=True)
     if eval_data:
-        dataset = _open(eval_data)
-        return _labelled(dataset, dataset.samples, card, eval_data, "evaluation")
-    dataset, samples, spec = _run_split(Path(run_dir), card, "test", "--eval-data")
-    return _labelled(dataset, samples, card, spec, "evaluation")
+        extra_ds = _open(eval_data)
+        extra = _image_set(extra_ds, extra_ds.samples, card, eval_data, what="evaluation", strict=labelled is None)
+        parts.append(extra)
+        if labelled is None:
+            labelled = extra
+    if not parts or labelled is None:
+        raise ConfigError(f"{run_dir}: the run records no splits (splits.json + card data.spec); pass --eval-data DATA")
+    agreement_images = _concat(parts, card)
+    n_views = auto_views(len(agreement_images)) if views == "auto" else int(views)
+    if not 1 <= n_views <= len(VIEWS):
+        raise ConfigError(f"--eval-views {views!r}: expected auto or 1..{len(VIEWS)}")
+    position = {(s.image_id, s.patient_id): i for i, s in enumerate(agreement_images.samples)}
+    index = np.asarray([position[(s.image_id, s.patient_id)] for s in labelled.samples], dtype=np.int64)
+    return EvaluationData(ViewedSet(agreement_images, VIEWS[:n_views]), labelled, index)
+
+
+def _concat(parts: list[ImageSet], card: ModelCard) -> ImageSet:
+    """One set of several data sets' images (an image id seen twice is kept once); loads through each part."""
+    if len(parts) == 1:
+        return parts[0]
+    seen: set[tuple[str, str]] = set()
+    chosen: list[tuple[ImageSet, int]] = []
+    for part in parts:
+        for i, s in enumerate(part.samples):
+            if (s.image_id, s.patient_id) not in seen:
+                seen.add((s.image_id, s.patient_id))
+                chosen.append((part, i))
+    merged = ImageSet(None, [p.samples[i] for p, i in chosen], np.asarray([p.y_true[i] for p, i in chosen]),
+                      card.preprocessing, " + ".join(p.spec for p in parts))
+    merged._images = [p.images()[i] for p, i in chosen]
+    return merged
 
 
 def calibration_pool(run_dir: str | Path, card: ModelCard, calib_data: str | None):
-    """(dataset, candidate samples, spec): ``calib_data`` entirely, or the run's training split."""
+    """(dataset, candidate samples, spec): ``calib_data`` entirely, or every image the run trained on."""
+    from facederm.training.rundir import training_ids
+
     if calib_data:
         dataset = _open(calib_data)
         return dataset, list(dataset.samples), calib_data
-    return _run_split(Path(run_dir), card, "train", "--calib-data")
+    run_dir = Path(run_dir)
+    dataset, splits, spec = _run_data(run_dir, card)
+    if dataset is None or not training_ids(splits):
+        raise ConfigError(f"{run_dir}: the run records no training split (splits.json + card data.spec); "
+                          "pass --calib-data DATA")
+    return dataset, _pick(dataset, training_ids(splits), run_dir, spec, "training"), f"{spec} (training images)"
 
 
 def _order(seed: int, key: str) -> str:
@@ -123,37 +284,42 @@ def select_calibration(
     labels: Sequence[str],
     *,
     size: int,
-    exclude_ids: Sequence[str] = (),
-    exclude_patients: Sequence[str] = (),
+    exclude_ids: Sequence[str] | set[str] = (),
+    exclude_patients: Sequence[str] | set[str] = (),
     seed: int = 0,
 ) -> list:
     """Pick at most ``size`` calibration samples: class-stratified, patient-grouped, none excluded.
 
-    Each class gets a share proportional to its candidates (at least one image); inside a class, patients
-    are taken in a seeded order, one image each per round, so many patients are covered. Samples whose
-    image id or patient id is excluded (the evaluation images) are never chosen.
+    Each class present gets a share proportional to its candidates (at least one image); inside a class,
+    patients are taken in a seeded order, one image each per round, so many patients are covered. Samples
+    whose image id or patient id is excluded (the evaluation images) are never chosen. Classes with no
+    candidate are left out (:class:`ViewedSet.describe` reports them); no candidate at all is an error.
     """
-    if size < len(labels):
-        raise ConfigError(f"--calib-size {size} is below the number of classes ({len(labels)}): need one image per class")
+    if size < 1:
+        raise ConfigError(f"--calib-size must be >= 1, got {size}")
     banned_ids, banned_patients = set(exclude_ids), set(exclude_patients)
     by_class: dict[str, dict[str, list]] = {label: defaultdict(list) for label in labels}
     for s in samples:
         if s.label in by_class and s.image_id not in banned_ids and s.patient_id not in banned_patients:
             by_class[s.label][s.patient_id].append(s)
-    empty = [label for label in labels if not by_class[label]]
-    if empty:
-        raise ExportError(
-            f"no calibration image for class(es) {', '.join(empty)} once evaluation images and patients are"
-            " excluded; pass --calib-data with images of every class"
-        )
-    counts = {label: sum(len(v) for v in by_class[label].values()) for label in labels}
+    present = [label for label in labels if by_class[label]]
+    if not present:
+        raise ExportError("no calibration image of the model's classes once evaluation images and patients are "
+                          "excluded; pass --calib-data with images of the model's classes")
+    counts = {label: sum(len(v) for v in by_class[label].values()) for label in present}
     total = sum(counts.values())
-    quota = {label: max(1, int(size * counts[label] / total)) for label in labels}
+    quota = {label: max(1, int(size * counts[label] / total)) for label in present}
     while sum(quota.values()) > size:  # the "at least one" floor can overshoot: trim the largest
         biggest = max(quota, key=lambda k: quota[k])
         quota[biggest] -= 1
+    leftover = size - sum(min(quota[k], counts[k]) for k in present)
+    for label in sorted(present, key=lambda k: -(counts[k] - quota[k])):  # rounding leftovers to classes with more
+        extra = min(leftover, counts[label] - quota[label])
+        if extra > 0:
+            quota[label] += extra
+            leftover -= extra
     chosen: list = []
-    for label in labels:
+    for label in present:
         patients = sorted(by_class[label], key=lambda p: _order(seed, p))
         queues = [sorted(by_class[label][p], key=lambda s: _order(seed, s.image_id)) for p in patients]
         picked: list = []
@@ -170,15 +336,29 @@ def select_calibration(
 def calibration_set(
     run_dir: str | Path,
     card: ModelCard,
-    evaluation: ImageSet,
+    evaluation: EvaluationData,
     *,
     calib_data: str | None,
     size: int,
     seed: int = 0,
-) -> ImageSet:
-    """The calibration images for this export (see :func:`select_calibration`)."""
+    fill_views: bool = True,
+) -> ViewedSet:
+    """The calibration inputs of this export (see :func:`select_calibration`); with ``fill_views`` a pool smaller
+    than ``size`` is filled with flipped views of its images, class by class in turn."""
     dataset, pool, spec = calibration_pool(run_dir, card, calib_data)
-    chosen = select_calibration(
-        pool, card.labels, size=size, exclude_ids=evaluation.ids, exclude_patients=list(evaluation.patients), seed=seed
-    )
-    return _labelled(dataset, chosen, card, spec, "calibration")
+    banned_ids, banned_patients = evaluation.exclude
+    chosen = select_calibration(pool, card.labels, size=size, exclude_ids=banned_ids,
+                                exclude_patients=banned_patients, seed=seed)
+    images = _image_set(dataset, chosen, card, spec, what="calibration", strict=True)
+    pairs = [(i, "identity") for i in range(len(images))]
+    if fill_views:
+        for view in VIEWS[1:]:
+            for i in range(len(images)):
+                if len(pairs) >= size:
+                    break
+                pairs.append((i, view))
+    views = tuple(dict.fromkeys(v for _, v in pairs))
+    return ViewedSet(images, views, tuple(pairs))
+
+
+Calibration = ViewedSet

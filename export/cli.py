@@ -38,16 +38,20 @@ def _class_drops(values: tuple[str, ...]) -> dict[str, float]:
               help="onnx (ort), openvino (ov), coreml (ios, mlpackage), tensorrt (trt, engine) or all; repeatable.")
 @click.option("--precision", "-p", "precisions", multiple=True,
               help="fp32, fp16, int8, int8-weights, palettize6, palettize4; repeatable (default: each target's set).")
-@click.option("--calib-data", default=None, help="Calibration data spec (default: the run's training split).")
-@click.option("--eval-data", default=None, help="Evaluation data spec for the parity gate (default: the run's test split).")
+@click.option("--calib-data", default=None,
+              help="Calibration data spec (default: every image the run trained on, all stages).")
+@click.option("--eval-data", default=None,
+              help="More held-out images for the gate's agreement check (always: the run's val + test patients).")
+@click.option("--eval-views", default="auto", show_default=True,
+              help="Views per agreement image, 1-4 (identity, hflip, vflip, hvflip), or auto (>= 300 inputs).")
 @click.option("--calib-size", default=DEFAULT_CALIB_SIZE, show_default=True, type=int,
-              help="Most calibration images (class-stratified, patient-grouped).")
+              help="Calibration inputs (class-stratified, patient-grouped; flipped views fill a small pool).")
 @click.option("--max-drop", default=DEFAULT_MAX_DROP, show_default=True, type=float,
-              help="Largest allowed macro recall drop vs fp32, in points.")
+              help="Macro recall drop vs fp32 (points) that fails when its 95% CI excludes 0.")
 @click.option("--max-class-drop", multiple=True, metavar="LABEL=POINTS",
               help="Largest allowed recall drop for one class, e.g. BCC=2; repeatable.")
 @click.option("--min-agreement", default=DEFAULT_MIN_AGREEMENT, show_default=True, type=float,
-              help="Smallest percentage of evaluation images whose top label equals fp32's (0: off).")
+              help="Smallest one-sided 95% lower bound (percent) of top-label agreement with fp32 (0: off).")
 @click.option("--accuracy-control", is_flag=True,
               help="OpenVINO int8 with nncf.quantize_with_accuracy_control: layers back to float until the gate "
                    "holds on the calibration images (minutes).")
@@ -60,7 +64,7 @@ def _class_drops(values: tuple[str, ...]) -> dict[str, float]:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Export directory.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and converter logs.")
 def main(run_dir: str, targets: tuple[str, ...], precisions: tuple[str, ...], calib_data: str | None,
-         eval_data: str | None, calib_size: int, max_drop: float, max_class_drop: tuple[str, ...],
+         eval_data: str | None, eval_views: str, calib_size: int, max_drop: float, max_class_drop: tuple[str, ...],
          min_agreement: float, accuracy_control: bool, int8_search: bool, coreml_target: str, batch_size: int,
          out_dir: str, debug: bool) -> None:
     """Export RUN_DIR (written by facederm-train) to deployable artifacts, each checked against fp32."""
@@ -72,7 +76,7 @@ def main(run_dir: str, targets: tuple[str, ...], precisions: tuple[str, ...], ca
     with one_line_errors("facederm-export", debug):
         result = export_run(
             run_dir, out_dir=out_dir, targets=targets, precisions=precisions or None, calib_data=calib_data,
-            eval_data=eval_data, calib_size=calib_size, max_drop=max_drop, max_class_drop=_class_drops(max_class_drop),
+            eval_data=eval_data, eval_views=eval_views, calib_size=calib_size, max_drop=max_drop, max_class_drop=_class_drops(max_class_drop),
             min_agreement=min_agreement, accuracy_control=accuracy_control, int8_search=int8_search,
             coreml_target=coreml_target, batch_size=batch_size, progress=True,
         )

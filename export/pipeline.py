@@ -8,6 +8,7 @@ One artifact failing never stops the others.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
@@ -19,15 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facederm.runtime.card import ArtifactRecord, ModelCard, Probe, file_digest
+from facederm.runtime.card import ArtifactRecord, ModelCard, Parity, Probe, file_digest
 from facederm.runtime.errors import BackendUnavailableError, ConfigError, FacedermError, MissingDependencyError
 from facederm.runtime.probe import make_probe
 from facederm.runtime.version import __version__
 
 from .api import ExportResult
-from .calibration import ImageSet, calibration_set, evaluation_set
-from .context import BuildContext, BuiltArtifact, run_batched, torch_predict
-from .parity import check_class_drops, check_gate, compute_parity
+from .calibration import EvaluationData, ViewedSet, calibration_set, evaluation_data
+from .context import BuildContext, BuiltArtifact, torch_predict
+from .parity import AgreementInputs, GateRules, check_class_drops, compute_parity, gate_verdict
 from .registry import Target, Variant, resolve_targets
 from .staging import (
     ManifestStore,
@@ -86,6 +87,7 @@ def run_export(
     precisions: Sequence[str] | None,
     calib_data: str | None,
     eval_data: str | None,
+    eval_views: int | str,
     calib_size: int,
     max_drop: float,
     max_class_drop: Mapping[str, float],
@@ -98,14 +100,12 @@ def run_export(
     progress: bool,
     on_record: Callable[[ArtifactRecord], None] | None,
 ) -> ExportResult:
-    from facederm.training.evaluate import predict_array
     from facederm.training.models import ProbabilityModel
     from facederm.training.rundir import load_run
 
     if isinstance(targets, str):
         targets = [targets]
-    if not np.isfinite(max_drop):  # negative is allowed: it demands an improvement (a gate self-test)
-        raise ConfigError(f"--max-drop must be a number of points, got {max_drop}")
+    rules = GateRules(min_agreement=min_agreement, max_drop=max_drop, max_class_drop=dict(max_class_drop))
     if calib_size < 1:
         raise ConfigError(f"--calib-size must be >= 1, got {calib_size}")
     coreml_target = _coreml_target(coreml_target)
@@ -116,13 +116,13 @@ def run_export(
     check_class_drops(max_class_drop, card.labels)
     model = ProbabilityModel(classifier, card.preprocessing).eval()
 
-    evaluation = evaluation_set(run_dir, card, eval_data)
-    evaluation.tensors()  # decode once, before any artifact is built
-    reference = predict_array(classifier, evaluation.images(), card.preprocessing, batch_size=batch_size)
+    evaluation = evaluation_data(run_dir, card, eval_data, eval_views)
+    evaluation.agreement.images.tensors()  # decode once, before any artifact is built
+    reference = predict_inputs(torch_predict(model), evaluation.agreement, batch_size)
     probe_x = make_probe(PROBE_SEED, PROBE_BATCH, card.input_size)
     probe_ref = torch_predict(model)(probe_x)
 
-    calibration: ImageSet | None = None
+    calibration: ViewedSet | None = None
     if any(v.calibrated for _, variants, _ in plan for v in variants):
         calibration = calibration_set(run_dir, card, evaluation, calib_data=calib_data, size=calib_size, seed=seed)
 
@@ -130,7 +130,9 @@ def run_export(
     out_dir.mkdir(parents=True, exist_ok=True)
     clean_stale_staging(out_dir)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    store = ManifestStore(out_dir, card, created=created, facederm_version=__version__, source_run=run_dir.name)
+    store = ManifestStore(out_dir, card, created=created, facederm_version=__version__, source_run=run_dir.name,
+                          calibration=calibration.describe(card.labels) if calibration is not None else {},
+                          evaluation=_describe_evaluation(evaluation, card.labels), gate=rules.to_dict())
     probe = Probe(seed=PROBE_SEED, batch=PROBE_BATCH, probabilities=tuple(tuple(map(float, r)) for r in probe_ref))
     store.set_probe(probe)
 
@@ -178,7 +180,7 @@ def run_export(
                                      "int8_search": int8_search, "coreml_target": coreml_target},
                         )
                         record, delta = _export_one(target, variant, ctx, out_dir, store, evaluation, reference,
-                                                    probe_x, probe_ref, (max_drop, max_class_drop, min_agreement))
+                                                    probe_x, probe_ref, rules)
                         probe_deltas[record.key] = delta
                         emit(record)
                     if bar:
@@ -188,6 +190,32 @@ def run_export(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return ExportResult(manifest=store.manifest, records=tuple(records), out_dir=out_dir)
+
+
+def predict_inputs(predict, inputs: ViewedSet, batch_size: int) -> np.ndarray:
+    """``predict`` over every input of ``inputs`` in batches (views made per batch)."""
+    out = [np.asarray(predict(batch), dtype=np.float32) for batch in inputs.batches(batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def gate_parity(reference: np.ndarray, probs: np.ndarray, evaluation: EvaluationData, labels: Sequence[str], *,
+                seed: int = 0) -> Parity:
+    """The gate's figures from fp32 and artifact probabilities on every agreement input (view-major, so the
+    identity view of image i is row i: the labelled test images are read from there)."""
+    agreement = evaluation.agreement
+    rows = evaluation.labelled_index
+    labelled = evaluation.labelled
+    return compute_parity(reference[rows], probs[rows], labelled.y_true, list(labelled.patients), labels,
+                          agreement=AgreementInputs(reference, probs, agreement.image_ids, agreement.view_names,
+                                                    agreement.spec),
+                          eval_data=labelled.spec, seed=seed)
+
+
+def _describe_evaluation(evaluation: EvaluationData, labels: Sequence[str]) -> dict[str, object]:
+    labelled = evaluation.labelled
+    return {"agreement": evaluation.agreement.describe(labels),
+            "labelled": {"data": labelled.spec, "images": len(labelled),
+                         "patients": len(set(labelled.patients.tolist()))}}
 
 
 def _coreml_target(name: str) -> str:
@@ -210,11 +238,11 @@ def _export_one(
     ctx: BuildContext,
     out_dir: Path,
     store: ManifestStore,
-    evaluation: ImageSet,
+    evaluation: EvaluationData,
     reference: np.ndarray,
     probe_x: np.ndarray,
     probe_ref: np.ndarray,
-    gate: tuple[float, Mapping[str, float], float],
+    rules: GateRules,
 ) -> tuple[ArtifactRecord, float]:
     """Build, validate, gate and install one artifact; never raises for the artifact's own failures."""
     name = variant.record_target or target.name
@@ -226,10 +254,9 @@ def _export_one(
     built: BuiltArtifact | None = None
     try:
         built = variant.build(ctx)
-        probs = run_batched(built.predict, evaluation.tensors(), ctx.batch_size)
+        probs = predict_inputs(built.predict, evaluation.agreement, ctx.batch_size)
         probe_delta = float(np.abs(built.predict(probe_x) - probe_ref).max())
-        parity = compute_parity(reference, probs, evaluation.y_true, list(evaluation.patients), ctx.card.labels,
-                                eval_data=evaluation.spec, seed=int(ctx.options.get("seed", 0)))
+        parity = gate_parity(reference, probs, evaluation, ctx.card.labels, seed=int(ctx.options.get("seed", 0)))
     except (MissingDependencyError, BackendUnavailableError) as exc:  # e.g. no tensorrt / no GPU: skip
         shutil.rmtree(ctx.workdir, ignore_errors=True)
         return ArtifactRecord(**base, status="skipped", error=str(exc), seconds=_since(start)), 0.0
@@ -247,7 +274,8 @@ def _export_one(
     common = dict(format=built.format, validated=built.validated, validated_reason=built.validated_reason,
                   parity=parity, converter_versions=_versions(built), calibration_ids=calib_ids,
                   options={**built.options, "probe_max_abs_delta": round(probe_delta, 6)})
-    reason = check_gate(parity, *gate)
+    reason, decision = gate_verdict(parity, rules)
+    common["parity"] = dataclasses.replace(parity, decision=decision)
     if reason:
         shutil.rmtree(ctx.workdir, ignore_errors=True)
         _drop_old(out_dir, old)

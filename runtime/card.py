@@ -142,8 +142,28 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class Flip:
+    """One input whose top label the artifact changed: its fp32 margin says whether it was a near-tie."""
+
+    image_id: str
+    view: str  # "identity", "hflip", "vflip" or "hvflip"
+    fp32_label: str
+    artifact_label: str
+    fp32_margin: float  # fp32 top-1 minus top-2 probability
+
+
+@dataclass(frozen=True)
 class Parity:
-    """Agreement of an artifact with the fp32 torch model on the evaluation images."""
+    """An artifact against the fp32 torch model: the export gate's two questions.
+
+    1. Label-free agreement (``agreement*``, ``n_pairs``, ``mean_kl``, ``flips``): same top label as fp32 on every
+       held-out input (images neither trained on nor calibrated with, and their flipped views), with a one-sided
+       95 % Clopper-Pearson lower bound.
+    2. Labelled effect (``macro_recall*``, ``per_class_recall_delta*``, ``n_images``, ``n_patients``): recall of
+       the artifact minus recall of fp32 on the labelled test images, paired, with patient-bootstrap 95 % CIs.
+
+    Fractions throughout (0.01 = one percentage point); deltas are artifact minus fp32.
+    """
 
     agreement: float
     max_abs_prob_delta: float
@@ -151,10 +171,19 @@ class Parity:
     macro_recall_delta: float
     per_class_recall_delta: dict[str, float]
     macro_recall_delta_ci: tuple[float, ...] = ()
-    agreement_ci: tuple[float, ...] = ()
-    n_images: int = 0
+    agreement_ci: tuple[float, ...] = ()  # patient bootstrap over the labelled images (older manifests)
+    n_images: int = 0  # labelled test images
     n_patients: int = 0
     eval_data: str = ""
+    n_pairs: int = 0  # agreement inputs (images x views)
+    n_agreement_images: int = 0
+    agreement_data: str = ""
+    agreement_lower_bound: float | None = None  # one-sided 95 % Clopper-Pearson
+    mean_kl: float | None = None  # mean KL(fp32 || artifact), nats
+    mean_top1_prob_delta: float | None = None  # mean |p_artifact - p_fp32| at fp32's top label
+    flips: tuple[Flip, ...] = ()
+    per_class_recall_delta_ci: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    decision: str = ""  # which rule decided, in words
 
 
 @dataclass(frozen=True)
@@ -208,6 +237,10 @@ class Manifest:
     created: str | None = None
     facederm_version: str = ""
     source_run: str = ""
+    #: What the export calibrated with and was judged on, and the gate's rules (see facederm.export.parity).
+    calibration: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    gate: dict[str, Any] = field(default_factory=dict)
     schema: str = MANIFEST_SCHEMA
 
     def __post_init__(self) -> None:

@@ -1,6 +1,7 @@
 """The run dir: what training writes and export reads.
 
-``model.safetensors`` (weights, no pickle), ``config.json`` (the model card), ``metrics.json``.
+``model.safetensors`` (weights, no pickle), ``config.json`` (the model card), ``metrics.json``,
+``splits.json`` (image ids per split, see :data:`SPLIT_KEYS`).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,10 +81,42 @@ def load_run(run_dir: str | Path, map_location: str = "cpu") -> tuple[FacedermCl
     return model.eval(), card
 
 
+#: splits.json keys. ``train`` / ``val`` / ``test`` are the final stage's images and the evaluated test
+#: images; ``training`` is every image any stage trained on (a face-transfer run's other-site and face
+#: training images: export calibrates on them) and ``heldout`` every image of the validation and test
+#: patients, all sites (neither trained on nor calibrated with: the export gate's agreement images).
+SPLIT_KEYS = ("train", "val", "test")
+TRAINING_KEY = "training"
+HELDOUT_KEY = "heldout"
+
+
+def recorded_splits(train: Sequence[Any], val: Sequence[Any], test: Sequence[Any], *, training: Sequence[Any],
+                    heldout: Sequence[Any]) -> dict[str, list[str]]:
+    """The splits.json content for samples (anything with ``image_id``); ids in first-seen order, once each."""
+
+    def ids(samples: Sequence[Any]) -> list[str]:
+        return list(dict.fromkeys(s.image_id for s in samples))
+
+    return {"train": ids(train), "val": ids(val), "test": ids(test), TRAINING_KEY: ids(training),
+            HELDOUT_KEY: ids(heldout)}
+
+
 def load_splits(run_dir: str | Path) -> dict[str, list[str]]:
     """Image ids per split as recorded at training time ({} when the run has none)."""
     path = Path(run_dir) / SPLITS_FILE
     return read_json(path) if path.is_file() else {}
+
+
+def training_ids(splits: dict[str, list[str]]) -> list[str]:
+    """Every image the run trained on, all stages (older runs recorded only the final stage's ``train``)."""
+    return list(splits.get(TRAINING_KEY) or splits.get("train") or [])
+
+
+def heldout_ids(splits: dict[str, list[str]]) -> list[str]:
+    """Every image of the run's validation and test patients (older runs: the recorded val + test)."""
+    if splits.get(HELDOUT_KEY):
+        return list(splits[HELDOUT_KEY])
+    return list(dict.fromkeys([*splits.get("val", []), *splits.get("test", [])]))
 
 
 def load_metrics(run_dir: str | Path) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from .metrics import macro_recall
 from .models import create_model, default_preprocessing
 from .plots import plot_confusion_matrix, plot_history, plot_roc
 from .protocols import Protocol, Stage, get_protocol
-from .rundir import METRICS_FILE, load_metrics, save_run
+from .rundir import METRICS_FILE, load_metrics, recorded_splits, save_run
 from .transforms import Normalize, TrainAugment
 
 HISTORY_FILE = "history.json"
@@ -246,8 +246,8 @@ def _train(config: TrainConfig, run_dir: Path, device: torch.device, world: Worl
         wall = time.time() - started
         card = _card(config, dataset, protocol, stages, test, labels, preprocessing, model_args, wall,
                      f"{device.type} x{world.world_size}")
-        split_ids = {"train": [s.image_id for s in final.train], "val": [s.image_id for s in final.val],
-                     "test": [s.image_id for s in test]}
+        split_ids = recorded_splits(final.train, final.val, test,
+                                    training=[s for sd in stages for s in sd.train], heldout=[*splits.val, *splits.test])
         save_run(run_dir, bare.cpu() if device.type != "cpu" else bare, card, metrics, split_ids)
         write_json_atomic(run_dir / HISTORY_FILE, history)
         _write_plots(run_dir, metrics, probabilities, evaluated, labels, history)
