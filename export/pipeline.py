@@ -22,7 +22,7 @@ import torch
 
 from facederm.runtime.card import ArtifactRecord, ModelCard, Parity, Probe, file_digest
 from facederm.runtime.errors import BackendUnavailableError, ConfigError, FacedermError, MissingDependencyError
-from facederm.runtime.probe import make_probe
+from facederm.runtime.probe import DEFAULT_TOLERANCE, make_probe
 from facederm.runtime.version import __version__
 
 from .api import ExportResult
@@ -43,11 +43,7 @@ log = logging.getLogger("facederm.export")
 
 PROBE_SEED = 0
 PROBE_BATCH = 2
-#: Floor of the probe tolerance (max |delta p| allowed at self-test) per precision; raised to twice what
-#: this export's artifacts actually showed, so a correct artifact always passes its own self-test.
-PROBE_TOLERANCE = {
-    "fp32": 1e-3, "fp16": 2e-2, "bf16": 5e-2, "int8": 0.15, "int8-weights": 5e-2, "palettize6": 0.1, "palettize4": 0.25,
-}
+
 
 
 def _plan(targets: list[Target], precisions: Sequence[str] | None) -> list[tuple[Target, list[Variant], list[str]]]:
@@ -74,7 +70,9 @@ def _tolerances(records: list[ArtifactRecord], deltas: dict[str, float]) -> dict
     for record in records:
         if record.status != "ok":
             continue
-        floor = PROBE_TOLERANCE.get(record.precision, 0.25)
+        # The runtime's table is the floor, raised to twice what this export's artifacts showed, so a
+        # correct artifact always passes its own self-test.
+        floor = DEFAULT_TOLERANCE.get(record.precision, DEFAULT_TOLERANCE["int8"])
         tol[record.precision] = max(tol.get(record.precision, floor), 2.0 * deltas.get(record.key, 0.0))
     return {k: round(v, 6) for k, v in tol.items()}
 

@@ -184,4 +184,5 @@ def test_training_killed_in_epoch_two_resumes_to_the_same_result(tmp_path: Path)
 
     by_id = {s.image_id: s for s in open_dataset(SPEC).samples}
     recorded = json.loads((victim_dir / "splits.json").read_text())
-    assert check_disjoint_patients({name: [by_id[i] for i in ids] for name, ids in recorded.items()}) == 0
+    assert check_disjoint_patients({name: [by_id[i] for i in recorded[name]] for name in ("train", "val", "test")}) == 0
+    assert check_disjoint_patients({name: [by_id[i] for i in recorded[name]] for name in ("training", "heldout")}) == 0

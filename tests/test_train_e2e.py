@@ -72,8 +72,8 @@ def test_face_protocols_train_and_test_on_face_images_of_disjoint_patients(runs,
     by_id = {s.image_id: s for s in dataset.samples}
     splits = load_splits(runs[protocol])
     patients = {}
-    for name, ids in splits.items():
-        samples = [by_id[i] for i in ids]
+    for name in ("train", "val", "test"):
+        samples = [by_id[i] for i in splits[name]]
         assert samples and all(s.is_face() for s in samples), name  # the final stage is face only
         patients[name] = {s.patient_id for s in samples}
     assert not (patients["train"] & patients["test"]) and not (patients["val"] & patients["test"])
@@ -163,3 +163,36 @@ def test_resume_of_a_finished_run_is_a_no_op(tmp_path: Path) -> None:
     first = train(TrainConfig(**config))
     again = train(TrainConfig(**config, resume=True))
     assert again.metrics == first.metrics
+
+
+def test_splits_record_every_stage_training_image_and_the_heldout_patients(runs):
+    # Export calibrates on every image the run trained on and judges agreement on every held-out image:
+    # a face-transfer run records its other-site training images too.
+    dataset = open_dataset(DATA)
+    by_id = {s.image_id: s for s in dataset.samples}
+    full = split_by_patient(dataset.samples, seed=0)
+    splits = load_splits(runs["face-transfer"])
+    assert set(splits["training"]) == {s.image_id for s in full.train}
+    assert any(not by_id[i].is_face() for i in splits["training"]) and set(splits["train"]) < set(splits["training"])
+    assert set(splits["heldout"]) == {s.image_id for s in [*full.val, *full.test]}
+    face_only = load_splits(runs["face-only"])
+    assert set(face_only["training"]) == set(face_only["train"])  # one stage: only face images were trained on
+    train_patients = {by_id[i].patient_id for i in splits["training"]}
+    assert not train_patients & {by_id[i].patient_id for i in splits["heldout"]}
+
+
+def test_export_calibrates_on_every_stage_and_judges_on_heldout_images(runs):
+    from facederm.export.calibration import calibration_set, evaluation_data
+
+    run_dir = runs["face-transfer"]
+    _, card = load_run(run_dir)
+    splits = load_splits(run_dir)
+    evaluation = evaluation_data(run_dir, card, None)
+    assert set(evaluation.agreement.images.ids) == set(splits["heldout"])
+    assert len(evaluation.agreement) == 4 * len(evaluation.agreement.images)  # few images: all four views
+    assert evaluation.agreement.views[0] == "identity"
+    assert set(evaluation.labelled.ids) == set(splits["test"])
+    calibration = calibration_set(run_dir, card, evaluation, calib_data=None, size=120)
+    used = set(calibration.images.ids)
+    assert used <= set(splits["training"]) and used - set(splits["train"]), "other-site training images are used"
+    assert len(calibration) == 120 and not used & set(evaluation.agreement.images.ids)

@@ -185,11 +185,10 @@ class ProbabilityModel(nn.Module):
 
     def __init__(self, classifier: nn.Module, preprocessing: Preprocessing) -> None:
         super().__init__()
+        from .transforms import Normalize  # the one normalization: training, evaluation and every export
+
         self.classifier = classifier
-        mean = torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
-        std = torch.tensor(preprocessing.std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
-        self.register_buffer("mean", mean, persistent=False)
-        self.register_buffer("inv_std", 1.0 / std, persistent=False)
+        self.normalize = Normalize(preprocessing)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.classifier((image - self.mean) * self.inv_std), dim=1)
+        return torch.softmax(self.classifier(self.normalize(image)), dim=1)

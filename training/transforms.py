@@ -60,8 +60,8 @@ def to_chw_tensor(rgb: np.ndarray) -> torch.Tensor:
 
 
 class Normalize(nn.Module):
-    """uint8/float 0-255 NCHW -> normalized float, the same arithmetic as the exported graph
-    (:class:`facederm.training.models.ProbabilityModel`)."""
+    """uint8/float 0-255 NCHW -> normalized float: the one normalization (training, evaluation, and baked into
+    every exported graph by :class:`facederm.training.models.ProbabilityModel`)."""
 
     def __init__(self, preprocessing: Preprocessing) -> None:
         super().__init__()
@@ -71,4 +71,4 @@ class Normalize(nn.Module):
         self.register_buffer("inv_std", 1.0 / std, persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.float() - self.mean) * self.inv_std
+        return (images.to(self.mean.dtype) - self.mean) * self.inv_std
