@@ -19,9 +19,11 @@ __all__ = ["DEFAULT_CALIB_SIZE", "DEFAULT_MAX_DROP", "DEFAULT_MIN_AGREEMENT", "E
 #: Default cap on calibration inputs (class-stratified, patient-grouped, from every image the run trained on).
 DEFAULT_CALIB_SIZE = 300
 
-#: Default minimum deployment target of the Core ML packages (``coreml_target``).
-DEFAULT_COREML_TARGET = "iOS16"
-COREML_TARGETS = ("iOS16", "iOS18")
+#: Default minimum deployment target of the Core ML packages (``coreml_target``): ``auto`` gives iOS16 to fp16 and
+#: int8-weights and iOS18 to palettized weights (one lookup table per group of output channels: per-tensor tables,
+#: all iOS16 allows, cannot hold Lite0's weights).
+DEFAULT_COREML_TARGET = "auto"
+COREML_TARGETS = ("auto", "iOS16", "iOS18")
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,8 @@ def export_run(
       (metric: argmax agreement with fp32 within ``min_agreement``; macro recall within ``max_drop`` when it is 0).
     - ``int8_search``: ONNX Runtime int8 builds per-channel and per-tensor candidates and keeps the faster one
       that agrees with fp32 on the calibration images (default: per-channel only; both measured equally fast).
-    - ``coreml_target``: minimum iOS of the Core ML packages, ``iOS16`` (default) or ``iOS18`` (palettized
+    - ``coreml_target``: minimum iOS of the Core ML packages: ``auto`` (iOS16, palettized packages iOS18), ``iOS16``
+      or ``iOS18`` for every package (palettized
       weights then get one lookup table per group of output channels instead of one per tensor).
     - ``on_record``: called with each record as soon as it is in the manifest (the CLI prints progress with it).
 

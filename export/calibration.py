@@ -68,13 +68,11 @@ class ImageSet:
         return len(self.samples)
 
     def images(self) -> list[np.ndarray]:
-        """uint8 HWC RGB at the input size, through the runtime's one preprocessing (decoded once)."""
+        """uint8 HWC RGB at the input size, prepared as the runtime prepares each file (decoded once)."""
         if self._images is None:
-            pre = self.preprocessing
-            self._images = [
-                resize_and_crop(self.dataset.load_rgb(s), pre.crop, pre.resize_shorter, pre.interpolation)  # type: ignore[attr-defined]
-                for s in self.samples
-            ]
+            from facederm.training.evaluate import preprocess_samples
+
+            self._images = list(preprocess_samples(self.dataset, self.samples, self.preprocessing))  # type: ignore[arg-type]
         return self._images
 
     def tensors(self) -> np.ndarray:

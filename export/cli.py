@@ -59,7 +59,7 @@ def _class_drops(values: tuple[str, ...]) -> dict[str, float]:
               help="ONNX int8: also build per-tensor weights and keep the faster candidate (default: per-channel).")
 @click.option("--coreml-target", default=DEFAULT_COREML_TARGET, show_default=True,
               type=click.Choice(COREML_TARGETS, case_sensitive=False),
-              help="Core ML minimum iOS; iOS18 gives palettized weights one lookup table per channel group.")
+              help="Core ML minimum iOS: auto (iOS16; palettized iOS18, one lookup table per channel group), iOS16, iOS18.")
 @click.option("--batch-size", default=16, show_default=True, type=int, help="Batch size for the checks.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Export directory.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and converter logs.")

@@ -75,17 +75,22 @@ def shared_fp32(ctx: BuildContext) -> Path:
 
 
 def ort_predict(path: Path) -> Predict:
-    """Run an ONNX or .ort file with onnxruntime on the CPU (the native check)."""
-    import onnxruntime as ort
+    """Run an ONNX or .ort file on the CPU as the runtime does (the native check): ``facederm.runtime.load`` on
+    its onnxruntime backend, so validation gets the runtime's session options (default threads and graph
+    optimization level), its input/output binding and its chunking. The runtime ``Model`` is kept as
+    ``predict.model``."""
+    from facederm.runtime import load
+    from facederm.runtime.errors import FacedermError
 
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own untyped errors)
-        raise ExportError(f"{path.name}: onnxruntime cannot load it: {exc}") from exc
+        model = load(path, backend="onnxruntime", device="cpu", verify=False)
+    except FacedermError as exc:
+        raise ExportError(f"{path.name}: the runtime's onnxruntime backend cannot load it: {exc}") from exc
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        return session.run([OUTPUT_NAME], {INPUT_NAME: batch.astype(np.float32, copy=False)})[0]
+        return model.run(np.ascontiguousarray(batch, dtype=np.float32))
 
+    predict.model = model  # type: ignore[attr-defined]
     return predict
 
 

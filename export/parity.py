@@ -214,10 +214,16 @@ def gate_verdict(parity: Parity, rules: GateRules) -> tuple[str | None, str]:
         text = (f"agreement {parity.agreement * 100:.1f}% of {n} inputs ({changed} changed), 95% lower bound "
                 f"{(bound or 0) * 100:.1f}%")
         weak = ""
-        if n < DESIGN_PAIRS:
+        judged = bound
+        if n and clopper_pearson_lower(n, n) * 100 < rules.min_agreement:
+            # Too few inputs for any artifact to reach the bound: judge the point estimate, and say so.
+            judged = parity.agreement
+            weak = (f" (only {n} inputs: even full agreement bounds at {clopper_pearson_lower(n, n) * 100:.1f}%, so "
+                    f"the point estimate was judged; pass --eval-data or --eval-views for a real bound)")
+        elif n < DESIGN_PAIRS:
             weak = (f" (only {n} inputs, < {DESIGN_PAIRS}: an artifact that truly agrees 99% passes with probability "
                     f"{pass_probability(0.99, n, rules.min_agreement):.2f})")
-        if bound is None or bound * 100 < rules.min_agreement - 1e-9:
+        if judged is None or not np.isfinite(judged) or judged * 100 < rules.min_agreement - 1e-9:
             failures.append(f"{text} < --min-agreement {rules.min_agreement:g}%{weak}")
         else:
             passes.append(f"{text} >= {rules.min_agreement:g}%{weak}")

@@ -15,14 +15,16 @@ def _points(value: float | None) -> str:
 
 
 def summary_table(records: list[ArtifactRecord] | tuple[ArtifactRecord, ...], title: str = "facederm export") -> Table:
-    """Target, precision, file, size, status, how validated, agreement, max |dp|, macro recall delta (CI).
+    """Target, precision, file, size, status, how validated, agreement with its 95 % lower bound and number of
+    inputs, the largest fp32 margin among the flips, macro recall delta on the test images with its CI.
 
     Reasons of skipped / failed rows are footnotes (see :func:`reasons`), so the table stays narrow.
     """
     table = Table(title=title, show_lines=False)
     for name, justify in (("target", "left"), ("precision", "left"), ("path", "left"), ("MB", "right"),
-                          ("status", "left"), ("validated", "left"), ("agree %", "right"), ("max |dp|", "right"),
-                          ("macro recall pts", "right"), ("95% CI (patients)", "right"), ("s", "right")):
+                          ("status", "left"), ("validated", "left"), ("agree %", "right"), ("95% LB", "right"),
+                          ("inputs", "right"), ("flip margin", "right"), ("macro recall pts", "right"),
+                          ("95% CI (patients)", "right"), ("s", "right")):
         table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis" if name != "path" else "fold",
                          min_width=24 if name == "path" else None)  # type: ignore[arg-type]
     notes = reasons(records)
@@ -36,7 +38,10 @@ def summary_table(records: list[ArtifactRecord] | tuple[ArtifactRecord, ...], ti
         table.add_row(
             escape(r.target), r.precision, escape(r.path) if r.status != "skipped" else "", f"{size / 1e6:.2f}" if size else "",
             f"[{_STYLE[r.status]}]{status}[/]", r.validated if r.status != "skipped" else "",
-            f"{p.agreement * 100:.1f}" if p else "", f"{p.max_abs_prob_delta:.4f}" if p else "",
+            f"{p.agreement * 100:.1f}" if p else "",
+            f"{p.agreement_lower_bound * 100:.1f}" if p and p.agreement_lower_bound is not None else "",
+            str(p.n_pairs or p.n_images) if p else "",
+            f"{max(f.fp32_margin for f in p.flips):.2f}" if p and p.flips else "",
             _points(p.macro_recall_delta) if p else "", ci, f"{r.seconds:.1f}" if r.seconds is not None else "",
         )
     return table

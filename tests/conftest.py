@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import pickle
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -50,3 +59,87 @@ def make_manifest(make_card: Callable[..., ModelCard]) -> Callable[..., Manifest
         return Manifest(**fields)
 
     return make
+
+
+# --- native crashes: a check that can kill the interpreter runs in its own process -----------------------------
+#: Path fragments of a Python frame -> the native library that frame calls into (most specific first).
+_NATIVE_FRAMES = (
+    ("nncf", "NNCF / OpenVINO"), ("openvino", "OpenVINO"), ("onnxruntime", "ONNX Runtime"),
+    ("onnx_graph.py", "ONNX Runtime"), ("tensorrt", "TensorRT"), ("coreml", "coremltools"), ("torch", "torch"),
+)
+_CHILD = """
+import faulthandler, importlib, json, os, pickle, sys, traceback
+faulthandler.enable(all_threads=True)  # a native crash prints every thread's Python frames to stderr
+sys.path[:0] = json.loads(os.environ["FACEDERM_ISOLATED_PATH"])
+job, out = sys.argv[1], sys.argv[2]
+with open(job, "rb") as f:
+    module, name, args, kwargs = pickle.load(f)
+try:
+    result = ("ok", getattr(importlib.import_module(module), name)(*args, **kwargs))
+except BaseException as exc:
+    result = ("error", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+with open(out, "wb") as f:
+    pickle.dump(result, f)
+"""
+
+
+def cpu_description() -> str:
+    """The CPU model and the ISA extensions that pick native kernels (AVX-512, VNNI, AMX), for crash reports."""
+    from facederm.benchmarks.environment import describe_environment
+
+    env = describe_environment(threads=0)
+    isa = ", ".join(name for name, present in env.isa.items() if present) or "no AVX2/AVX-512/AMX flags"
+    return f"{env.cpu_model} ({isa})"
+
+
+def _native_library(stderr: str) -> str:
+    frames = re.findall(r'File "([^"]+)", line \d+ in (\S+)', stderr)
+    for path, function in frames:  # faulthandler lists the most recent call first
+        for fragment, library in _NATIVE_FRAMES:
+            if fragment in path.replace("\\", "/").lower():
+                return f"{library} (in {Path(path).name}:{function})"
+    return "an unidentified native library"
+
+
+def run_isolated(fn: Callable[..., Any], *args: Any, what: str, timeout: float = 1200, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` in a fresh Python process; its (picklable) return value comes back.
+
+    For checks whose native code can kill the interpreter (OpenVINO / ONNX Runtime int8 kernels picked per CPU):
+    a signal becomes a test failure naming ``what``, the native library in the crashing Python frames and this
+    CPU, and the rest of the suite goes on. ``fn`` must be a module-level function of an importable module
+    (a test module or a ``*_fixtures`` module); return data and assert in the test, where pytest explains.
+    """
+    module = getattr(fn, "__module__", None)
+    if module in (None, "__main__") or "<" in getattr(fn, "__qualname__", "<"):  # <locals>, <lambda>
+        raise TypeError(f"run_isolated needs a module-level function, got {fn!r}")
+    with tempfile.TemporaryDirectory(prefix="facederm-isolated-") as tmp:
+        job, out = Path(tmp) / "job.pkl", Path(tmp) / "result.pkl"
+        job.write_bytes(pickle.dumps((module, fn.__qualname__, args, kwargs)))
+        env = {**os.environ, "FACEDERM_ISOLATED_PATH": json.dumps([p for p in sys.path if p])}
+        try:
+            done = subprocess.run([sys.executable, "-c", _CHILD, str(job), str(out)], capture_output=True,
+                                  text=True, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired as exc:
+            pytest.fail(f"{what}: no answer within {timeout:.0f} s in its subprocess on CPU {cpu_description()}",
+                        pytrace=False)
+            raise AssertionError from exc  # unreachable (pytest.fail raises); keeps type checkers calm
+        sys.stdout.write(done.stdout)  # what the check printed shows up under the test, as in-process
+        if done.returncode < 0 or not out.is_file():
+            code = done.returncode
+            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}, no result"
+            tail = "\n".join(done.stderr.strip().splitlines()[-25:])
+            pytest.fail(f"{what}: native crash ({how}) in {_native_library(done.stderr)} on CPU {cpu_description()}."
+                        f" It ran in its own process, so the rest of the suite went on. Its stderr ends:\n{tail}",
+                        pytrace=False)
+        sys.stderr.write(done.stderr)
+        status, *payload = pickle.loads(out.read_bytes())
+    if status == "error":
+        message, trace = payload
+        pytest.fail(f"{what} raised in its subprocess: {message}\n{trace}", pytrace=False)
+    return payload[0]
+
+
+@pytest.fixture(scope="session", name="run_isolated")
+def run_isolated_fixture() -> Callable[..., Any]:
+    """:func:`run_isolated` as a fixture (session scope, so session fixtures can use it too)."""
+    return run_isolated

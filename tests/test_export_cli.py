@@ -105,10 +105,15 @@ def test_unknown_coreml_target_is_a_config_error(tiny_run, tmp_path):
         export_run(tiny_run, out_dir=tmp_path, targets=["coreml"], coreml_target="iOS12")
 
 
-def test_int8_search_records_both_candidates(tiny_run, tmp_path):
-    result = export_run(tiny_run, out_dir=tmp_path / "out", targets=["onnx"], precisions=["int8"], int8_search=True,
+def int8_search_record(tiny_run, out):
+    """Runs in its own process (ONNX Runtime int8 kernels are native code picked per CPU)."""
+    result = export_run(tiny_run, out_dir=out, targets=["onnx"], precisions=["int8"], int8_search=True,
                         calib_size=24, max_drop=100.0, min_agreement=0.0)
-    record = result.manifest.find("onnx", "int8")
+    return result.manifest.find("onnx", "int8")
+
+
+def test_int8_search_records_both_candidates(tiny_run, tmp_path, run_isolated):
+    record = run_isolated(int8_search_record, tiny_run, tmp_path / "out", what="ONNX Runtime int8 search export")
     assert record.status == "ok", record.error
     assert set(record.options["candidates"]) == {"qdq-u8s8-per-channel", "qdq-u8s8-per-tensor"}
     assert record.options["scheme"] in record.options["candidates"]

@@ -152,3 +152,49 @@ def test_coreml_native_predict_matches_the_twin(full_export, tiny_run):  # pragm
     probs = _native(full_export.out_dir / record.path, full_export.manifest.card.labels)(x)
     twin = ort_predict(full_export.out_dir / "model.fp16.onnx")(x)  # the fp16 graph the Linux twin runs
     assert np.abs(probs - twin).max() < 2e-2
+
+
+def validation_and_runtime_int8(out_dir):
+    """Runs in its own process (int8 kernels are native code picked per CPU): the export's validation predictors
+    and ``facederm.runtime.load`` on the int8 OpenVINO IR and the int8 ONNX graph, on the same batches."""
+    import facederm.runtime as rt
+    from facederm.export.onnx_graph import ort_predict
+    from facederm.export.targets.openvino import RUNTIME_OPTIONS, _predict
+
+    size = Manifest.load(out_dir / "manifest.json").card.input_size
+    batches = [rt.make_probe(11, n, size) for n in (5, 1)]
+    out = {}
+    for key, make_predict, options in (("openvino", _predict, RUNTIME_OPTIONS), ("onnx", ort_predict, {})):
+        record = Manifest.load(out_dir / "manifest.json").find(key, "int8")
+        predict = make_predict(out_dir / record.path)
+        shipped = rt.load(out_dir, target=key, precision="int8", **options)
+        row = {"validation": [predict(x) for x in batches], "runtime": [shipped.run(x) for x in batches],
+               "models": {"validation": predict.model.backend_name, "runtime": shipped.backend_name},
+               "compute": {"validation": predict.model.compute_precision, "runtime": shipped.compute_precision}}
+        if key == "openvino":  # what was compiled: one entry per batch size, input shape as OpenVINO reports it
+            row["ir_static_batch"] = shipped._session.static_batch
+            row["compiled"] = {name: {batch: (str(entry[0].inputs[0].get_partial_shape()),
+                                              entry[0].inputs[0].get_partial_shape().is_static)
+                                      for batch, entry in model._session._by_batch.items()}
+                               for name, model in (("validation", predict.model), ("runtime", shipped))}
+        out[key] = row
+    return out
+
+
+def test_int8_validation_runs_the_artifact_as_the_runtime_does(full_export, run_isolated):
+    # The gate must test what ships: same backend session, same static shapes, same precision hint.
+    got = run_isolated(validation_and_runtime_int8, full_export.out_dir,
+                       what="OpenVINO / ONNX Runtime int8 inference (export validation vs facederm.runtime)")
+    size = full_export.manifest.card.input_size
+    for key, backend in (("openvino", "openvino"), ("onnx", "onnxruntime")):
+        row = got[key]
+        assert row["models"] == {"validation": backend, "runtime": backend}
+        for validation, runtime in zip(row["validation"], row["runtime"]):
+            np.testing.assert_array_equal(validation, runtime)  # one code path: bit for bit
+    ov = got["openvino"]
+    assert ov["compute"] == {"validation": "fp32", "runtime": "fp32"}  # the f32 hint reached the device
+    assert ov["ir_static_batch"] is None  # the IR keeps a dynamic batch ...
+    for compiled in ov["compiled"].values():  # ... and each batch size is compiled static, as the runtime does
+        assert set(compiled) == {5, 1}
+        for batch, (shape, static) in compiled.items():
+            assert static and shape == f"[{batch},3,{size},{size}]", (batch, shape)

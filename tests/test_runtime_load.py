@@ -59,15 +59,33 @@ def test_default_choice_is_fp32_on_a_working_backend(runtime_export: RuntimeExpo
     assert model.labels == runtime_export.card.labels and model.card == runtime_export.card
 
 
+def artifact_outputs(root: Path, images: tuple[Path, ...], target: str, precision: str) -> dict:
+    """One artifact's labels and self-test next to the fp32 ONNX probabilities (plain data: may run in a subprocess)."""
+    reference = rt.load(root, target="onnx", precision="fp32").predict(list(images))
+    model = rt.load(root, target=target, precision=precision)
+    check = model.self_test()
+    return {"backend": model.backend_name, "key": model.artifact.key, "labels": _labels(model, images),
+            "reference": [p.probabilities for p in reference], "self_test": check.passed, "tolerance": check.tolerance}
+
+
 @pytest.mark.parametrize(("target", "precision", "backend"), RUNNABLE_HERE)
 def test_every_artifact_kind_gives_the_fp32_onnx_labels(
-    runtime_export: RuntimeExport, target: str, precision: str, backend: str
+    runtime_export: RuntimeExport, target: str, precision: str, backend: str, run_isolated
 ) -> None:
-    reference = _labels(rt.load(runtime_export.root, target="onnx", precision="fp32"), runtime_export.images)
-    model = rt.load(runtime_export.root, target=target, precision=precision)
-    assert model.backend_name == backend and model.artifact.key == f"{target}:{precision}"
-    assert _labels(model, runtime_export.images) == reference
-    assert model.self_test().passed
+    args = (runtime_export.root, runtime_export.images, target, precision)
+    if precision == "int8":  # int8 kernels are native code picked per CPU: a crash fails this case, not the run
+        got = run_isolated(artifact_outputs, *args, what=f"{backend} int8 inference of {target}:{precision}")
+    else:
+        got = artifact_outputs(*args)
+    assert got["backend"] == backend and got["key"] == f"{target}:{precision}"
+    assert got["self_test"]
+    # Labels must match where fp32 is decisive: a top-2 margin beyond twice the tolerance the self-test grants this
+    # artifact on this device (bf16 compute included). Closer calls may flip on another CPU's kernels (AMX).
+    margins = [np.subtract(*sorted(p.values(), reverse=True)[:2]) for p in got["reference"]]
+    decisive = [i for i, m in enumerate(margins) if m > 2 * got["tolerance"]]
+    assert len(decisive) >= 3, (margins, got["tolerance"])  # the test images keep it meaningful
+    reference = [max(p, key=p.get) for p in got["reference"]]
+    assert [got["labels"][i] for i in decisive] == [reference[i] for i in decisive]
 
 
 @pytest.mark.parametrize("relative", ["model.onnx", "model.ort", "openvino/model.xml"])

@@ -10,18 +10,32 @@ import torch
 from rich.progress import Progress
 
 from facederm.runtime.card import Preprocessing
-from facederm.runtime.preprocess import resize_and_crop, to_tensor
+from facederm.runtime.preprocess import prepare_image, resize_and_crop, to_tensor
 
 from .data import DataSet, Sample
+from .dataset import load_file
 from .metrics import classification_report
 from .models import ProbabilityModel
 
 
+def prepare_sample(dataset: DataSet, sample: Sample, preprocessing: Preprocessing) -> np.ndarray:
+    """One sample's uint8 HWC model input, exactly as ``facederm.runtime`` prepares that file.
+
+    An image file goes through the runtime's :func:`~facederm.runtime.preprocess.prepare_image` (decode with
+    JPEG draft, EXIF, RGB, resize, center crop): training evaluation, export calibration and parity, and the
+    benchmarks then judge the pixels a deployed model sees. Generated images (synthetic) have no file: their
+    array gets the same resize and crop.
+    """
+    if dataset.loader is load_file:
+        return prepare_image(sample.path, preprocessing)
+    return resize_and_crop(dataset.load_rgb(sample), preprocessing.crop, preprocessing.resize_shorter,
+                           preprocessing.interpolation)
+
+
 def preprocess_samples(dataset: DataSet, samples: Sequence[Sample], preprocessing: Preprocessing) -> Iterator[np.ndarray]:
-    """uint8 HWC model inputs, one per sample: decode, then the runtime's resize + center crop."""
+    """uint8 HWC model inputs, one per sample (see :func:`prepare_sample`)."""
     for sample in samples:
-        yield resize_and_crop(dataset.load_rgb(sample), preprocessing.crop, preprocessing.resize_shorter,
-                              preprocessing.interpolation)
+        yield prepare_sample(dataset, sample, preprocessing)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -43,7 +43,8 @@ from .transforms import Normalize, TrainAugment
 HISTORY_FILE = "history.json"
 MALIGNANT = ("BCC", "MEL", "SCC")
 #: Options that must match when resuming (the rest, e.g. workers or device, may change).
-RESUME_KEYS = ("data", "arch", "protocol", "epochs", "img_size", "batch_size", "lr", "finetune_lr_scale", "seed", "label_set",
+RESUME_KEYS = ("data", "arch", "protocol", "epochs", "img_size", "batch_size", "lr", "finetune_lr_scale", "pixel_noise",
+               "seed", "label_set",
                "val_fraction", "test_fraction", "weights", "pretrained", "imagenet_weights")
 
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -105,8 +106,9 @@ def _stage_data(protocol: Protocol, splits, dataset: DataSet) -> list[_StageData
 
 
 def _check_resumable(config: TrainConfig, state: dict[str, Any]) -> None:
-    # An option a run from an older facederm did not record had its default value then.
-    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    # An option a run from an older facederm did not record had its default value then (pixel noise came
+    # later, with a default of 4: before it there was none).
+    defaults = {**{f.name: f.default for f in fields(TrainConfig)}, "pixel_noise": 0.0}
     saved = {k: state.get("config", {}).get(k, defaults.get(k)) for k in RESUME_KEYS}
     current = config.to_dict()
     changed = [k for k in RESUME_KEYS if saved[k] != current.get(k)]
@@ -192,7 +194,7 @@ def _train(config: TrainConfig, run_dir: Path, device: torch.device, world: Worl
     model = model.to(device).to(memory_format=torch.channels_last)
     normalize = Normalize(preprocessing).to(device)
     cache = ImageCache(dataset, config.img_size, config.cache_bytes)
-    augment = TrainAugment(config.img_size)
+    augment = TrainAugment(config.img_size, pixel_noise=config.pixel_noise)
 
     if state is None:
         reporter.log(f"[bold]facederm-train[/] {config.arch} ({config.init_description}), protocol {protocol.name}: "
@@ -371,7 +373,11 @@ def _card(config: TrainConfig, dataset: DataSet, protocol: Protocol, stages: lis
         "training": {"init": config.init_description, "epochs": config.epochs, "batch_size": config.batch_size,
                      "lr": config.lr, "finetune_lr_scale": config.finetune_lr_scale, "weight_decay": config.weight_decay, "img_size": config.img_size,
                      "patience": config.patience, "optimizer": "AdamW, warm-up + cosine", "device": where,
-                     "loss": "class-weighted cross-entropy", "augmentation": "random resized crop, h+v flips"},
+                     "loss": "class-weighted cross-entropy",
+                     "augmentation": "random resized crop, h+v flips"
+                                     + (f", pixel noise sigma ~ U(0, {config.pixel_noise:g}) gray levels"
+                                        if config.pixel_noise else ""),
+                     "pixel_noise": config.pixel_noise},
     })
     return ModelCard(
         arch=config.arch,

@@ -5,8 +5,10 @@ hands over a ``CVPixelBuffer``; a ``ClassifierConfig`` with the labels makes Vis
 ``VNClassificationObservation``s by name, and the ``probabilities`` output is the label -> p dictionary.
 Precisions: fp16 (``model.mlpackage``), int8 per-channel symmetric weights (``model.int8.mlpackage``), 6- and
 4-bit k-means palettization (``model.palettize6/4.mlpackage``; depthwise kernels stay fp16). The minimum
-deployment target is iOS16 (one lookup table per tensor, all iOS16 allows) or, with ``coreml_target="iOS18"``
-(``--coreml-target iOS18``), iOS18, where each group of 4 output channels gets its own table.
+deployment target is iOS16 for fp16 and int8 weights and iOS18 for palettized weights (``coreml_target="auto"``,
+the default): iOS18 gives each group of 4 output channels its own lookup table, while iOS16's one table per
+tensor cannot hold Lite0's weights (92 % agreement at 6 bits). ``--coreml-target iOS16|iOS18`` forces one target.
+palettize4 is built only when asked (``--precision palettize4``).
 
 Compression is applied in torch with ``coremltools.optimize.torch`` (data-free) and the compressed model is
 converted, so the artifact and its twin share the very same weights. Core ML cannot predict on Linux;
@@ -164,10 +166,17 @@ def native_available() -> bool:
     return sys.platform == "darwin"
 
 
+def deployment_target(requested: str, precision: str) -> str:
+    """The minimum iOS of one package: ``auto`` gives palettized weights iOS18 (grouped lookup tables), others iOS16."""
+    if requested != "auto":
+        return requested
+    return "iOS18" if precision.startswith("palettize") else "iOS16"
+
+
 def _builder(precision: str, compress: Callable[[torch.nn.Module, str], torch.nn.Module] | None,
              weights: str | Callable[[str], str] | None = None):
     def build(ctx: BuildContext) -> BuiltArtifact:
-        target = str(ctx.options.get("coreml_target", "iOS16"))
+        target = deployment_target(str(ctx.options.get("coreml_target", "auto")), precision)
         with quiet_converter():
             model, replaced = static_same_padding(ctx.model, ctx.input_size)
             if compress is not None:
@@ -202,8 +211,10 @@ TARGET = register(Target(
                 _builder("int8", _int8, "int8 linear symmetric per-channel")),
         Variant("palettize6", "model.palettize6.mlpackage",
                 _builder("palettize6", _palettizer(6), _palette_note(6))),
+        # Opt-in (--precision palettize4): 16 values per group of 4 channels cannot hold Lite0's weights (77 %
+        # agreement with fp32 on a PAD run, grouped tables, iOS18); it is offered for models that can.
         Variant("palettize4", "model.palettize4.mlpackage",
-                _builder("palettize4", _palettizer(4), _palette_note(4))),
+                _builder("palettize4", _palettizer(4), _palette_note(4)), default=False),
     ),
     requires=(("coremltools", "coreml", "Core ML export"), ("onnxruntime", "onnx", "the Core ML twin check")),
 ))

@@ -185,19 +185,35 @@ def build_int8(ctx: BuildContext) -> BuiltArtifact:
 
 
 def build_ort(ctx: BuildContext) -> BuiltArtifact:
-    """The ORT format of the fp32 graph, optimized for any platform (no x86-only NCHWc layout)."""
+    """The ORT format (onnxruntime-android / -objc, minimal builds) of the fp32 graph, for arm phones.
+
+    Style Fixed, level all, ``target_platform="arm"``: the graph optimizations are baked in (Conv + activation:
+    ``FusedConv``) except the NCHWc layout, which the converter adds only for ``amd64`` (``com.microsoft.nchwc``
+    ops, blocked for the converting CPU: 8 channels with AVX2, 16 with AVX-512). On an x86 CPU onnxruntime lays
+    ``model.onnx`` out in NCHWc when it loads it, but does not re-run its optimizers on an ORT-format file, so
+    here the ``.ort`` runs like ``model.onnx`` with the ``NchwcTransformer`` disabled (Lite0, 2 threads: 2-4x
+    slower, all of it in the convolutions). Measured no faster: style Runtime (a basic-level graph plus saved
+    optimizations for NNAPI / Core ML, replayed with ``session.enable_saved_runtime_optimizations``) and the
+    extended or basic levels. Only an ``amd64`` file is as fast here, and that is an x86 file, not a phone one.
+    The gap is this CPU's layout: it says nothing about the ``.ort`` on a phone.
+    """
+    import os
+
     from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
     work = ctx.scratch / "ort-mobile"
     work.mkdir(exist_ok=True)
     shutil.copyfile(shared_fp32(ctx), work / "model.onnx")
+    # The converter reads its level from this variable only ("all" when unset); record what it used.
+    level = os.environ.get("ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL", "all")
     convert_onnx_models_to_ort(work / "model.onnx", output_dir=work, optimization_styles=[OptimizationStyle.Fixed],
                                target_platform="arm")
     produced = sorted(work.glob("*.ort"))
     if not produced:
         raise ExportError("onnxruntime's ORT-format converter wrote no .ort file")
     shutil.move(str(produced[0]), ctx.output)
-    return _built(ctx.output, fmt="ort", optimization="fixed", target_platform="arm")
+    return _built(ctx.output, fmt="ort", optimization="fixed", optimization_level=level, target_platform="arm",
+                  layout="NCHW: no NCHWc (amd64 files only); on x86 slower than model.onnx, laid out NCHWc at load")
 
 
 def _opset(path: Path) -> int:
