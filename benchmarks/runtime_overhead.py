@@ -41,23 +41,16 @@ def _export(arch: str, size: int, workdir: Path) -> tuple[Path, Path]:
 
     card = ModelCard(arch=arch, labels=LABELS, preprocessing=Preprocessing(crop=size, resize_shorter=size))
 
-    class Exported(torch.nn.Module):
-        """The network with the 0-255 -> normalized step and the softmax baked in, as export does."""
+    from facederm.training.models import ProbabilityModel
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = timm.create_model(arch, pretrained=False, num_classes=len(LABELS))
-            self.register_buffer("mean", torch.tensor(card.preprocessing.mean).view(1, 3, 1, 1) * 255)
-            self.register_buffer("std", torch.tensor(card.preprocessing.std).view(1, 3, 1, 1) * 255)
-
-        def forward(self, image: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(self.net((image - self.mean) / self.std), dim=-1)
+    # The network with the 0-255 -> normalized step and the softmax baked in, exactly as export does.
+    exported = ProbabilityModel(timm.create_model(arch, pretrained=False, num_classes=len(LABELS)), card.preprocessing)
 
     onnx_path = workdir / "model.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            Exported().eval(), torch.zeros(1, 3, size, size), str(onnx_path), input_names=[INPUT_NAME],
+            exported.eval(), torch.zeros(1, 3, size, size), str(onnx_path), input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             dynamo=False,
         )

@@ -27,6 +27,7 @@ from .protocols import PROTOCOLS
               help="Peak lr of a fine-tuning stage (face-transfer's face stage) as a fraction of --lr.")
 @click.option("--pixel-noise", default=4.0, show_default=True, type=float,
               help="Training noise: sigma ~ U(0, N) gray levels per image (robust to sensor noise and int8; 0: off).")
+@click.option("--label-smoothing", default=0.0, show_default=True, type=float, help="Cross-entropy label smoothing.")
 @click.option("--weight-decay", default=0.05, show_default=True, type=float)
 @click.option("--workers", default=0, show_default=True, type=int, help="DataLoader worker processes.")
 @click.option("--patience", default=5, show_default=True, type=int,
@@ -43,7 +44,7 @@ from .protocols import PROTOCOLS
 @click.option("--n-boot", default=1000, show_default=True, type=int, help="Bootstrap resamples for the CIs.")
 @click.option("--quiet", is_flag=True, help="No progress bar or log lines.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def main(data, arch, protocol, epochs, img_size, out, seed, batch_size, lr, finetune_lr_scale, pixel_noise, weight_decay, workers, patience,
+def main(data, arch, protocol, epochs, img_size, out, seed, batch_size, lr, finetune_lr_scale, pixel_noise, label_smoothing, weight_decay, workers, patience,
          label_set, device, amp, resume, pretrained, weights, imagenet_weights, n_boot, quiet, debug) -> None:
     """Train a face skin-condition classifier and write a run dir (weights, model card, metrics, plots).
 
@@ -56,7 +57,7 @@ def main(data, arch, protocol, epochs, img_size, out, seed, batch_size, lr, fine
 
         config = TrainConfig(
             data=data, out=out, arch=arch, protocol=protocol, epochs=epochs, img_size=img_size, seed=seed,
-            batch_size=batch_size, lr=lr, finetune_lr_scale=finetune_lr_scale, pixel_noise=pixel_noise, weight_decay=weight_decay, workers=workers, patience=patience,
+            batch_size=batch_size, lr=lr, finetune_lr_scale=finetune_lr_scale, pixel_noise=pixel_noise, label_smoothing=label_smoothing, weight_decay=weight_decay, workers=workers, patience=patience,
             label_set=label_set, device=device, amp=amp, resume=resume, pretrained=pretrained, weights=weights,
             imagenet_weights=imagenet_weights, n_boot=n_boot, progress=not quiet,
         )

@@ -29,6 +29,7 @@ class TrainConfig:
     lr: float = 1e-3
     finetune_lr_scale: float = 1.0  # peak lr of a stage that fine-tunes the previous stage, as a fraction of lr
     pixel_noise: float = 4.0  # training noise, gray levels (sigma ~ U(0, pixel_noise)); see TrainAugment
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.01
@@ -68,6 +69,8 @@ class TrainConfig:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
         if not 0 < self.finetune_lr_scale <= 1:
             raise ConfigError(f"--finetune-lr-scale must be within (0, 1], got {self.finetune_lr_scale}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"--label-smoothing must be within [0, 1), got {self.label_smoothing}")
         if not 0 <= self.pixel_noise <= 64:
             raise ConfigError(f"--pixel-noise must be within [0, 64] gray levels, got {self.pixel_noise}")
         if self.workers < 0 or self.patience < 0:

@@ -44,7 +44,7 @@ HISTORY_FILE = "history.json"
 MALIGNANT = ("BCC", "MEL", "SCC")
 #: Options that must match when resuming (the rest, e.g. workers or device, may change).
 RESUME_KEYS = ("data", "arch", "protocol", "epochs", "img_size", "batch_size", "lr", "finetune_lr_scale", "pixel_noise",
-               "seed", "label_set",
+               "label_smoothing", "seed", "label_set",
                "val_fraction", "test_fraction", "weights", "pretrained", "imagenet_weights")
 
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -278,7 +278,8 @@ def _run_stage(config: TrainConfig, stage_index: int, sd: _StageData, model, nor
                                   config.workers, pin_memory=device.type == "cuda")
     weights = class_weights(sd.train, labels)
     criterion = torch.nn.CrossEntropyLoss(weight=torch.tensor([weights[label] for label in labels],
-                                                              dtype=torch.float32, device=device))
+                                                              dtype=torch.float32, device=device),
+                                          label_smoothing=config.label_smoothing)
     ddp_model = model
     if world.distributed:
         # Some timm backbones keep head layers that forward_features never reaches (MobileNetV3's conv_head).
@@ -377,7 +378,7 @@ def _card(config: TrainConfig, dataset: DataSet, protocol: Protocol, stages: lis
                      "augmentation": "random resized crop, h+v flips"
                                      + (f", pixel noise sigma ~ U(0, {config.pixel_noise:g}) gray levels"
                                         if config.pixel_noise else ""),
-                     "pixel_noise": config.pixel_noise},
+                     "pixel_noise": config.pixel_noise, "label_smoothing": config.label_smoothing},
     })
     return ModelCard(
         arch=config.arch,

@@ -4,8 +4,9 @@ post-training int8 ``openvino/model.int8.xml`` (each with its ``.bin``), convert
 The card sits in ``rt_info`` at ``runtime.metadata.OPENVINO_RT_INFO_PATH``. Validation compiles each IR on
 the CPU with ``INFERENCE_PRECISION_HINT=f32``: this CPU would otherwise run bf16 (AMX) and the figures
 would mix the artifact's error with the device's. int8 uses NNCF's MIXED preset on all calibration images.
-``--accuracy-control`` uses ``nncf.quantize_with_accuracy_control`` with the gate's argmax agreement with the
-fp32 IR on the calibration images as metric (macro recall when ``--min-agreement`` is 0).
+``--accuracy-control`` uses ``nncf.quantize_with_accuracy_control``: layers return to float until the argmax
+agreement with the fp32 IR on the calibration images reaches 99 % (macro recall within ``--max-drop`` when
+``--min-agreement`` is 0). It is tuned on calibration images only, never on the images the gate judges.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from ..onnx_graph import shared_fp32, versions
 from ..registry import Target, Variant, register
 
 HINT = {"INFERENCE_PRECISION_HINT": "f32"}
+#: ``--accuracy-control`` target: argmax agreement with the fp32 IR on the calibration images (never the gate's).
+ACCURACY_CONTROL_AGREEMENT = 0.99
 #: The same request through ``facederm.runtime.load`` (its OpenVINO session maps it onto ``HINT``).
 RUNTIME_OPTIONS = {"precision_hint": "f32"}
 REASON = ("facederm.runtime's OpenVINO session ran the IR on the CPU as deployed (one static input shape per "
@@ -125,7 +128,8 @@ def _accuracy_controlled(ctx: BuildContext, items: list, common: dict):
         return float(macro_recall(np.asarray([y for _, y, _ in rows]), probs)), None
 
     if min_agreement > 0:
-        max_drop, metric = 1.0 - min_agreement / 100.0, "argmax agreement with fp32 on the calibration images"
+        # The gate reads a lower bound; what passes it with high probability is a point agreement of ~99 %.
+        max_drop, metric = 1.0 - ACCURACY_CONTROL_AGREEMENT, "argmax agreement with fp32 on the calibration images"
     else:
         max_drop, metric = float(ctx.options.get("max_drop", 1.0)) / 100.0, "macro recall on the calibration images"
     dataset = nncf.Dataset(data, lambda item: item[0])
