@@ -85,6 +85,11 @@ def main(run_dir: str, targets: tuple[str, ...], precisions: tuple[str, ...], ca
     console.print(summary_table(result.records))
     for number, reason in enumerate(reasons(result.records), 1):
         console.print(f"({number}) {reason}", soft_wrap=True, highlight=False, markup=False)
+    floor = result.manifest.evaluation.get("fp32_under_noise") or {}
+    if floor.get("agreement") is not None:
+        console.print(f"noise floor: fp32 keeps its own top label on {floor['agreement'] * 100:.1f}% of "
+                      f"{floor['inputs']} inputs under pixel noise of sigma {floor['sigma_gray_levels']:g} gray level "
+                      "(an artifact's agreement reads against it)", highlight=False)
     console.print(f"manifest: {result.manifest_path}  ({time.perf_counter() - start:.0f} s)  {NOT_A_DIAGNOSIS}")
     if result.failed:
         click.echo(f"facederm-export: {len(result.failed)} artifact(s) failed: "

@@ -117,6 +117,7 @@ def run_export(
     evaluation = evaluation_data(run_dir, card, eval_data, eval_views)
     evaluation.agreement.images.tensors()  # decode once, before any artifact is built
     reference = predict_inputs(torch_predict(model), evaluation.agreement, batch_size)
+    noise_floor = fp32_noise_floor(model, evaluation.agreement, reference, batch_size, seed=seed)
     probe_x = make_probe(PROBE_SEED, PROBE_BATCH, card.input_size)
     probe_ref = torch_predict(model)(probe_x)
 
@@ -130,7 +131,8 @@ def run_export(
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     store = ManifestStore(out_dir, card, created=created, facederm_version=__version__, source_run=run_dir.name,
                           calibration=calibration.describe(card.labels) if calibration is not None else {},
-                          evaluation=_describe_evaluation(evaluation, card.labels), gate=rules.to_dict())
+                          evaluation={**_describe_evaluation(evaluation, card.labels), "fp32_under_noise": noise_floor},
+                          gate=rules.to_dict())
     probe = Probe(seed=PROBE_SEED, batch=PROBE_BATCH, probabilities=tuple(tuple(map(float, r)) for r in probe_ref))
     store.set_probe(probe)
 
@@ -194,6 +196,27 @@ def predict_inputs(predict, inputs: ViewedSet, batch_size: int) -> np.ndarray:
     """``predict`` over every input of ``inputs`` in batches (views made per batch)."""
     out = [np.asarray(predict(batch), dtype=np.float32) for batch in inputs.batches(batch_size)]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+#: Pixel noise (gray levels) of the fp32 noise floor: less than a phone sensor or JPEG adds.
+NOISE_FLOOR_SIGMA = 1.0
+
+
+def fp32_noise_floor(model: torch.nn.Module, inputs: ViewedSet, reference: np.ndarray, batch_size: int, *,
+                     seed: int = 0) -> dict[str, object]:
+    """How often the fp32 model changes its own top label under Gaussian pixel noise of one gray level: the
+    scale an artifact's agreement is read against (a model that flips under such noise flips under int8 too)."""
+    rng = np.random.default_rng(seed)
+    predict = torch_predict(model)
+
+    def noisy(batch: np.ndarray) -> np.ndarray:
+        noise = rng.normal(0.0, NOISE_FLOOR_SIGMA, batch.shape).astype(np.float32)
+        return predict(np.clip(batch + noise, 0.0, 255.0))
+
+    probs = predict_inputs(noisy, inputs, batch_size)
+    same = probs.argmax(1) == reference.argmax(1)
+    return {"sigma_gray_levels": NOISE_FLOOR_SIGMA, "inputs": int(len(same)),
+            "agreement": round(float(same.mean()), 6) if len(same) else None}
 
 
 def gate_parity(reference: np.ndarray, probs: np.ndarray, evaluation: EvaluationData, labels: Sequence[str], *,

@@ -25,7 +25,7 @@ from .protocols import PROTOCOLS
 @click.option("--lr", default=1e-3, show_default=True, type=float, help="Peak learning rate (AdamW).")
 @click.option("--finetune-lr-scale", default=1.0, show_default=True, type=float,
               help="Peak lr of a fine-tuning stage (face-transfer's face stage) as a fraction of --lr.")
-@click.option("--pixel-noise", default=4.0, show_default=True, type=float,
+@click.option("--pixel-noise", default=12.0, show_default=True, type=float,
               help="Training noise: sigma ~ U(0, N) gray levels per image (robust to sensor noise and int8; 0: off).")
 @click.option("--label-smoothing", default=0.0, show_default=True, type=float, help="Cross-entropy label smoothing.")
 @click.option("--weight-decay", default=0.05, show_default=True, type=float)

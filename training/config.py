@@ -28,7 +28,7 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-3
     finetune_lr_scale: float = 1.0  # peak lr of a stage that fine-tunes the previous stage, as a fraction of lr
-    pixel_noise: float = 4.0  # training noise, gray levels (sigma ~ U(0, pixel_noise)); see TrainAugment
+    pixel_noise: float = 12.0  # training noise, gray levels (sigma ~ U(0, pixel_noise)); see TrainAugment
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0

@@ -107,7 +107,7 @@ def _stage_data(protocol: Protocol, splits, dataset: DataSet) -> list[_StageData
 
 def _check_resumable(config: TrainConfig, state: dict[str, Any]) -> None:
     # An option a run from an older facederm did not record had its default value then (pixel noise came
-    # later, with a default of 4: before it there was none).
+    # later, with a default of 12: before it there was none).
     defaults = {**{f.name: f.default for f in fields(TrainConfig)}, "pixel_noise": 0.0}
     saved = {k: state.get("config", {}).get(k, defaults.get(k)) for k in RESUME_KEYS}
     current = config.to_dict()
