@@ -215,7 +215,7 @@ def gate_verdict(parity: Parity, rules: GateRules) -> tuple[str | None, str]:
                 f"{(bound or 0) * 100:.1f}%")
         weak = ""
         judged = bound
-        if n and clopper_pearson_lower(n, n) * 100 < rules.min_agreement:
+        if n and rules.min_agreement < 100 and clopper_pearson_lower(n, n) * 100 < rules.min_agreement:
             # Too few inputs for any artifact to reach the bound: judge the point estimate, and say so.
             judged = parity.agreement
             weak = (f" (only {n} inputs: even full agreement bounds at {clopper_pearson_lower(n, n) * 100:.1f}%, so "

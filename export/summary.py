@@ -22,11 +22,12 @@ def summary_table(records: list[ArtifactRecord] | tuple[ArtifactRecord, ...], ti
     """
     table = Table(title=title, show_lines=False)
     for name, justify in (("target", "left"), ("precision", "left"), ("path", "left"), ("MB", "right"),
-                          ("status", "left"), ("validated", "left"), ("agree %", "right"), ("95% LB", "right"),
-                          ("inputs", "right"), ("flip margin", "right"), ("macro recall pts", "right"),
-                          ("95% CI (patients)", "right"), ("s", "right")):
+                          ("status", "left"), ("check", "left"), ("agree%", "right"), ("LB95%", "right"),
+                          ("n", "right"), ("flip m", "right"), ("recall pts", "right"),
+                          ("95% CI", "right"), ("s", "right")):
+        # Headers are short and never truncated (min_width = their length); the README explains them.
         table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis" if name != "path" else "fold",
-                         min_width=24 if name == "path" else None)  # type: ignore[arg-type]
+                         min_width=24 if name == "path" else len(name))  # type: ignore[arg-type]
     notes = reasons(records)
     for r in records:
         p = r.parity
