@@ -26,7 +26,7 @@ import numpy as np
 
 from facederm.runtime.card import ModelCard, Preprocessing
 from facederm.runtime.errors import ConfigError, ExportError
-from facederm.runtime.preprocess import resize_and_crop, to_tensor
+from facederm.runtime.preprocess import to_tensor
 
 #: Views of an image, in the order they are added: flips are label-preserving for skin lesions (no canonical
 #: orientation) and the augmentations training used, so the model saw such inputs.
