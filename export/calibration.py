@@ -83,14 +83,6 @@ class ImageSet:
             self._tensors = to_tensor(images) if images else np.zeros((0, 3, crop, crop), np.float32)
         return self._tensors
 
-    def subset(self, indices: Sequence[int]) -> "ImageSet":
-        """The samples at ``indices`` (sharing decoded images when they are loaded)."""
-        part = ImageSet(self.dataset, [self.samples[i] for i in indices], self.y_true[list(indices)],
-                        self.preprocessing, self.spec)
-        if self._images is not None:
-            part._images = [self._images[i] for i in indices]
-        return part
-
 
 @dataclass
 class ViewedSet:
@@ -168,7 +160,7 @@ def _image_set(dataset, samples: Sequence, card: ModelCard, spec: str, *, what: 
 
 
 def _run_data(run_dir: Path, card: ModelCard):
-    """(dataset, splits) of the run, or (None, {}) when it records none."""
+    """(dataset, splits, data spec) of the run, or (None, {}, "") when it records none."""
     from facederm.training.rundir import load_splits
 
     spec = card.data.get("spec") if isinstance(card.data, dict) else None
@@ -201,9 +193,10 @@ class EvaluationData:
 
     @property
     def exclude(self) -> tuple[set[str], set[str]]:
-        """(image ids, patient ids) calibration must never use."""
-        sets = (self.agreement.images, self.labelled)
-        return ({i for s in sets for i in s.ids}, {p for s in sets for p in s.patients.tolist()})
+        """(image ids, patient ids) calibration must never use (the labelled images are among the agreement
+        images: ``labelled_index`` locates them there)."""
+        images = self.agreement.images
+        return set(images.ids), set(images.patients.tolist())
 
 
 def evaluation_data(run_dir: str | Path, card: ModelCard, eval_data: str | None, views: int | str = "auto"

@@ -45,7 +45,6 @@ PROBE_SEED = 0
 PROBE_BATCH = 2
 
 
-
 def _plan(targets: list[Target], precisions: Sequence[str] | None) -> list[tuple[Target, list[Variant], list[str]]]:
     """(target, variants to build, requested precisions it lacks) per target; unknown precisions are errors."""
     if precisions is not None:

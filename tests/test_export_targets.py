@@ -161,11 +161,11 @@ def validation_and_runtime_int8(out_dir):
     from facederm.export.onnx_graph import ort_predict
     from facederm.export.targets.openvino import RUNTIME_OPTIONS, _predict
 
-    size = Manifest.load(out_dir / "manifest.json").card.input_size
-    batches = [rt.make_probe(11, n, size) for n in (5, 1)]
+    manifest = Manifest.load(out_dir / "manifest.json")
+    batches = [rt.make_probe(11, n, manifest.card.input_size) for n in (5, 1)]
     out = {}
     for key, make_predict, options in (("openvino", _predict, RUNTIME_OPTIONS), ("onnx", ort_predict, {})):
-        record = Manifest.load(out_dir / "manifest.json").find(key, "int8")
+        record = manifest.find(key, "int8")
         predict = make_predict(out_dir / record.path)
         shipped = rt.load(out_dir, target=key, precision="int8", **options)
         row = {"validation": [predict(x) for x in batches], "runtime": [shipped.run(x) for x in batches],

@@ -1,7 +1,7 @@
 """The run dir: what training writes and export reads.
 
 ``model.safetensors`` (weights, no pickle), ``config.json`` (the model card), ``metrics.json``,
-``splits.json`` (image ids per split, see :data:`SPLIT_KEYS`).
+``splits.json`` (image ids per split, see :func:`recorded_splits`).
 """
 
 from __future__ import annotations
@@ -85,7 +85,6 @@ def load_run(run_dir: str | Path, map_location: str = "cpu") -> tuple[FacedermCl
 #: images; ``training`` is every image any stage trained on (a face-transfer run's other-site and face
 #: training images: export calibrates on them) and ``heldout`` every image of the validation and test
 #: patients, all sites (neither trained on nor calibrated with: the export gate's agreement images).
-SPLIT_KEYS = ("train", "val", "test")
 TRAINING_KEY = "training"
 HELDOUT_KEY = "heldout"
 
