@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from facederm.runtime.card import ArtifactRecord, FileEntry, Manifest, ModelCard, Preprocessing, file_digest
+from facederm.runtime.card import ModelCard, Preprocessing
+from facederm.runtime.layout import ArtifactRecord, FileEntry, Manifest, file_digest
 from facederm.runtime.metadata import INPUT_NAME, OPENVINO_RT_INFO_PATH, OUTPUT_NAME, card_to_metadata
 
 TINY_LABELS = ("BCC", "SCC", "NEV")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from facederm.runtime import backends as runtime_backends
-from facederm.runtime.card import ArtifactRecord, Manifest, Parity, resolve_inside
+from facederm.runtime.layout import ArtifactRecord, Manifest, Parity, resolve_inside
 
 BASELINE_KEY = "torch:fp32@torch/cpu"
 #: OpenVINO computes fp32 artifacts in bf16 by default on AMX / AVX-512 BF16 CPUs; the fp32 row asks for

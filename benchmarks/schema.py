@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from facederm.runtime.card import Validated
+from facederm.runtime.layout import Validated
 from facederm.runtime.errors import SchemaError, UnsupportedSchemaVersionError
 from facederm.runtime.schema import from_dict, read_json, to_dict, write_json_atomic
 

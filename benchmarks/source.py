@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from facederm.runtime.card import Manifest, ModelCard
+from facederm.runtime.card import ModelCard
+from facederm.runtime.layout import Manifest
 from facederm.runtime.errors import ConfigError, ExportError, SchemaError
 
 MANIFEST = "manifest.json"

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from facederm.runtime.card import ArtifactRecord, Manifest
+from facederm.runtime.layout import MANIFEST_FILE, ArtifactRecord, Manifest
 
 from .parity import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT
 
@@ -36,7 +36,7 @@ class ExportResult:
 
     @property
     def manifest_path(self) -> Path:
-        return self.out_dir / "manifest.json"
+        return self.out_dir / MANIFEST_FILE
 
     @property
     def ok(self) -> bool:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import beta, binom
 
-from facederm.runtime.card import Flip, Parity
+from facederm.runtime.layout import Flip, Parity
 from facederm.runtime.errors import ConfigError
 from facederm.training import metrics
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facederm.runtime.card import ArtifactRecord, Parity, Probe, file_digest
+from facederm.runtime.layout import ArtifactRecord, Parity, Probe, file_digest
 from facederm.runtime.errors import BackendUnavailableError, ConfigError, FacedermError, MissingDependencyError
 from facederm.runtime.probe import DEFAULT_TOLERANCE, make_probe
 from facederm.runtime.version import __version__

@@ -16,11 +16,19 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from facederm.runtime.card import ArtifactRecord, FileEntry, Manifest, ModelCard, Probe, file_digest, resolve_inside
+from facederm.runtime.card import ModelCard
+from facederm.runtime.layout import (
+    MANIFEST_FILE,
+    STAGING_PREFIX,
+    ArtifactRecord,
+    FileEntry,
+    Manifest,
+    Probe,
+    file_digest,
+    resolve_inside,
+)
 from facederm.runtime.errors import FacedermError
 
-MANIFEST_FILE = "manifest.json"
-STAGING_PREFIX = ".facederm-tmp-"
 log = logging.getLogger("facederm.export")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.table import Table
 
-from facederm.runtime.card import ArtifactRecord
+from facederm.runtime.layout import ArtifactRecord
 
 _STYLE = {"ok": "green", "skipped": "yellow", "failed": "red"}
 

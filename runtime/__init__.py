@@ -7,17 +7,8 @@ This package must never import torch.
 
 from __future__ import annotations
 
-from .card import (
-    NOT_A_DIAGNOSIS,
-    ArtifactRecord,
-    FileEntry,
-    Manifest,
-    ModelCard,
-    Parity,
-    Preprocessing,
-    Probe,
-    Referral,
-)
+from .card import NOT_A_DIAGNOSIS, ModelCard, Preprocessing, Referral
+from .layout import ArtifactRecord, FileEntry, Manifest, Parity, Probe
 from .errors import *  # noqa: F401,F403  (the exception types are part of the public API)
 from .preprocess import PreparedImage, load_image, prepare_image, preprocess, resize_and_crop, to_tensor
 from .version import __version__

@@ -15,7 +15,7 @@ from typing import Any
 from .backends import all_backends, check_reads, readers
 from .backends import get as get_backend
 from .backends.base import Backend
-from .card import ArtifactRecord, Manifest, file_digest, resolve_inside
+from .layout import ArtifactRecord, Manifest, file_digest, resolve_inside
 from .errors import (
     ArtifactError,
     BackendMismatchError,
@@ -25,10 +25,10 @@ from .errors import (
     IntegrityError,
     SchemaError,
 )
+from .layout import MANIFEST_FILE
 from .metadata import check_agreement
 from .model import DEFAULT_MAX_BATCH, Model
 
-MANIFEST_NAME = "manifest.json"
 #: Options passed through to backends; each backend uses the ones that concern it.
 BACKEND_OPTIONS = ("threads", "precision_hint")
 #: Most accurate first: the default choice when no precision is asked for.
@@ -73,9 +73,9 @@ def load(
     if not path.exists():
         raise ArtifactError(f"{path}: no such export dir or artifact file")
     if path.is_dir() and not readers(path):  # a directory that is not a bundle like .mlpackage
-        manifest_file = path / MANIFEST_NAME
+        manifest_file = path / MANIFEST_FILE
         if not manifest_file.is_file():
-            raise ArtifactError(f"{path}: not an export dir ({MANIFEST_NAME} is missing) and not an artifact")
+            raise ArtifactError(f"{path}: not an export dir ({MANIFEST_FILE} is missing) and not an artifact")
         manifest = Manifest.load(manifest_file)
         candidates = _export_dir_candidates(path, manifest, wanted, device, precision, target)
         root: Path | None = path
@@ -150,7 +150,7 @@ def _manifest_listing(path: Path) -> tuple[Manifest | None, Path | None, Artifac
     """A lone artifact inside an export dir is still checked against that dir's manifest."""
     target = path.resolve()
     for root in list(path.resolve().parents)[:3]:
-        manifest_file = root / MANIFEST_NAME
+        manifest_file = root / MANIFEST_FILE
         if not manifest_file.is_file():
             continue
         try:
@@ -217,10 +217,10 @@ def verify_artifact(root: Path, record: ArtifactRecord) -> None:
     for relative, expected in entries:
         file = resolve_inside(root, relative)
         if not file.exists():
-            raise IntegrityError(f"{file}: listed in {MANIFEST_NAME} but missing; re-export or copy the whole export dir")
+            raise IntegrityError(f"{file}: listed in {MANIFEST_FILE} but missing; re-export or copy the whole export dir")
         actual, _ = file_digest(file)
         if actual != expected:
             raise IntegrityError(
-                f"{file}: sha256 {actual[:12]}... does not match {MANIFEST_NAME} ({expected[:12]}...): the file was"
+                f"{file}: sha256 {actual[:12]}... does not match {MANIFEST_FILE} ({expected[:12]}...): the file was"
                 " modified or corrupted; re-export it (or load(..., verify=False) if you changed it on purpose)"
             )

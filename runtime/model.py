@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from .backends.base import Session
-from .card import ArtifactRecord, Manifest, ModelCard
+from .card import ModelCard
+from .layout import ArtifactRecord, Manifest
 from .errors import ArtifactError, FacedermInputError, MetadataMismatchError
 from .prediction import Prediction, SelfTestResult
 from .preprocess import describe_source, prepare_image, to_tensor

@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 import pytest
 
-from facederm.runtime.card import ArtifactRecord, FileEntry, Manifest, ModelCard, Preprocessing
+from facederm.runtime.card import ModelCard, Preprocessing
+from facederm.runtime.layout import ArtifactRecord, FileEntry, Manifest
 
 SHA_A = "a" * 64  # a well-formed sha256 for records whose files are not checked
 SHA_B = "b" * 64

@@ -20,16 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facederm.runtime.card import (
-    ArtifactRecord,
-    FileEntry,
-    Manifest,
-    ModelCard,
-    Preprocessing,
-    Probe,
-    Referral,
-    file_digest,
-)
+from facederm.runtime.card import ModelCard, Preprocessing, Referral
+from facederm.runtime.layout import ArtifactRecord, FileEntry, Manifest, Probe, file_digest
 from facederm.runtime.metadata import (
     INPUT_NAME,
     OPENVINO_RT_INFO_PATH,

@@ -14,7 +14,7 @@ from facederm.benchmarks.bench import BenchOptions, run_bench
 from facederm.benchmarks.cli import main as bench_cli
 from facederm.benchmarks.plan import BASELINE_KEY
 from facederm.benchmarks.schema import BENCH_SCHEMA, BenchResults
-from facederm.runtime.card import ArtifactRecord, Manifest, Parity
+from facederm.runtime.layout import ArtifactRecord, Manifest, Parity
 
 ARCH = "mobilenetv3_small_050"
 DATA = "synthetic:36,size=48"

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from facederm.runtime.card import CARD_SCHEMA, MANIFEST_SCHEMA, ArtifactRecord, FileEntry, Manifest, ModelCard
+from facederm.runtime.card import CARD_SCHEMA, ModelCard
+from facederm.runtime.layout import ArtifactRecord, FileEntry, MANIFEST_SCHEMA, Manifest
 from facederm.runtime.errors import SchemaError, UnsafePathError, UnsupportedSchemaVersionError
 
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from facederm.export import export_run, registry
 from facederm.export.cli import main
-from facederm.runtime.card import Manifest, file_digest
+from facederm.runtime.layout import Manifest, file_digest
 from facederm.runtime.errors import ConfigError
 
 from export_fixtures import tiny_run  # noqa: F401  (session fixture)

@@ -24,7 +24,7 @@ def test_impossible_threshold_fails_the_artifact_and_the_cli(tiny_run, tmp_path)
                                        "--min-agreement", "100", "--out", str(tmp_path / "out")])
     assert result.exit_code == 1, result.output
     assert "fidelity gate" in result.output
-    from facederm.runtime.card import Manifest
+    from facederm.runtime.layout import Manifest
 
     record = Manifest.load(tmp_path / "out" / "manifest.json").find("onnx", "fp32")
     assert record.status == "failed" and "fidelity gate" in record.error and record.parity is not None
@@ -69,7 +69,7 @@ def test_corrupted_artifact_is_caught_by_the_gate(tiny_run, tmp_path, monkeypatc
 
 
 def test_class_threshold_names_the_class():
-    from facederm.runtime.card import Parity
+    from facederm.runtime.layout import Parity
 
     parity = Parity(agreement=0.9, max_abs_prob_delta=0.3, macro_recall=0.7, macro_recall_delta=-0.004,
                     per_class_recall_delta={"BCC": -0.05, "NEV": 0.0})

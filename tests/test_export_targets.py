@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from facederm.runtime.card import Manifest, file_digest
+from facederm.runtime.layout import Manifest, file_digest
 from facederm.runtime.metadata import CARD_KEY, INPUT_NAME, LABELS_KEY, OUTPUT_NAME, PREPROCESSING_KEY
 
 from export_fixtures import full_export, tiny_run  # noqa: F401  (session fixtures)

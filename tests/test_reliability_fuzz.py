@@ -16,7 +16,8 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from facederm.benchmarks.fuzz_images import PIL_MODES, check_one, png_header, seed_corpus
-from facederm.runtime.card import Manifest, ModelCard
+from facederm.runtime.card import ModelCard
+from facederm.runtime.layout import Manifest
 from facederm.runtime.errors import SchemaError
 
 CORPUS = seed_corpus()
@@ -130,7 +131,8 @@ _json = st.recursive(
 
 
 def _valid_manifest() -> dict[str, Any]:
-    from facederm.runtime.card import ArtifactRecord, FileEntry, Preprocessing
+    from facederm.runtime.card import Preprocessing
+    from facederm.runtime.layout import ArtifactRecord, FileEntry
 
     card = ModelCard(arch="resnet10t", labels=("BCC", "SCC", "AK"), preprocessing=Preprocessing(crop=32, resize_shorter=36))
     ov = ArtifactRecord(target="openvino", precision="fp32", path="openvino/model.xml", status="ok", sha256="1" * 64,

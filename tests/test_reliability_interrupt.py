@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from facederm.runtime import load
-from facederm.runtime.card import Manifest, ModelCard
+from facederm.runtime.card import ModelCard
+from facederm.runtime.layout import Manifest
 from facederm.runtime.loader import verify_artifact
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ from runtime_fixtures import RuntimeExport, rewrite_manifest, runtime_export  # 
 
 import facederm.runtime as rt
 from facederm.runtime.backends.tensorrt import check_engine_compatible
-from facederm.runtime.card import Manifest
+from facederm.runtime.layout import Manifest
 from facederm.runtime.errors import (
     ArtifactError,
     BackendMismatchError,

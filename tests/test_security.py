@@ -15,7 +15,7 @@ import torch
 from runtime_fixtures import RuntimeExport, runtime_export  # noqa: F401  (session fixture)
 
 from facederm.runtime import load
-from facederm.runtime.card import Manifest
+from facederm.runtime.layout import Manifest
 from facederm.runtime.errors import (
     BackendUnavailableError,
     FacedermError,

@@ -17,10 +17,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from facederm.runtime.errors import ConfigError
+from facederm.runtime.layout import CHECKPOINT_DIR, CHECKPOINT_STATE_FILE
 from facederm.runtime.schema import read_json, write_json_atomic
 
-CHECKPOINT_DIR = "checkpoint"
-STATE_FILE = "state.json"
 
 
 def _optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -95,7 +94,7 @@ def save_checkpoint(
     save_file(tensors, str(tmp))
     os.replace(tmp, folder / name)
     full_state = dict(state, tensors=name, optimizer=optimizer_meta, scheduler=scheduler.state_dict(), rng=rng_meta)
-    write_json_atomic(folder / STATE_FILE, full_state)
+    write_json_atomic(folder / CHECKPOINT_STATE_FILE, full_state)
     for old in folder.glob("tensors-*.safetensors"):
         if old.name != name:
             old.unlink(missing_ok=True)
@@ -103,15 +102,15 @@ def save_checkpoint(
 
 
 def has_checkpoint(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / CHECKPOINT_DIR / STATE_FILE).is_file()
+    return (Path(run_dir) / CHECKPOINT_DIR / CHECKPOINT_STATE_FILE).is_file()
 
 
 def load_checkpoint(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
     """(state, tensors by group: "model", "best", "optimizer", "rng") of the last completed epoch."""
     folder = Path(run_dir) / CHECKPOINT_DIR
     if not has_checkpoint(run_dir):
-        raise ConfigError(f"{run_dir}: nothing to resume (no {CHECKPOINT_DIR}/{STATE_FILE}); run without --resume")
-    state = read_json(folder / STATE_FILE)
+        raise ConfigError(f"{run_dir}: nothing to resume (no {CHECKPOINT_DIR}/{CHECKPOINT_STATE_FILE}); run without --resume")
+    state = read_json(folder / CHECKPOINT_STATE_FILE)
     if state.get("finished"):  # a finished run keeps only its state (the tensors were deleted at the end)
         return state, {}
     raw = load_file(str(folder / state["tensors"]))
@@ -139,10 +138,10 @@ def restore_training(
 def mark_finished(run_dir: str | Path) -> None:
     """Record that the run completed: ``--resume`` then does nothing, and the large tensors file goes."""
     folder = Path(run_dir) / CHECKPOINT_DIR
-    if not (folder / STATE_FILE).is_file():
+    if not (folder / CHECKPOINT_STATE_FILE).is_file():
         return
-    state = read_json(folder / STATE_FILE)
-    write_json_atomic(folder / STATE_FILE, {"finished": True, "config": state.get("config", {}),
+    state = read_json(folder / CHECKPOINT_STATE_FILE)
+    write_json_atomic(folder / CHECKPOINT_STATE_FILE, {"finished": True, "config": state.get("config", {}),
                                             "history": state.get("history", [])})
     for old in folder.glob("tensors-*.safetensors"):
         old.unlink(missing_ok=True)

@@ -18,14 +18,11 @@ from safetensors.torch import load_file, save_file
 
 from facederm.runtime.card import ModelCard
 from facederm.runtime.errors import ConfigError
+from facederm.runtime.layout import CARD_FILE, METRICS_FILE, SPLITS_FILE, WEIGHTS_FILE
 from facederm.runtime.schema import read_json, write_json_atomic
 
 from .models import FacedermClassifier, create_model
 
-WEIGHTS_FILE = "model.safetensors"
-CARD_FILE = "config.json"
-METRICS_FILE = "metrics.json"
-SPLITS_FILE = "splits.json"
 
 
 def save_weights(model: torch.nn.Module, path: str | Path) -> None:

@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from facederm.runtime.card import ModelCard, Referral
 from facederm.runtime.errors import ConfigError, DataError
+from facederm.runtime.layout import HISTORY_FILE, METRICS_FILE
 from facederm.runtime.schema import write_json_atomic
 from facederm.runtime.version import __version__
 
@@ -37,10 +38,9 @@ from .metrics import macro_recall
 from .models import create_model, default_preprocessing
 from .plots import plot_confusion_matrix, plot_history, plot_roc
 from .protocols import Protocol, Stage, get_protocol
-from .rundir import METRICS_FILE, load_metrics, recorded_splits, save_run
+from .rundir import load_metrics, recorded_splits, save_run
 from .transforms import Normalize, TrainAugment
 
-HISTORY_FILE = "history.json"
 MALIGNANT = ("BCC", "MEL", "SCC")
 #: Options that must match when resuming (the rest, e.g. workers or device, may change).
 RESUME_KEYS = ("data", "arch", "protocol", "epochs", "img_size", "batch_size", "lr", "finetune_lr_scale", "pixel_noise",
