@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
-from .api import DEFAULT_CALIB_SIZE, DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, ExportResult, export_run
+from .api import DEFAULT_CALIB_SIZE, DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, ExportOptions, ExportResult, export_run
 
-__all__ = ["DEFAULT_CALIB_SIZE", "DEFAULT_MAX_DROP", "DEFAULT_MIN_AGREEMENT", "ExportResult", "export_run"]
+__all__ = ["DEFAULT_CALIB_SIZE", "DEFAULT_MAX_DROP", "DEFAULT_MIN_AGREEMENT", "ExportOptions", "ExportResult",
+           "export_run"]

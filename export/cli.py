@@ -13,16 +13,11 @@ import time
 import click
 
 from facederm.runtime.card import NOT_A_DIAGNOSIS
-from facederm.runtime.cli_support import EXIT_PARTIAL, one_line_errors
+from facederm.runtime.cli_support import EXIT_PARTIAL, common_option, debug_option, one_line_errors
 
-from .api import (
-    COREML_TARGETS,
-    DEFAULT_CALIB_SIZE,
-    DEFAULT_COREML_TARGET,
-    DEFAULT_MAX_DROP,
-    DEFAULT_MIN_AGREEMENT,
-    export_run,
-)
+from .api import export_run
+from .options import COREML_TARGETS, DEFAULT_CALIB_SIZE, DEFAULT_COREML_TARGET, ExportOptions
+from .parity import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT
 
 
 def _class_drops(values: tuple[str, ...]) -> dict[str, float]:
@@ -33,15 +28,15 @@ def _class_drops(values: tuple[str, ...]) -> dict[str, float]:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--target", "-t", "targets", multiple=True, required=True,
+@click.argument("run_dir", type=click.Path(file_okay=False), required=False)
+@click.option("--target", "-t", "targets", multiple=True,
               help="onnx (ort), openvino (ov), coreml (ios, mlpackage), tensorrt (trt, engine) or all; repeatable.")
 @click.option("--precision", "-p", "precisions", multiple=True,
               help="fp32, fp16, int8, int8-weights, palettize6, palettize4; repeatable (default: each target's set).")
 @click.option("--calib-data", default=None,
               help="Calibration data spec (default: every image the run trained on, all stages).")
-@click.option("--eval-data", default=None,
-              help="More held-out images for the gate's agreement check (always: the run's val + test patients).")
+@common_option("--eval-data", default=None, help="Added to the gate's agreement check (always: the run's val + test "
+                                                  "patients).")
 @click.option("--eval-views", default="auto", show_default=True,
               help="Views per agreement image, 1-4 (identity, hflip, vflip, hvflip), or auto (>= 300 inputs).")
 @click.option("--calib-size", default=DEFAULT_CALIB_SIZE, show_default=True, type=int,
@@ -60,26 +55,43 @@ def _class_drops(values: tuple[str, ...]) -> dict[str, float]:
 @click.option("--coreml-target", default=DEFAULT_COREML_TARGET, show_default=True,
               type=click.Choice(COREML_TARGETS, case_sensitive=False),
               help="Core ML minimum iOS: auto (iOS16; palettized iOS18, one lookup table per channel group), iOS16, iOS18.")
-@click.option("--batch-size", default=16, show_default=True, type=int, help="Batch size for the checks.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Export directory.")
-@click.option("--debug", is_flag=True, help="Show tracebacks and converter logs.")
-def main(run_dir: str, targets: tuple[str, ...], precisions: tuple[str, ...], calib_data: str | None,
+@common_option("--batch-size", default=16, show_default=True, type=int, help="For the checks.")
+@common_option("--out", "out_dir", type=click.Path(file_okay=False), help="The export dir.")
+@click.option("--list-targets", is_flag=True, help="Show every target: precisions, validation, metadata, and exit.")
+@common_option("--json", "as_json", is_flag=True, help="(The manifest, once written.)")
+@debug_option()
+def main(run_dir: str | None, targets: tuple[str, ...], precisions: tuple[str, ...], calib_data: str | None,
          eval_data: str | None, eval_views: str, calib_size: int, max_drop: float, max_class_drop: tuple[str, ...],
          min_agreement: float, accuracy_control: bool, int8_search: bool, coreml_target: str, batch_size: int,
-         out_dir: str, debug: bool) -> None:
+         out_dir: str | None, list_targets: bool, as_json: bool, debug: bool) -> None:
     """Export RUN_DIR (written by facederm-train) to deployable artifacts, each checked against fp32."""
     from rich.console import Console
 
     console = Console(width=max(Console().width, 170))
+    if list_targets:
+        from .summary import targets_table
+
+        console.print(targets_table())
+        return
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     start = time.perf_counter()
     with one_line_errors("facederm-export", debug):
-        result = export_run(
-            run_dir, out_dir=out_dir, targets=targets, precisions=precisions or None, calib_data=calib_data,
-            eval_data=eval_data, eval_views=eval_views, calib_size=calib_size, max_drop=max_drop, max_class_drop=_class_drops(max_class_drop),
-            min_agreement=min_agreement, accuracy_control=accuracy_control, int8_search=int8_search,
-            coreml_target=coreml_target, batch_size=batch_size, progress=True,
+        if run_dir is None or not targets or out_dir is None:
+            missing = [n for n, v in (("RUN_DIR", run_dir), ("--target", targets), ("--out", out_dir)) if not v]
+            raise click.UsageError(f"missing {', '.join(missing)} (or --list-targets)")
+        options = ExportOptions(
+            targets=targets, precisions=precisions or None, calib_data=calib_data, eval_data=eval_data,
+            eval_views=eval_views, calib_size=calib_size, max_drop=max_drop,
+            max_class_drop=_class_drops(max_class_drop), min_agreement=min_agreement,
+            accuracy_control=accuracy_control, int8_search=int8_search, coreml_target=coreml_target,
+            batch_size=batch_size,
         )
+        result = export_run(run_dir, out_dir=out_dir, options=options, progress=True)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(result.manifest.to_dict(), indent=2))
+        sys.exit(EXIT_PARTIAL if result.failed else 0)
     from .summary import reasons, summary_table
 
     console.print(summary_table(result.records))

@@ -18,6 +18,7 @@ import torch
 from facederm.runtime.card import ModelCard
 
 from .calibration import Calibration
+from .options import ExportOptions
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -39,7 +40,7 @@ class BuildContext:
     scratch: Path
     calibration: Calibration
     batch_size: int = 16
-    options: dict[str, Any] = field(default_factory=dict)
+    options: ExportOptions = field(default_factory=ExportOptions)
     shared: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -59,7 +60,7 @@ class BuiltArtifact:
     """A built artifact, not yet validated or installed.
 
     ``predict`` runs the artifact (native) or its twin on float32 NCHW 0-255 batches; ``files`` lists extra
-    files (relative to the export dir) that belong to it; ``uses_calibration`` records the calibration ids.
+    files (relative to the export dir) that belong to it.
     """
 
     format: str
@@ -69,7 +70,6 @@ class BuiltArtifact:
     files: tuple[str, ...] = ()
     converter_versions: dict[str, str] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
-    uses_calibration: bool = False
     close: Callable[[], None] | None = None
 
 

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,9 +25,9 @@ from facederm.runtime.errors import BackendUnavailableError, ConfigError, Facede
 from facederm.runtime.probe import DEFAULT_TOLERANCE, make_probe
 from facederm.runtime.version import __version__
 
-from .api import ExportResult
 from .calibration import EvaluationData, ViewedSet, calibration_set, evaluation_data
 from .context import BuildContext, BuiltArtifact, torch_predict
+from .options import ExportOptions, ExportResult
 from .parity import AgreementInputs, GateRules, check_class_drops, compute_parity, gate_verdict
 from .registry import Target, Variant, resolve_targets
 from .staging import (
@@ -80,40 +80,24 @@ def run_export(
     run_dir: str | Path,
     *,
     out_dir: str | Path,
-    targets: Sequence[str],
-    precisions: Sequence[str] | None,
-    calib_data: str | None,
-    eval_data: str | None,
-    eval_views: int | str,
-    calib_size: int,
-    max_drop: float,
-    max_class_drop: Mapping[str, float],
-    min_agreement: float,
-    accuracy_control: bool,
-    int8_search: bool,
-    coreml_target: str,
-    batch_size: int,
-    seed: int,
-    progress: bool,
-    on_record: Callable[[ArtifactRecord], None] | None,
+    options: ExportOptions,
+    progress: bool = False,
+    on_record: Callable[[ArtifactRecord], None] | None = None,
 ) -> ExportResult:
+    """Export ``run_dir`` to ``out_dir`` as ``options`` say (see :func:`facederm.export.export_run`)."""
     from facederm.training.models import ProbabilityModel
     from facederm.training.rundir import load_run
 
-    if isinstance(targets, str):
-        targets = [targets]
-    rules = GateRules(min_agreement=min_agreement, max_drop=max_drop, max_class_drop=dict(max_class_drop))
-    if calib_size < 1:
-        raise ConfigError(f"--calib-size must be >= 1, got {calib_size}")
-    coreml_target = _coreml_target(coreml_target)
-    plan = _plan(resolve_targets(targets), list(precisions) if precisions else None)
+    rules = options.gate_rules()
+    batch_size, seed = options.batch_size, options.seed
+    plan = _plan(resolve_targets(options.targets), list(options.precisions) if options.precisions else None)
 
     run_dir = Path(run_dir)
     classifier, card = load_run(run_dir)
-    check_class_drops(max_class_drop, card.labels)
+    check_class_drops(options.max_class_drop, card.labels)
     model = ProbabilityModel(classifier, card.preprocessing).eval()
 
-    evaluation = evaluation_data(run_dir, card, eval_data, eval_views)
+    evaluation = evaluation_data(run_dir, card, options.eval_data, options.eval_views)
     evaluation.agreement.images.tensors()  # decode once, before any artifact is built
     reference = predict_inputs(torch_predict(model), evaluation.agreement, batch_size)
     noise_floor = fp32_noise_floor(model, evaluation.agreement, reference, batch_size, seed=seed)
@@ -122,7 +106,8 @@ def run_export(
 
     calibration: ViewedSet | None = None
     if any(v.calibrated for _, variants, _ in plan for v in variants):
-        calibration = calibration_set(run_dir, card, evaluation, calib_data=calib_data, size=calib_size, seed=seed)
+        calibration = calibration_set(run_dir, card, evaluation, calib_data=options.calib_data,
+                                      size=options.calib_size, seed=seed)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -131,7 +116,7 @@ def run_export(
     store = ManifestStore(out_dir, card, created=created, facederm_version=__version__, source_run=run_dir.name,
                           calibration=calibration.describe(card.labels) if calibration is not None else {},
                           evaluation={**_describe_evaluation(evaluation, card.labels), "fp32_under_noise": noise_floor},
-                          gate=rules.to_dict())
+                          gate=rules.to_dict(), options=options.to_dict())
     probe = Probe(seed=PROBE_SEED, batch=PROBE_BATCH, probabilities=tuple(tuple(map(float, r)) for r in probe_ref))
     store.set_probe(probe)
 
@@ -173,10 +158,7 @@ def run_export(
                             model=model, card=card, precision=variant.precision, path=variant.path,
                             workdir=new_staging_dir(out_dir, f"{target.name}-{variant.precision}"), scratch=scratch,
                             calibration=calibration if variant.calibrated else None,  # type: ignore[arg-type]
-                            batch_size=batch_size, shared=shared,
-                            options={"accuracy_control": accuracy_control, "seed": seed, "max_drop": max_drop,
-                                     "min_agreement": min_agreement,
-                                     "int8_search": int8_search, "coreml_target": coreml_target},
+                            batch_size=batch_size, shared=shared, options=options,
                         )
                         record, delta = _export_one(target, variant, ctx, out_dir, store, evaluation, reference,
                                                     probe_x, probe_ref, rules)
@@ -238,15 +220,6 @@ def _describe_evaluation(evaluation: EvaluationData, labels: Sequence[str]) -> d
                          "patients": len(set(labelled.patients.tolist()))}}
 
 
-def _coreml_target(name: str) -> str:
-    from .api import COREML_TARGETS
-
-    for known in COREML_TARGETS:
-        if name.strip().lower() == known.lower():
-            return known
-    raise ConfigError(f"--coreml-target {name!r}: expected one of {', '.join(COREML_TARGETS)}")
-
-
 def _skipped(target: Target, variant: Variant, reason: str) -> ArtifactRecord:
     return ArtifactRecord(target=variant.record_target or target.name, precision=variant.precision,
                           path=variant.path, status="skipped", error=reason)
@@ -276,7 +249,7 @@ def _export_one(
         built = variant.build(ctx)
         probs = predict_inputs(built.predict, evaluation.agreement, ctx.batch_size)
         probe_delta = float(np.abs(built.predict(probe_x) - probe_ref).max())
-        parity = gate_parity(reference, probs, evaluation, ctx.card.labels, seed=int(ctx.options.get("seed", 0)))
+        parity = gate_parity(reference, probs, evaluation, ctx.card.labels, seed=ctx.options.seed)
     except (MissingDependencyError, BackendUnavailableError) as exc:  # e.g. no tensorrt / no GPU: skip
         shutil.rmtree(ctx.workdir, ignore_errors=True)
         return ArtifactRecord(**base, status="skipped", error=str(exc), seconds=_since(start)), 0.0

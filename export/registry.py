@@ -14,7 +14,7 @@ import io
 import logging
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from facederm.runtime.errors import ConfigError, MissingDependencyError
@@ -40,7 +40,9 @@ class Variant:
 
 @dataclass(frozen=True)
 class Target:
-    """An export format: how to check its dependencies and how to build each of its variants."""
+    """An export format, declared once like an Optimum exporter config: its variants (precision, file, builder),
+    how its numbers are checked here, where each artifact carries its labels and preprocessing, and the optional
+    libraries it needs. ``facederm-export --list-targets`` prints these declarations."""
 
     name: str
     title: str
@@ -48,8 +50,18 @@ class Target:
     variants: tuple[Variant, ...]
     #: (import name, pip extra, purpose) of each optional library the target needs.
     requires: tuple[tuple[str, str, str], ...] = ()
-    notes: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
+    #: How the export checks the artifact's numbers on this machine (native run, or a twin, and why).
+    validation: str = "native"
+    #: Where the artifact carries its card (labels, preprocessing).
+    metadata: str = ""
+
+    def missing_requirements(self) -> list[str]:
+        """pip commands for the required libraries that are not installed (empty: ready)."""
+        try:
+            self.check_requirements()
+        except MissingDependencyError as exc:
+            return [str(exc)]
+        return []
 
     def check_requirements(self) -> None:
         """Raise :class:`MissingDependencyError` (with the pip command) if a required library is missing."""

@@ -48,6 +48,23 @@ def summary_table(records: list[ArtifactRecord] | tuple[ArtifactRecord, ...], ti
     return table
 
 
+def targets_table() -> Table:
+    """Every registered target as declared: aliases, precisions (* = built by default), how it is validated here,
+    where its artifacts carry labels and preprocessing, and whether its libraries are installed."""
+    from .registry import all_targets
+
+    table = Table(title="facederm export targets", show_lines=True)
+    for name in ("target", "aliases", "precisions", "validation", "metadata", "ready"):
+        table.add_column(name, overflow="fold")
+    for target in all_targets():
+        precisions = ", ".join(dict.fromkeys(f"{v.precision}{'*' if v.default else ''}" for v in target.variants))
+        missing = target.missing_requirements()
+        table.add_row(f"{target.name}\n({escape(target.title)})", ", ".join(target.aliases), precisions,
+                      escape(target.validation), escape(target.metadata),
+                      "[green]yes[/]" if not missing else f"[yellow]no[/]: {escape(missing[0])}")
+    return table
+
+
 def reasons(records: list[ArtifactRecord] | tuple[ArtifactRecord, ...]) -> list[str]:
     """Distinct reasons of skipped / failed rows, in order (footnote n is ``reasons[n - 1]``)."""
     return list(dict.fromkeys(r.error or "" for r in records if r.status != "ok"))

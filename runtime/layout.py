@@ -178,6 +178,7 @@ class Manifest:
     calibration: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
     gate: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # the export's options (facederm.export.ExportOptions)
     schema: str = MANIFEST_SCHEMA
 
     def __post_init__(self) -> None:

@@ -13,7 +13,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from facederm.export import export_run, registry
+from facederm.export import ExportOptions, export_run, registry
 from facederm.export.cli import main
 from facederm.runtime.layout import Manifest, file_digest
 from facederm.runtime.errors import ConfigError
@@ -117,3 +117,43 @@ def test_int8_search_records_both_candidates(tiny_run, tmp_path, run_isolated):
     assert record.status == "ok", record.error
     assert set(record.options["candidates"]) == {"qdq-u8s8-per-channel", "qdq-u8s8-per-tensor"}
     assert record.options["scheme"] in record.options["candidates"]
+
+
+# -- ExportOptions: validated once, carried into the manifest -------------------------------------------------
+@pytest.mark.parametrize(("change", "flag"), [({"calib_size": 0}, "--calib-size"), ({"eval_views": 7}, "--eval-views"),
+                                              ({"min_agreement": 101}, "--min-agreement"),
+                                              ({"max_drop": -1}, "--max-drop"), ({"coreml_target": "iOS12"},
+                                                                                  "--coreml-target"),
+                                              ({"batch_size": 0}, "--batch-size"), ({"targets": ()}, "target")])
+def test_export_options_refuse_bad_values_naming_the_flag(change, flag):
+    with pytest.raises(ConfigError, match=flag):
+        ExportOptions(**change)
+
+
+def test_export_options_normalise_and_refuse_unknown_names():
+    options = ExportOptions(targets="onnx", precisions=["int8"], coreml_target="ios18", eval_views="2")
+    assert (options.targets, options.precisions, options.coreml_target, options.eval_views) == (
+        ("onnx",), ("int8",), "iOS18", 2)
+    with pytest.raises(ConfigError, match="unknown export option.*calib_sise"):
+        options.replace(calib_sise=10)
+
+
+def test_manifest_records_the_export_options(tiny_run, tmp_path):
+    options = ExportOptions(targets=("onnx",), precisions=("fp32",), batch_size=4, seed=3)
+    result = export_run(tiny_run, out_dir=tmp_path / "out", options=options, eval_views=1)
+    saved = Manifest.load(result.manifest_path).options
+    assert saved == {**options.replace(eval_views=1).to_dict()}
+    assert saved["targets"] == ["onnx"] and saved["batch_size"] == 4 and saved["eval_views"] == 1
+
+
+def test_list_targets_shows_every_registered_target_and_its_declaration():
+    result = CliRunner().invoke(main, ["--list-targets"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for target in registry.all_targets():
+        assert target.name in result.output
+    assert "metadata_props" in result.output and "int8*" in result.output
+
+
+def test_cli_without_run_dir_or_target_says_what_is_missing(tmp_path):
+    result = CliRunner().invoke(main, ["--out", str(tmp_path)])
+    assert result.exit_code == 2 and "missing RUN_DIR, --target" in result.output

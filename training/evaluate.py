@@ -117,7 +117,7 @@ def _num_classes(model: torch.nn.Module) -> int:
 def split_metrics(
     probs: np.ndarray, samples: Sequence[Sample], labels: Sequence[str], *, n_boot: int = 1000, seed: int = 0
 ) -> dict[str, Any]:
-    """metrics.json's entry for one split (patient-grouped bootstrap CIs)."""
+    """The metrics file's entry for one split (patient-grouped bootstrap CIs)."""
     index = {label: i for i, label in enumerate(labels)}
     y_true = np.array([index[s.label] for s in samples], dtype=np.int64)
     groups = [s.patient_id for s in samples]

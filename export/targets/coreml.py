@@ -176,7 +176,7 @@ def deployment_target(requested: str, precision: str) -> str:
 def _builder(precision: str, compress: Callable[[torch.nn.Module, str], torch.nn.Module] | None,
              weights: str | Callable[[str], str] | None = None):
     def build(ctx: BuildContext) -> BuiltArtifact:
-        target = deployment_target(str(ctx.options.get("coreml_target", "auto")), precision)
+        target = deployment_target(ctx.options.coreml_target, precision)
         with quiet_converter():
             model, replaced = static_same_padding(ctx.model, ctx.input_size)
             if compress is not None:
@@ -217,4 +217,6 @@ TARGET = register(Target(
                 _builder("palettize4", _palettizer(4), _palette_note(4)), default=False),
     ),
     requires=(("coremltools", "coreml", "Core ML export"), ("onnxruntime", "onnx", "the Core ML twin check")),
+    validation="native on macOS; elsewhere a twin: the same compressed weights as an fp16 ONNX graph, onnxruntime",
+    metadata="ClassifierConfig (labels) + user_defined_metadata (card, preprocessing)",
 ))

@@ -160,10 +160,9 @@ INT8_SCHEME = "qdq-u8s8-per-channel"
 
 def build_int8(ctx: BuildContext) -> BuiltArtifact:
     options = dict(activations="uint8 asymmetric", weights="int8 symmetric", calibration="MinMax", preprocessed=True)
-    if not ctx.options.get("int8_search"):
+    if not ctx.options.int8_search:
         quantize_qdq(ctx, ctx.output, per_channel=True, symmetric=False)
         built = _built(ctx.output, scheme=INT8_SCHEME, **options)
-        built.uses_calibration = True
         return built
     calib = ctx.calibration.tensors()
     reference = run_batched(torch_predict(ctx.model), calib, ctx.batch_size).argmax(1)
@@ -180,7 +179,6 @@ def build_int8(ctx: BuildContext) -> BuiltArtifact:
     built = _built(ctx.output, scheme=choice, **options,
                    candidates={k: {"latency_ms_b1": round(v[1], 3), "calibration_agreement": round(v[2], 4)}
                                for k, v in candidates.items()})
-    built.uses_calibration = True
     return built
 
 
@@ -234,4 +232,6 @@ TARGET = register(Target(
         Variant("fp32", "model.ort", build_ort, record_target="onnx-mobile"),
     ),
     requires=(("onnx", "onnx", "ONNX export"), ("onnxruntime", "onnx", "ONNX validation")),
+    validation="native: facederm.runtime's onnxruntime session, CPU",
+    metadata="ONNX metadata_props (facederm.card, labels, preprocessing); .ort keeps them",
 ))

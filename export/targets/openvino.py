@@ -94,14 +94,13 @@ def build_int8(ctx: BuildContext) -> BuiltArtifact:
     # lopsided); measured on a Lite0 run: 97.3% agreement with fp32 vs 95.6% with PERFORMANCE (symmetric).
     common = dict(preset=nncf.QuantizationPreset.MIXED, model_type=None, subset_size=len(items))
     options: dict[str, object] = {"algorithm": "nncf.quantize", "preset": "mixed", "subset_size": len(items)}
-    if ctx.options.get("accuracy_control"):
+    if ctx.options.accuracy_control:
         model, control = _accuracy_controlled(ctx, items, common)
         options.update(algorithm="nncf.quantize_with_accuracy_control", **control)
     else:
         model = nncf.quantize(_fp32_model(ctx), dataset, **common)
     files = _save(model, ctx, compress_to_fp16=False)
     built = _built(ctx, files, **options)
-    built.uses_calibration = True
     return built
 
 
@@ -118,7 +117,7 @@ def _accuracy_controlled(ctx: BuildContext, items: list, common: dict):
     compiled = ov.Core().compile_model(fp32, "CPU", HINT)
     reference = [int(np.asarray(compiled(x)[0]).argmax()) for x, _ in items]
     data = [(x, y, ref) for (x, y), ref in zip(items, reference)]
-    min_agreement = float(ctx.options.get("min_agreement", 0.0))
+    min_agreement = ctx.options.min_agreement
 
     def validate(model, subset) -> tuple[float, None]:
         rows = list(subset)
@@ -131,7 +130,7 @@ def _accuracy_controlled(ctx: BuildContext, items: list, common: dict):
         # The gate reads a lower bound; what passes it with high probability is a point agreement of ~99 %.
         max_drop, metric = 1.0 - ACCURACY_CONTROL_AGREEMENT, "argmax agreement with fp32 on the calibration images"
     else:
-        max_drop, metric = float(ctx.options.get("max_drop", 1.0)) / 100.0, "macro recall on the calibration images"
+        max_drop, metric = ctx.options.max_drop / 100.0, "macro recall on the calibration images"
     dataset = nncf.Dataset(data, lambda item: item[0])
     model = nncf.quantize_with_accuracy_control(fp32, dataset, dataset, validate, max_drop=max_drop,
                                                 drop_type=nncf.DropType.ABSOLUTE, **common)
@@ -149,4 +148,6 @@ TARGET = register(Target(
     ),
     requires=(("openvino", "openvino", "OpenVINO export"), ("nncf", "openvino", "OpenVINO int8 quantization"),
               ("onnx", "onnx", "the ONNX graph OpenVINO converts")),
+    validation="native: facederm.runtime's OpenVINO session, CPU, static shapes, f32 hint",
+    metadata="rt_info facederm/card, labels, preprocessing",
 ))

@@ -71,7 +71,6 @@ def build_int8_onnx(ctx: BuildContext) -> BuiltArtifact:
     built = _twin(ctx, _qdq_onnx(ctx), "Q/DQ int8", quant_format="QDQ", activations="int8 symmetric per-tensor",
                   weights="int8 symmetric per-channel", quantized_ops=list(QUANTIZED_OPS), qdq_on="inputs only",
                   bias="float", calibration="MinMax (shared with onnx int8)")
-    built.uses_calibration = True
     return built
 
 
@@ -158,8 +157,7 @@ def _engine_builder(precision: str, graph):
             format="engine", predict=predict, validated="native",
             validated_reason=f"TensorRT {trt.__version__} ran the engine on {torch.cuda.get_device_name()}",
             files=(sidecar_rel,), converter_versions={"tensorrt": trt.__version__},
-            options={"max_batch": MAX_BATCH, "strongly_typed": True, "compute_capability": f"{major}.{minor}"},
-            uses_calibration=precision == "int8")
+            options={"max_batch": MAX_BATCH, "strongly_typed": True, "compute_capability": f"{major}.{minor}"})
         return built
 
     return build
@@ -178,4 +176,6 @@ TARGET = register(Target(
                 record_target="tensorrt-engine"),
     ),
     requires=(("onnx", "onnx", "TensorRT-ready ONNX"), ("onnxruntime", "onnx", "the TensorRT twin check")),
+    validation="engines: native (tensorrt + CUDA GPU); Q/DQ and fp16 ONNX: twin run by onnxruntime",
+    metadata="ONNX metadata_props; an engine gets a sidecar JSON (<engine>.json)",
 ))
