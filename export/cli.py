@@ -58,7 +58,7 @@ def _class_drops(values: tuple[str, ...]) -> dict[str, float]:
 @common_option("--batch-size", default=16, show_default=True, type=int, help="For the checks.")
 @common_option("--out", "out_dir", type=click.Path(file_okay=False), help="The export dir.")
 @click.option("--list-targets", is_flag=True, help="Show every target: precisions, validation, metadata, and exit.")
-@common_option("--json", "as_json", is_flag=True, help="(The manifest, once written.)")
+@common_option("--json", "as_json", is_flag=True, help="Here: the manifest, once written.")
 @debug_option()
 def main(run_dir: str | None, targets: tuple[str, ...], precisions: tuple[str, ...], calib_data: str | None,
          eval_data: str | None, eval_views: str, calib_size: int, max_drop: float, max_class_drop: tuple[str, ...],

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from . import backends as backend_registry
 from .card import NOT_A_DIAGNOSIS
-from .cli_support import EXIT_PARTIAL, one_line_errors
+from .cli_support import EXIT_PARTIAL, common_option, debug_option, one_line_errors
 from .image_files import IMAGE_SUFFIXES, iter_image_inputs
 from .loader import load
 from .model import Model
@@ -30,20 +30,20 @@ EXIT_INPUT_FAILED = EXIT_PARTIAL  # at least one image could not be predicted
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--backend", help="onnxruntime, openvino, coreml or tensorrt (default: the best available).")
-@click.option("--device", help="Backend device: cpu, cuda:0 (onnxruntime); CPU, GPU, NPU (openvino).")
+@common_option("--backend", help="Default: the best available.")
+@common_option("--device", help="Default (auto): the backend's own.")
 @click.option("--precision", help="Pick the export dir's artifact of this precision (fp32, fp16, int8 ...).")
 @click.option("--target", help="Pick the export dir's artifact of this target (onnx, ort, openvino ...).")
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1), help="Labels listed per image.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
-@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1),
-              help="Images decoded and run together (memory is bounded by this).")
+@common_option("--json", "as_json", is_flag=True, help="One object per line.")
+@common_option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1),
+               help="Decoded and run together (memory is bounded by this).")
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the artifact against manifest.json.")
 @click.option("--threads", type=click.IntRange(min=1), help="Inference threads (default: the backend's).")
 @click.option("--precision-hint", help="OpenVINO compute precision, e.g. f32 (CPUs may default to bf16).")
 @click.option("--self-test", is_flag=True, help="Run the manifest's seeded probe and report the deviation.")
 @click.option("--list-backends", is_flag=True, help="Show which backends run on this machine, and exit.")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@debug_option()
 def main(
     path: Path | None,
     images: tuple[Path, ...],
@@ -75,7 +75,7 @@ def main(
         if path is None or (not images and not self_test):
             raise click.UsageError("give an export dir (or artifact) and at least one image or folder")
         options = {k: v for k, v in (("threads", threads), ("precision_hint", precision_hint)) if v}
-        model = load(path, backend, device, precision=precision, target=target, verify=not no_verify, **options)
+        model = load(path, backend, None if device in (None, "auto") else device, precision=precision, target=target, verify=not no_verify, **options)
         if self_test:
             result = model.self_test()
             err.print(str(result))

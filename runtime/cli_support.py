@@ -45,7 +45,7 @@ VOCABULARY: dict[str, str] = {
     "--data": "Data spec: pad-ufes-20:DIR, folder:DIR, csv:FILE or synthetic[:N].",
     "--eval-data": "Held-out evaluation images (a data spec); default: the run's own held-out split.",
     "--batch-size": "Images per batch.",
-    "--backend": "Runtime backend: onnxruntime, openvino, coreml or tensorrt (torch: the fp32 baseline).",
+    "--backend": "Runtime backend: onnxruntime, openvino, coreml or tensorrt.",
     "--device": "Where to compute: auto, cpu, cuda[:N]; OpenVINO device names (CPU, GPU, NPU) pass through.",
     "--out": "Output directory.",
     "--face-regions": "Body sites counted as face (comma-separated).",

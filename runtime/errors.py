@@ -97,10 +97,6 @@ class ExportError(FacedermError):
     """An export target failed to convert or to validate."""
 
 
-class ParityGateError(ExportError):
-    """An artifact breached the clinical parity gate (macro or per-class recall drop)."""
-
-
 class ConfigError(FacedermError, ValueError):
     """A command-line or API option is invalid (unknown arch, target, protocol...)."""
 

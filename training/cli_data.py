@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from facederm.runtime.cli_support import one_line_errors
+from facederm.runtime.cli_support import common_option, debug_option, one_line_errors
 
 from .data_inspect import SITES, inspect_data
 from .data_plot import plot_summary
@@ -25,8 +25,9 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("data")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (machine-readable).")
+@click.argument("data_arg", metavar="[DATA]", required=False)
+@common_option("--data", "data_opt", help="DATA as an argument works too.")
+@common_option("--json", "as_json", is_flag=True)
 @click.option("--site", type=click.Choice(["face", "other", "all"]), default="all", show_default=True,
               help="Keep face images, other-site images, or all, before splitting.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the patient split.")
@@ -34,17 +35,19 @@ def main() -> None:
 @click.option("--verify", is_flag=True, help="Decode every image (slow) to find unreadable files.")
 @click.option("--label-set", type=click.Choice(sorted(LABEL_SETS)), default=None,
               help="Map labels onto this set (default: the reader's own, else inferred from the data).")
-@click.option("--face-regions", default=",".join(FACE_REGIONS), show_default=True,
-              help="Comma-separated body sites that count as face.")
+@common_option("--face-regions", default=",".join(FACE_REGIONS), show_default=True)
 @click.option("--plot", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Also save a PNG bar chart of images per class x split x site.")
-@click.option("--debug", is_flag=True, help="Show the traceback on errors.")
-def inspect(data: str, as_json: bool, site: str, seed: int, strict: bool, verify: bool,
+@debug_option()
+def inspect(data_arg: str | None, data_opt: str | None, as_json: bool, site: str, seed: int, strict: bool, verify: bool,
             label_set: str | None, face_regions: str, plot: str | None, debug: bool) -> None:
     """Counts per class x site x split, patients, class weights and data problems of DATA.
 
     DATA is pad-ufes-20:DIR, folder:DIR, csv:FILE or synthetic[:N][,size=S][,seed=K].
     """
+    if (data_arg is None) == (data_opt is None):
+        raise click.UsageError("give the data spec once: facederm-data inspect --data SPEC (or DATA)")
+    data = data_arg or data_opt or ""
     regions = tuple(r.strip().upper() for r in face_regions.split(",") if r.strip())
     with one_line_errors("facederm-data", debug):
         summary = inspect_data(data, site=site, seed=seed, strict=strict, verify=verify,  # type: ignore[arg-type]

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import click
 
-from facederm.runtime.cli_support import one_line_errors
+from facederm.runtime.cli_support import common_option, debug_option, one_line_errors
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder for the PNGs + JSON.")
+@common_option("--out", "out", required=True, type=click.Path(file_okay=False), help="Here: the PNGs and explain.json.")
 @click.option("--masks", type=click.Path(file_okay=False), default=None,
               help="Lesion masks (<image name>_mask.png): score Grad-CAM energy inside the lesion vs chance.")
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
-def main(run_dir, images, out, masks, device, debug) -> None:
+@common_option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@common_option("--json", "as_json", is_flag=True, help="Here: the summary.")
+@debug_option()
+def main(run_dir, images, out, masks, device, as_json, debug) -> None:
     """Write Grad-CAM overlays (image | heatmap, predicted label and probability) for IMAGE... ."""
 
     def body() -> None:
@@ -23,7 +24,12 @@ def main(run_dir, images, out, masks, device, debug) -> None:
 
         from .gradcam import explain
 
-        summary = explain(run_dir, list(images), out, masks_dir=masks, device=device, progress=True)
+        summary = explain(run_dir, list(images), out, masks_dir=masks, device=device, progress=not as_json)
+        if as_json:
+            import json
+
+            click.echo(json.dumps(summary, indent=2))
+            return
         for row in summary["images"]:
             where = ""
             if "localization" in row:

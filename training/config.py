@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from facederm.runtime.errors import ConfigError
 
+from .labels import FACE_REGIONS
 from .models import get_arch
 from .protocols import get_protocol
 
@@ -37,6 +38,7 @@ class TrainConfig:
     workers: int = 0
     patience: int = 5
     label_set: str | None = None
+    face_regions: tuple[str, ...] = FACE_REGIONS  # body sites counted as face (protocols, face metrics)
     val_fraction: float = 0.15
     test_fraction: float = 0.2
     device: Device = "auto"
@@ -54,6 +56,10 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        regions = self.face_regions.split(",") if isinstance(self.face_regions, str) else self.face_regions
+        self.face_regions = tuple(r.strip().upper() for r in regions if r.strip())
+        if not self.face_regions:
+            raise ConfigError("--face-regions: give at least one body site, e.g. FACE,NOSE,EAR,LIP")
         spec = get_arch(self.arch)  # unknown arch -> ConfigError naming the known ones
         get_protocol(self.protocol)
         if self.imagenet_weights is None:
@@ -93,4 +99,5 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["out"] = str(self.out)
+        data["face_regions"] = list(self.face_regions)
         return data

@@ -125,7 +125,7 @@ def explain(
     out_dir: str | Path,
     *,
     masks_dir: str | Path | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     progress: bool = False,
 ) -> dict[str, Any]:
     """Grad-CAM overlays for ``images`` with the model in ``run_dir``, written to ``out_dir``.
@@ -135,10 +135,11 @@ def explain(
     """
     from rich.progress import track
 
+    from .evaluate import resolve_device
     from .rundir import load_run
 
     model, card = load_run(run_dir)
-    cam = GradCAM(model, card, device)
+    cam = GradCAM(model, card, resolve_device(device))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     masks_dir = Path(masks_dir) if masks_dir is not None else None

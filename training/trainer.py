@@ -30,7 +30,7 @@ from facederm.runtime.version import __version__
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .data import DataSet, ImageCache, Sample, class_weights, fingerprint, open_dataset, select_sites, split_by_patient
+from .data import FACE_REGIONS, DataSet, ImageCache, Sample, class_weights, fingerprint, open_dataset, select_sites, split_by_patient
 from .distributed import World, barrier, close_world, init_world, write_state_hash
 from .engine import AugmentedSet, make_loader, make_optimizer, predict_sharded, train_one_epoch, warmup_cosine
 from .evaluate import preprocess_samples, resolve_device, split_metrics
@@ -44,7 +44,7 @@ from .transforms import Normalize, TrainAugment
 MALIGNANT = ("BCC", "MEL", "SCC")
 #: Options that must match when resuming (the rest, e.g. workers or device, may change).
 RESUME_KEYS = ("data", "arch", "protocol", "epochs", "img_size", "batch_size", "lr", "finetune_lr_scale", "pixel_noise",
-               "label_smoothing", "seed", "label_set",
+               "label_smoothing", "seed", "label_set", "face_regions",
                "val_fraction", "test_fraction", "weights", "pretrained", "imagenet_weights")
 
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -108,7 +108,8 @@ def _stage_data(protocol: Protocol, splits, dataset: DataSet) -> list[_StageData
 def _check_resumable(config: TrainConfig, state: dict[str, Any]) -> None:
     # An option a run from an older facederm did not record had its default value then (pixel noise came
     # later, with a default of 12: before it there was none).
-    defaults = {**{f.name: f.default for f in fields(TrainConfig)}, "pixel_noise": 0.0}
+    defaults = {**{f.name: f.default for f in fields(TrainConfig)}, "pixel_noise": 0.0,
+                "face_regions": list(FACE_REGIONS)}
     saved = {k: state.get("config", {}).get(k, defaults.get(k)) for k in RESUME_KEYS}
     current = config.to_dict()
     changed = [k for k in RESUME_KEYS if saved[k] != current.get(k)]
@@ -179,7 +180,7 @@ def _train(config: TrainConfig, run_dir: Path, device: torch.device, world: Worl
 
     _seed_everything(config.seed)
     protocol = get_protocol(config.protocol)
-    dataset = open_dataset(config.data, label_set=config.label_set)
+    dataset = open_dataset(config.data, label_set=config.label_set, face_regions=config.face_regions)
     labels = dataset.labels
     if len(labels) < 2:
         raise DataError(f"{config.data}: only one class ({labels[0]}) present; a classifier needs at least two")
