@@ -7,5 +7,6 @@ a :class:`facederm.export.context.BuildContext`. Heavy libraries are imported in
 from __future__ import annotations
 
 from . import coreml, onnx, openvino, tensorrt  # noqa: F401
+from . import web  # noqa: F401  (after onnx: it reuses the ONNX graph and int8 quantizer)
 
 __all__ = ["coreml", "onnx", "openvino", "tensorrt"]

@@ -1,0 +1,375 @@
+// facederm web: predict on the device, in the browser, with onnxruntime-web. The photo never leaves the page.
+//
+// The model's labels and preprocessing are read from the model file itself (ONNX metadata_props, written by
+// facederm-export), the pixels are prepared exactly as facederm.runtime does (preprocess.js), and the
+// probabilities come from the same graph the Python runtime runs. Hooks for tests and benchmarks:
+//   await window.facedermReady            -> {model, bytes, backend, threads, loadMs, labels, ...}
+//   await window.facedermPredict(buffer)  -> {labels, probabilities, ms, preprocessMs, ...}
+// facederm output is decision support for clinicians, not a diagnosis.
+
+import * as pre from "./preprocess.js";
+
+// Replaced by facederm-export with a digest of the folder's files: a new export gets a fresh offline cache.
+export const BUILD = "__FACEDERM_BUILD__";
+export const CACHE_NAME = `facederm-web-${BUILD}`;
+// Smallest first: the int8 graph is only in the folder when it passed the export's fidelity gate.
+const MODEL_CANDIDATES = ["model.int8.onnx", "model.onnx"];
+const RUNTIMES = {
+  wasm: ["ort/ort.wasm.min.mjs", "ort/ort-wasm-simd-threaded.mjs", "ort/ort-wasm-simd-threaded.wasm"],
+  webgpu: ["ort/ort.webgpu.min.mjs", "ort/ort-wasm-simd-threaded.asyncify.mjs",
+    "ort/ort-wasm-simd-threaded.asyncify.wasm"],
+};
+const SHELL = ["./", "index.html", "app.js", "preprocess.js", "manifest.webmanifest", "icon.svg"];
+const METADATA_CARD = "facederm.card";
+const METADATA_LABELS = "labels";
+const METADATA_PREPROCESSING = "preprocessing";
+const params = new URLSearchParams(location.search);
+
+/** Top-level ``metadata_props`` of an ONNX ModelProto (field 14), read with a minimal protobuf walker. */
+export function onnxMetadata(bytes) {
+  const view = new Uint8Array(bytes);
+  const text = new TextDecoder();
+  let pos = 0;
+  const varint = (end) => {
+    let value = 0, mul = 1, b;
+    do {
+      if (pos >= end) throw new Error("truncated ONNX file");
+      b = view[pos++];
+      value += (b & 0x7f) * mul; // multiplication, not shifts: lengths can exceed 2^31
+      mul *= 128;
+    } while (b & 0x80);
+    return value;
+  };
+  const skip = (wire, end) => {
+    if (wire === 0) varint(end);
+    else if (wire === 1) pos += 8;
+    else if (wire === 2) { const n = varint(end); pos += n; } // not pos += varint(): pos is read first
+    else if (wire === 5) pos += 4;
+    else throw new Error(`unsupported protobuf wire type ${wire}`);
+  };
+  const props = {};
+  while (pos < view.length) {
+    const tag = varint(view.length);
+    const field = Math.floor(tag / 8), wire = tag % 8;
+    if (field === 14 && wire === 2) {
+      const n = varint(view.length);
+      const end = pos + n;
+      let key = "", value = "";
+      while (pos < end) {
+        const t = varint(end);
+        if ((t === 10 || t === 18)) {
+          const len = varint(end);
+          const s = text.decode(view.subarray(pos, pos + len));
+          pos += len;
+          if (t === 10) key = s; else value = s;
+        } else skip(t % 8, end);
+      }
+      props[key] = value;
+    } else {
+      skip(wire, view.length);
+    }
+  }
+  return props;
+}
+
+/** The model card, labels and preprocessing embedded by facederm-export; refuses a file without them. */
+export function readCard(props, where) {
+  if (!(METADATA_CARD in props)) throw new Error(`${where}: no facederm metadata; export it with facederm-export`);
+  const card = JSON.parse(props[METADATA_CARD]);
+  const labels = props[METADATA_LABELS] ? JSON.parse(props[METADATA_LABELS]) : card.labels;
+  const preprocessing = props[METADATA_PREPROCESSING] ? JSON.parse(props[METADATA_PREPROCESSING]) : card.preprocessing;
+  if (JSON.stringify(labels) !== JSON.stringify(card.labels)) throw new Error(`${where}: labels disagree with its card`);
+  return { card, labels, preprocessing };
+}
+
+async function fetchModel() {
+  const asked = params.get("model");
+  const names = asked ? [asked] : MODEL_CANDIDATES;
+  for (const name of names) {
+    let response;
+    try {
+      response = await fetch(name);
+    } catch (exc) {
+      continue;
+    }
+    if (!response.ok) continue;
+    // Keep the bytes for the offline cache without downloading the model twice.
+    const copy = response.clone();
+    const bytes = await response.arrayBuffer();
+    return { name, bytes, copy };
+  }
+  throw new Error(`no model file found (tried ${names.join(", ")})`);
+}
+
+async function chooseBackend() {
+  const asked = params.get("ep");
+  if (asked === "wasm") return "wasm";
+  if (navigator.gpu) {
+    try {
+      if (await navigator.gpu.requestAdapter()) return "webgpu";
+    } catch (exc) { /* no usable GPU: WASM */ }
+  }
+  if (asked === "webgpu") throw new Error("WebGPU was asked for (?ep=webgpu) but this browser offers no GPU adapter");
+  return "wasm";
+}
+
+function threadCount() {
+  const asked = Number(params.get("threads"));
+  // Threads need SharedArrayBuffer, which browsers give only to cross-origin isolated pages (COOP + COEP).
+  if (!self.crossOriginIsolated) return 1;
+  if (asked > 0) return asked;
+  return Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1));
+}
+
+async function rememberOffline(files, model) {
+  // The service worker serves these when the network is gone. Best effort: a browser without Cache
+  // Storage (private mode) still predicts online.
+  if (!("caches" in self)) return false;
+  try {
+    const cache = await caches.open(CACHE_NAME);
+    await cache.put(new URL(model.name, location.href).href, model.copy);
+    await cache.addAll(files);
+    return true;
+  } catch (exc) {
+    console.warn("offline cache:", exc);
+    return false;
+  }
+}
+
+async function registerWorker() {
+  if (!("serviceWorker" in navigator) || params.has("nosw")) return null;
+  try {
+    const registration = await navigator.serviceWorker.register("sw.js");
+    await navigator.serviceWorker.ready;
+    return registration;
+  } catch (exc) {
+    console.warn("service worker:", exc);
+    return null;
+  }
+}
+
+let ort = null;
+let session = null;
+let model = null;
+
+async function load() {
+  const start = performance.now();
+  const worker = registerWorker();
+  const [fetched, backend] = await Promise.all([fetchModel(), chooseBackend()]);
+  const downloaded = performance.now();
+  const meta = readCard(onnxMetadata(fetched.bytes), fetched.name);
+  const runtime = RUNTIMES[backend];
+  ort = await import(`./${runtime[0]}`);
+  ort.env.wasm.wasmPaths = new URL("ort/", location.href).href;
+  ort.env.wasm.numThreads = threadCount();
+  const providers = backend === "webgpu" ? ["webgpu", "wasm"] : ["wasm"];
+  session = await ort.InferenceSession.create(new Uint8Array(fetched.bytes), {
+    executionProviders: providers, graphOptimizationLevel: "all",
+  });
+  const loaded = performance.now();
+  model = {
+    ...meta,
+    name: fetched.name,
+    bytes: fetched.bytes.byteLength,
+    backend,
+    providers,
+    threads: ort.env.wasm.numThreads,
+    crossOriginIsolated: !!self.crossOriginIsolated,
+    inputName: session.inputNames[0],
+    outputName: session.outputNames[0],
+    inputNames: [...session.inputNames],
+    outputNames: [...session.outputNames],
+    ortVersion: ort.env.versions ? ort.env.versions.web || ort.env.versions.common : "",
+    loadMs: loaded - start,
+    downloadMs: downloaded - start,
+    sessionMs: loaded - downloaded,
+  };
+  await worker;
+  model.offline = await rememberOffline([...SHELL, ...runtime], fetched);
+  model.downloadBytes = downloadedBytes();
+  return publicInfo();
+}
+
+function downloadedBytes() {
+  // What this page fetched from the network (resource timing; 0 for files served from a cache).
+  let total = 0;
+  for (const entry of performance.getEntriesByType("resource")) total += entry.encodedBodySize || 0;
+  const nav = performance.getEntriesByType("navigation")[0];
+  return total + (nav ? nav.encodedBodySize || 0 : 0);
+}
+
+function publicInfo() {
+  const { card, ...rest } = model;
+  return { ...rest, arch: card.arch, labelNames: card.label_names || {}, referral: card.referral || {},
+    note: card.note };
+}
+
+async function decodeRGBA(buffer) {
+  // The browser's decoder, EXIF orientation applied, no colour-space conversion (PIL applies neither ICC
+  // profiles nor gAMA chunks), no alpha premultiplication.
+  const blob = new Blob([buffer]);
+  const bitmap = await createImageBitmap(blob, {
+    imageOrientation: "from-image", colorSpaceConversion: "none", premultiplyAlpha: "none",
+  });
+  const { width, height } = bitmap;
+  const canvas = typeof OffscreenCanvas !== "undefined" ? new OffscreenCanvas(width, height)
+    : Object.assign(document.createElement("canvas"), { width, height });
+  const ctx = canvas.getContext("2d", { willReadFrequently: true, alpha: false });
+  ctx.fillStyle = "#ffffff"; // transparency on white, as the runtime composites it
+  ctx.fillRect(0, 0, width, height);
+  ctx.drawImage(bitmap, 0, 0); // 1:1, no scaling: the resize is preprocess.js's
+  bitmap.close();
+  return { data: ctx.getImageData(0, 0, width, height).data, width, height, channels: 4 };
+}
+
+function isJpeg(buffer) {
+  const b = new Uint8Array(buffer, 0, Math.min(3, buffer.byteLength));
+  return b.length === 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff;
+}
+
+/** prepare_image in the page: uint8 RGB crop x crop x 3 (and how the image was decoded). */
+export async function prepare(buffer, preprocessing) {
+  let img = await decodeRGBA(buffer);
+  const decoded = [img.width, img.height];
+  const scale = isJpeg(buffer) ? pre.draftScale(img.width, img.height, preprocessing.resize_shorter) : 1;
+  if (scale > 1) img = pre.boxReduce(img.data, img.width, img.height, img.channels, scale);
+  const rgb = pre.resizeAndCrop(img.data, img.width, img.height, img.channels, preprocessing.crop,
+    preprocessing.resize_shorter, preprocessing.interpolation);
+  return { rgb, decoded, draftScale: scale };
+}
+
+function toBase64(bytes) {
+  let s = "";
+  const u8 = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let i = 0; i < u8.length; i += 0x8000) s += String.fromCharCode.apply(null, u8.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+
+/** Predict one image (an ArrayBuffer of a PNG/JPEG/... file). ``options.tensor``: also return the input. */
+export async function predict(buffer, options = {}) {
+  if (!session) await ready;
+  const size = model.preprocessing.crop;
+  const t0 = performance.now();
+  const { rgb, decoded, draftScale } = await prepare(buffer, model.preprocessing);
+  const data = pre.toTensor(rgb, size);
+  const t1 = performance.now();
+  const feeds = { [model.inputName]: new ort.Tensor("float32", data, [1, 3, size, size]) };
+  const outputs = await session.run(feeds);
+  const probabilities = Array.from(outputs[model.outputName].data);
+  const t2 = performance.now();
+  const result = {
+    labels: model.labels, probabilities, ms: t2 - t1, preprocessMs: t1 - t0, decoded, draftScale,
+    refer: referral(probabilities),
+  };
+  if (options.tensor) {
+    result.crop = toBase64(rgb);
+    result.tensor = toBase64(data);
+  }
+  lastCrop = rgb;
+  return result;
+}
+
+function referral(probabilities) {
+  const rule = model.card.referral || {};
+  const hits = (rule.labels || []).filter((label) => probabilities[model.labels.indexOf(label)] >= rule.threshold);
+  return { flagged: hits.length > 0, labels: hits, threshold: rule.threshold };
+}
+
+// --- the page -----------------------------------------------------------------------------------------
+let lastCrop = null;
+const $ = (id) => document.getElementById(id);
+
+function show(result) {
+  const list = $("results");
+  list.replaceChildren();
+  const order = result.probabilities.map((p, i) => [p, i]).sort((a, b) => b[0] - a[0]);
+  const names = model.card.label_names || {};
+  for (const [p, i] of order.slice(0, Number(params.get("top")) || 3)) {
+    const label = model.labels[i];
+    const li = document.createElement("li");
+    const name = document.createElement("span");
+    name.className = "label";
+    name.textContent = names[label] ? `${label}: ${names[label]}` : label;
+    const value = document.createElement("span");
+    value.className = "p";
+    value.textContent = `${(100 * p).toFixed(1)} %`;
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    bar.style.width = `${Math.max(0.5, 100 * p)}%`;
+    li.append(name, value, bar);
+    list.append(li);
+  }
+  const refer = $("refer");
+  refer.hidden = !result.refer.flagged;
+  refer.textContent = result.refer.flagged
+    ? `Flag for a clinician: ${result.refer.labels.join(", ")} at or above ${(100 * result.refer.threshold).toFixed(0)} %`
+    : "";
+  $("timing").textContent = `model ${result.ms.toFixed(1)} ms, decode and resize ${result.preprocessMs.toFixed(1)} ms`
+    + ` (${result.decoded[0]}x${result.decoded[1]} px${result.draftScale > 1 ? `, JPEG 1/${result.draftScale}` : ""})`;
+  drawCrop(lastCrop, model.preprocessing.crop);
+  $("output").hidden = false;
+}
+
+function drawCrop(rgb, size) {
+  const canvas = $("crop");
+  canvas.width = size;
+  canvas.height = size;
+  const ctx = canvas.getContext("2d");
+  const image = ctx.createImageData(size, size);
+  for (let i = 0; i < size * size; i++) {
+    image.data[i * 4] = rgb[i * 3];
+    image.data[i * 4 + 1] = rgb[i * 3 + 1];
+    image.data[i * 4 + 2] = rgb[i * 3 + 2];
+    image.data[i * 4 + 3] = 255;
+  }
+  ctx.putImageData(image, 0, 0);
+}
+
+async function handleFile(file) {
+  if (!file) return;
+  $("status").textContent = `Reading ${file.name || "photo"}...`;
+  try {
+    show(await predict(await file.arrayBuffer()));
+    $("status").textContent = "";
+  } catch (exc) {
+    $("status").textContent = `Could not read this image: ${exc.message || exc}`;
+  }
+}
+
+function wirePage() {
+  if (typeof document === "undefined" || !$("photo")) return;
+  $("photo").addEventListener("change", (event) => handleFile(event.target.files[0]));
+  const zone = $("drop");
+  zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("over");
+    handleFile(event.dataTransfer.files[0]);
+  });
+}
+
+function describe(info) {
+  const where = info.backend === "webgpu" ? "WebGPU" : `WebAssembly SIMD, ${info.threads} thread${info.threads > 1 ? "s" : ""}`;
+  const mb = (info.bytes / 1e6).toFixed(1);
+  return `${info.arch}, ${info.labels.length} classes (${info.name}, ${mb} MB) on ${where};`
+    + ` ready in ${(info.loadMs / 1000).toFixed(1)} s${info.offline ? "; works offline" : ""}.`;
+}
+
+wirePage();
+export const ready = load();
+window.facedermReady = ready;
+window.facedermPredict = (buffer, options) => predict(buffer, options);
+ready.then((info) => {
+  if (typeof document === "undefined") return;
+  $("model").textContent = describe(info);
+  $("note").textContent = info.note || "facederm output is decision support for clinicians, not a diagnosis.";
+  if (info.inputNames.length > 1) {
+    $("status").textContent = "This model also asks clinical questions; this page does not collect them yet.";
+  }
+  $("photo").disabled = false;
+  document.body.classList.add("ready");
+}, (exc) => {
+  console.error(exc);
+  if (typeof document !== "undefined") $("status").textContent = `The model could not be loaded: ${exc.message || exc}`;
+});
