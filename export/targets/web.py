@@ -182,7 +182,6 @@ def build_int8(ctx: BuildContext) -> BuiltArtifact:
     """The page with ONNX Runtime's default static int8 graph (u8 activations, s8 per-channel weights)."""
     built = _build(ctx, lambda out: quantize_qdq(ctx, out, per_channel=True, symmetric=False))
     built.options["scheme"] = "qdq-u8s8-per-channel"
-    built.uses_calibration = True
     return built
 
 
@@ -201,4 +200,7 @@ TARGET = register(Target(
         Variant("fp32", f"{FOLDER}/model.onnx", build_fp32),
     ),
     requires=(("onnx", "onnx", "the web target's ONNX graph"), ("onnxruntime", "onnx", "web target validation")),
+    validation="twin: facederm.runtime's onnxruntime session on the page's model file; the browser itself in "
+               "tests/test_web.py (headless Chromium)",
+    metadata="ONNX metadata_props (facederm.card, labels, preprocessing), read by the page itself",
 ))
