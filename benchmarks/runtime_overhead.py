@@ -1,16 +1,18 @@
 """How much does ``Model.predict`` cost over the raw backend call? (issue 5: at most 1.10x)
 
-Exports a real-size classifier (timm ``mobilenetv3_large_100`` at 300x300, random weights,
-normalization and softmax baked in) to ONNX and OpenVINO IR, then times, interleaved in one process
-with the same thread count: the library's own call (``InferenceSession.run`` / an OpenVINO infer
-request) on a ready float32 tensor, against ``model.predict(uint8 HxWx3 array at the input size)``,
-which includes facederm's conversion, batching and result building. Reports medians and the ratio.
+Exports a real-size classifier (timm ``mobilenetv3_large_100`` at 300x300, random weights) with
+``facederm.export`` in fp32 (normalization and softmax baked in), then times, interleaved in one process with
+the same thread count, on every backend that offers a bare call (:meth:`Backend.bare_call`: a bare
+``InferenceSession``, an OpenVINO infer request): that call on a ready float32 tensor, against
+``model.predict(uint8 HxWx3 array at the input size)``, which includes facederm's conversion, batching and
+result building. Reports medians and the ratio.
 
     python -m facederm.benchmarks.runtime_overhead --iterations 200 --out runtime_overhead.json
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import platform
 import statistics
@@ -23,75 +25,31 @@ from typing import Any
 import click
 import numpy as np
 
-LABELS = ("AK", "BCC", "MEL", "NEV", "SCC", "SEK")
+from facederm.runtime import backends as runtime_backends
+from facederm.runtime.cli_support import common_option, debug_option, one_line_errors
+from facederm.runtime.layout import MANIFEST_FILE, Manifest, resolve_inside
+
 TARGET_RATIO = 1.10
+#: Export targets built for the comparison (fp32 each); every backend with a bare call that reads one is timed.
+TARGETS = ("onnx", "openvino")
 
 
-def _export(arch: str, size: int, workdir: Path) -> tuple[Path, Path]:
-    """ONNX + OpenVINO IR of ``arch`` with facederm metadata; returns (onnx path, xml path)."""
-    import warnings
+def _export(arch: str, size: int, workdir: Path) -> Path:
+    """A run dir of ``arch`` (random weights, synthetic held-out images) exported to :data:`TARGETS` in fp32."""
+    from facederm.export import export_run
+    from facederm.runtime.card import ModelCard
+    from facederm.training.data import open_dataset, split_by_patient
+    from facederm.training.models import create_model, default_preprocessing
+    from facederm.training.rundir import save_run
 
-    import onnx
-    import openvino as ov
-    import timm
-    import torch
-
-    from facederm.runtime.card import ModelCard, Preprocessing
-    from facederm.runtime.metadata import INPUT_NAME, OPENVINO_RT_INFO_PATH, OUTPUT_NAME, card_to_metadata
-
-    card = ModelCard(arch=arch, labels=LABELS, preprocessing=Preprocessing(crop=size, resize_shorter=size))
-
-    from facederm.training.models import ProbabilityModel
-
-    # The network with the 0-255 -> normalized step and the softmax baked in, exactly as export does.
-    exported = ProbabilityModel(timm.create_model(arch, pretrained=False, num_classes=len(LABELS)), card.preprocessing)
-
-    onnx_path = workdir / "model.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            exported.eval(), torch.zeros(1, 3, size, size), str(onnx_path), input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            dynamo=False,
-        )
-    proto = onnx.load(str(onnx_path))
-    for key, value in card_to_metadata(card).items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(proto, str(onnx_path))
-    ir = ov.convert_model(str(onnx_path))
-    ir.set_rt_info(json.dumps(card.to_dict()), list(OPENVINO_RT_INFO_PATH))
-    xml_path = workdir / "openvino" / "model.xml"
-    ov.save_model(ir, str(xml_path), compress_to_fp16=False)
-    return onnx_path, xml_path
-
-
-def _raw_onnxruntime(path: Path, threads: int, precision_hint: str | None) -> Callable[[np.ndarray], Any]:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})[0]
-
-
-def _raw_openvino(path: Path, threads: int, precision_hint: str | None) -> Callable[[np.ndarray], Any]:
-    import openvino as ov
-
-    config = {"INFERENCE_NUM_THREADS": str(threads)}
-    if precision_hint:
-        config["INFERENCE_PRECISION_HINT"] = precision_hint
-    compiled = ov.Core().compile_model(str(path), "CPU", config)
-    request = compiled.create_infer_request()
-    output = compiled.outputs[0]
-    return lambda x: request.infer({0: x}, share_inputs=True)[output]
-
-
-_RAW: dict[str, Callable[[Path, int, str | None], Callable[[np.ndarray], Any]]] = {
-    "onnxruntime": _raw_onnxruntime,
-    "openvino": _raw_openvino,
-}
+    spec = f"synthetic:24,size={size}"
+    dataset = open_dataset(spec)
+    card = ModelCard(arch=arch, labels=dataset.labels, preprocessing=default_preprocessing(arch, size),
+                     data={"spec": spec, "label_set": dataset.label_set.name})
+    splits = {name: [s.image_id for s in samples] for name, samples in split_by_patient(dataset.samples).items()}
+    save_run(workdir / "run", create_model(arch, len(dataset.labels)).eval(), card, splits=splits)
+    export_run(workdir / "run", out_dir=workdir / "export", targets=list(TARGETS), precisions=["fp32"], progress=False)
+    return workdir / "export"
 
 
 def _median_ms(samples: list[float]) -> float:
@@ -105,74 +63,56 @@ def _measure(raw: Callable[[np.ndarray], Any], predict: Callable[[np.ndarray], A
         predict(image)
     raw_s: list[float] = []
     predict_s: list[float] = []
-    clock = time.perf_counter
     for i in range(iterations):
         # Interleaved, alternating which goes first, so drift and cache effects hit both alike.
         order = ((raw, tensor, raw_s), (predict, image, predict_s))
         for fn, arg, sink in order if i % 2 == 0 else order[::-1]:
-            start = clock()
+            start = time.perf_counter()
             fn(arg)
-            sink.append(clock() - start)
+            sink.append(time.perf_counter() - start)
     raw_ms, predict_ms = _median_ms(raw_s), _median_ms(predict_s)
     return {
-        "raw_ms_median": round(raw_ms, 4),
-        "predict_ms_median": round(predict_ms, 4),
+        "raw_ms_median": round(raw_ms, 4), "predict_ms_median": round(predict_ms, 4),
         "ratio": round(predict_ms / raw_ms, 4),
         "raw_ms_p90": round(float(np.percentile(raw_s, 90)) * 1e3, 4),
         "predict_ms_p90": round(float(np.percentile(predict_s, 90)) * 1e3, 4),
     }
 
 
-def run(
-    arch: str = "mobilenetv3_large_100",
-    size: int = 300,
-    iterations: int = 200,
-    warmup: int = 20,
-    threads: int = 2,
-    precision_hint: str | None = None,
-    out: str | Path | None = None,
-    workdir: str | Path | None = None,
-) -> dict[str, Any]:
+def run(arch: str = "mobilenetv3_large_100", size: int = 300, iterations: int = 200, warmup: int = 20,
+        threads: int = 2, precision_hint: str | None = None, out: str | Path | None = None,
+        workdir: str | Path | None = None) -> dict[str, Any]:
     """Export the model, time raw vs ``predict`` per backend, return (and optionally write) the results."""
-    import onnxruntime
-    import openvino
-
     from facederm.runtime import load
     from facederm.runtime.preprocess import to_tensor
     from facederm.runtime.version import __version__
 
+    options = {"precision_hint": precision_hint} if precision_hint else {}
+    results: dict[str, Any] = {}
+    versions = {"facederm": __version__}
     with tempfile.TemporaryDirectory(prefix="facederm-overhead-") as tmp:
         folder = Path(workdir) if workdir else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        files = dict(zip(("onnxruntime", "openvino"), _export(arch, size, folder)))
+        export_dir = _export(arch, size, folder)
+        artifacts = [a for a in Manifest.load(export_dir / MANIFEST_FILE).artifacts if a.status == "ok"]
         image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
         tensor = to_tensor(image)
-        backends: dict[str, Any] = {}
-        for name, path in files.items():
-            options = {"threads": threads}
-            if precision_hint and name == "openvino":
-                options["precision_hint"] = precision_hint
-            model = load(path, backend=name, **options)
-            raw = _RAW[name](path, threads, precision_hint if name == "openvino" else None)
-            backends[name] = _measure(raw, model.predict, image, tensor, iterations, warmup)
+        for backend in runtime_backends.all_backends():
+            if not backend.has_bare_call or not backend.can_run_here():
+                continue
+            path = next((resolve_inside(export_dir, a.path) for a in artifacts if a.format in backend.formats), None)
+            if path is None:
+                continue
+            model = load(path, backend=backend.name, threads=threads, **options)
+            raw = backend.bare_call(path, device=None, threads=threads, options=options)
+            results[backend.name] = _measure(raw, model.predict, image, tensor, iterations, warmup)
+            versions[backend.name] = importlib.import_module(backend.library).__version__
     result = {
-        "benchmark": "runtime_overhead",
-        "arch": arch,
-        "input_size": size,
-        "iterations": iterations,
-        "threads": threads,
-        "precision_hint": precision_hint,
-        "target_ratio": TARGET_RATIO,
-        "backends": backends,
-        "passed": all(b["ratio"] <= TARGET_RATIO for b in backends.values()),
-        "environment": {
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "processor": platform.processor(),
-            "facederm": __version__,
-            "onnxruntime": onnxruntime.__version__,
-            "openvino": openvino.__version__,
-        },
+        "benchmark": "runtime_overhead", "arch": arch, "input_size": size, "iterations": iterations,
+        "threads": threads, "precision_hint": precision_hint, "target_ratio": TARGET_RATIO, "backends": results,
+        "passed": all(b["ratio"] <= TARGET_RATIO for b in results.values()),
+        "environment": {"python": platform.python_version(), "machine": platform.machine(),
+                        "processor": platform.processor(), **versions},
     }
     if out:
         Path(out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -185,17 +125,24 @@ def run(
 @click.option("--iterations", default=200, show_default=True, type=click.IntRange(min=5), help="Timed calls per side.")
 @click.option("--warmup", default=20, show_default=True, type=click.IntRange(min=0))
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="Same for raw and predict.")
-@click.option("--precision-hint", help="OpenVINO INFERENCE_PRECISION_HINT for both sides, e.g. f32.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("runtime_overhead.json"),
-              show_default=True, help="Where to write the JSON results.")
+@click.option("--precision-hint", help="Backend precision hint for both sides (OpenVINO INFERENCE_PRECISION_HINT, f32).")
+@common_option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("runtime_overhead.json"),
+               show_default=True, help="(the JSON results)")
+@common_option("--json", "as_json", is_flag=True)
+@debug_option()
 def main(arch: str, size: int, iterations: int, warmup: int, threads: int, precision_hint: str | None,
-         out: Path) -> None:
-    """Measure predict() overhead over the raw ONNX Runtime and OpenVINO calls."""
+         out: Path, as_json: bool, debug: bool) -> None:
+    """Measure predict() overhead over each backend's bare library call."""
     from rich.console import Console
     from rich.table import Table
 
-    result = run(arch, size, iterations, warmup, threads, precision_hint, out)
-    table = Table(title=f"predict() vs raw backend call: {arch} {size}x{size}, {threads} threads, medians of {iterations}")
+    with one_line_errors("runtime_overhead", debug):
+        result = run(arch, size, iterations, warmup, threads, precision_hint, out)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    table = Table(title=f"predict() vs raw backend call: {arch} {size}x{size}, {threads} threads, "
+                        f"medians of {iterations}")
     for column in ("backend", "raw ms", "predict ms", "ratio", f"<= {TARGET_RATIO}"):
         table.add_column(column)
     for name, row in result["backends"].items():

@@ -19,6 +19,7 @@ import click
 
 from facederm.runtime.errors import FacedermError
 
+from .plan import BASELINE_KEY
 from .schema import BenchResults, Row
 
 MIN_INT8_VS_FP32 = 1.5
@@ -40,23 +41,23 @@ def _find(results: BenchResults, target: str, precision: str, backend: str) -> R
 
 
 def _baseline(results: BenchResults) -> Row | None:
-    return next((r for r in results.rows if r.backend == "torch" and r.p50 is not None), None)
+    return next((r for r in results.rows if r.key == BASELINE_KEY and r.p50 is not None), None)
 
 
 def speedup(slow: Row | None, fast: Row | None) -> float | None:
     """p50(slow) / p50(fast) at batch 1."""
-    if slow is None or fast is None or not fast.p50:
-        return None
-    return slow.p50 / fast.p50  # type: ignore[operator]
+    return slow.p50 / fast.p50 if slow is not None and fast is not None and slow.p50 and fast.p50 else None
 
 
-def _speed_target(name: str, slow_of: Callable[[BenchResults], Row | None], minimum: float) -> Callable[[BenchResults], TargetCheck]:
+def _speed_target(name: str, slow_of: Callable[[BenchResults], Row | None],
+                  minimum: float) -> Callable[[BenchResults], TargetCheck]:
     def check(results: BenchResults) -> TargetCheck:
         slow, fast = slow_of(results), _find(results, "openvino", "int8", "openvino")
         ratio = speedup(slow, fast)
-        if ratio is None:
+        if ratio is None or slow is None or fast is None:
             return TargetCheck(name, None, "rows missing or not timed")
-        return TargetCheck(name, ratio >= minimum, f"{ratio:.2f}x (p50 {slow.p50:.2f} ms -> {fast.p50:.2f} ms; need >= {minimum}x)")  # type: ignore[union-attr]
+        return TargetCheck(name, ratio >= minimum,
+                           f"{ratio:.2f}x (p50 {slow.p50:.2f} ms -> {fast.p50:.2f} ms; need >= {minimum}x)")
     return check
 
 
@@ -68,7 +69,8 @@ def int8_recall(results: BenchResults) -> TargetCheck:
     delta = 100 * row.accuracy.delta_macro_recall
     ci = [100 * c for c in row.accuracy.delta_macro_recall_ci if c is not None]
     span = f", 95% CI [{ci[0]:+.2f}, {ci[1]:+.2f}]" if len(ci) == 2 else ""
-    return TargetCheck(name, delta >= -MAX_RECALL_DROP_POINTS, f"{delta:+.2f} points{span} on {row.accuracy.n_images} images")
+    return TargetCheck(name, delta >= -MAX_RECALL_DROP_POINTS,
+                       f"{delta:+.2f} points{span} on {row.accuracy.n_images} images")
 
 
 def tool_overhead(results: BenchResults) -> TargetCheck:
@@ -86,7 +88,8 @@ def tool_overhead(results: BenchResults) -> TargetCheck:
 TARGETS: list[Callable[[BenchResults], TargetCheck]] = [
     _speed_target(f"OpenVINO int8 >= {MIN_INT8_VS_FP32}x faster than OpenVINO fp32 (batch 1)",
                   lambda r: _find(r, "openvino", "fp32", "openvino"), MIN_INT8_VS_FP32),
-    _speed_target(f"OpenVINO int8 >= {MIN_INT8_VS_TORCH:g}x faster than torch fp32 eager (batch 1)", _baseline, MIN_INT8_VS_TORCH),
+    _speed_target(f"OpenVINO int8 >= {MIN_INT8_VS_TORCH:g}x faster than torch fp32 eager (batch 1)", _baseline,
+                  MIN_INT8_VS_TORCH),
     int8_recall,
     tool_overhead,
 ]

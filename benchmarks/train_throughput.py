@@ -10,13 +10,16 @@ reported, because timings on a shared machine drift.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
+import click
 import torch
+
+from facederm.runtime.cli_support import common_option, debug_option, one_line_errors
 
 
 def _bare_loop(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device,
@@ -100,7 +103,8 @@ def run(
         bare.append(_bare_loop(model, batches, dev, channels_last))
     result = {
         "arch": arch, "img_size": img_size, "batch_size": batch_size, "steps": steps, "repeats": repeats,
-        "workers": workers, "device": str(dev), "channels_last": channels_last, "torch_threads": torch.get_num_threads(),
+        "workers": workers, "device": str(dev), "channels_last": channels_last,
+        "torch_threads": torch.get_num_threads(),
         "facederm_images_per_s": statistics.median(ours), "bare_images_per_s": statistics.median(bare),
         "facederm_runs": ours, "bare_runs": bare,
     }
@@ -108,26 +112,28 @@ def run(
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", default="efficientnet_lite0")
-    parser.add_argument("--img-size", type=int, default=224)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-channels-last", action="store_true")
-    parser.add_argument("--json", default=None, help="also write the result here")
-    args = parser.parse_args(argv)
-    result = run(args.arch, img_size=args.img_size, batch_size=args.batch_size, steps=args.steps,
-                 repeats=args.repeats, workers=args.workers, device=args.device,
-                 channels_last=not args.no_channels_last)
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--arch", default="efficientnet_lite0", show_default=True, help="timm architecture.")
+@click.option("--img-size", type=click.IntRange(min=32), default=224, show_default=True, help="Input size.")
+@common_option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=4, show_default=True, help="Batches per timed run.")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="Alternating runs each.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Data loader workers.")
+@common_option("--device", default="auto", show_default=True)
+@click.option("--no-channels-last", is_flag=True, help="Keep the default memory format.")
+@common_option("--out", type=click.Path(dir_okay=False, path_type=Path), old=("--json",),  # --json FILE before
+               help="(also write the JSON result here)")
+@debug_option()
+def main(arch: str, img_size: int, batch_size: int, steps: int, repeats: int, workers: int, device: str,
+         no_channels_last: bool, out: Path | None, debug: bool) -> None:
+    """facederm's training step against a bare timm-style loop; prints the result as JSON."""
+    with one_line_errors("train_throughput", debug):
+        result = run(arch, img_size=img_size, batch_size=batch_size, steps=steps, repeats=repeats, workers=workers,
+                     device=device, channels_last=not no_channels_last)
     text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as fh:
-            fh.write(text + "\n")
+    click.echo(text)
+    if out:
+        out.write_text(text + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import io
 from rich.console import Console
 
 from facederm.benchmarks.report import write_reports
-from facederm.benchmarks.report.table import (WIDTH, gate_verdict, reasons, results_table, row_name, shown_rows,
+from facederm.benchmarks.table import (WIDTH, gate_verdict, reasons, results_table, row_name, shown_rows,
                                               speedup)
 from facederm.benchmarks.schema import (Accuracy, BenchConfig, BenchResults, Environment, EvalInfo, Row, Stat,
                                         ToolResult)

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from facederm.benchmarks.cache import cache_dir, recipe_key
+from facederm.benchmarks.default_model import cache_dir, recipe_key
 from facederm.benchmarks.environment import describe_environment
-from facederm.benchmarks.measurements.benchmark_app import parse
-from facederm.benchmarks.report.plots import pareto_front
+from facederm.benchmarks.plots import pareto_front
 from facederm.benchmarks.schema import (Accuracy, BenchConfig, BenchResults, Environment, Row, Stat, ToolResult)
 from facederm.benchmarks.targets import check_targets, main as targets_cli
+from facederm.runtime.backends.openvino import BenchmarkApp
 
 BENCHMARK_APP_OUTPUT = """
 [ INFO ] Count:            6625 iterations
@@ -25,6 +25,7 @@ BENCHMARK_APP_OUTPUT = """
 
 
 def test_benchmark_app_figures_are_parsed_in_ms() -> None:
+    parse = BenchmarkApp().parse  # OpenVINO's native_tool capability
     assert parse(BENCHMARK_APP_OUTPUT) == {"median_ms": pytest.approx(0.25738), "throughput_ips": 3312.27}
     assert parse("Median:        12.5 ms\nThroughput:   80.00 FPS")["median_ms"] == 12.5
     assert parse("nothing here") == {}

@@ -1,6 +1,6 @@
 """Fuzzing (issue 7 items 1-2): hostile images may only raise FacedermInputError subclasses, hostile
 manifests and cards only SchemaError. CI-sized (about 2,500 image cases and 700 JSON documents);
-``python -m facederm.benchmarks.fuzz_images`` runs 100,000 image cases."""
+``python -m facederm.runtime.reliability.fuzz`` runs 100,000 image cases."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from facederm.benchmarks.fuzz_images import PIL_MODES, check_one, png_header, seed_corpus
+from facederm.runtime.reliability.fuzz import PIL_MODES, check_one, png_header, seed_corpus
 from facederm.runtime.card import ModelCard
 from facederm.runtime.layout import Manifest
 from facederm.runtime.errors import SchemaError

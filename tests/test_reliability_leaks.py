@@ -1,7 +1,7 @@
 """Leaks and limits (issue 7 item 7), CI-sized: predictions in a loop do not grow memory, and
 facederm-predict streams a folder instead of holding its images. Full-size runs:
-``python -m facederm.benchmarks.leak_check`` (2,000 predictions) and
-``python -m facederm.benchmarks.stream_check`` (1,000 vs 10,000 images)."""
+``python -m facederm.runtime.reliability.leak`` (2,000 predictions) and
+``python -m facederm.runtime.reliability.stream`` (1,000 vs 10,000 images)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def test_repeated_predictions_do_not_grow_rss(backend: str):
     if backend == "openvino":
         pytest.importorskip("openvino")
     iterations = 400
-    result = _run_json("facederm.benchmarks.leak_check", "--iterations", str(iterations), "--warmup", "100",
+    result = _run_json("facederm.runtime.reliability.leak", "--iterations", str(iterations), "--warmup", "100",
                        "--every", "50", "--backend", backend)
     bound = LIMIT_MB_PER_2000 * iterations / 2000  # the 2,000-prediction budget, scaled down
     assert result["backend"] == backend
@@ -37,7 +37,7 @@ def test_repeated_predictions_do_not_grow_rss(backend: str):
 
 
 def test_predict_cli_streams_a_folder():
-    result = _run_json("facederm.benchmarks.stream_check", "--small", "100", "--large", "1000")
+    result = _run_json("facederm.runtime.reliability.stream", "--small", "100", "--large", "1000")
     assert result["complete"], result  # one JSON line per image, exit 0
     # Holding the 900 extra decoded images would add ~177 MB; streaming keeps the peak flat.
     assert result["peak_rss_growth_mb"] < min(30.0, result["would_hold_mb"] / 4), result

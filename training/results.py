@@ -1,7 +1,7 @@
 """Run the RESULTS configurations on PAD-UFES-20 and write docs/RESULTS.md from the run dirs.
 
-    python -m facederm.benchmarks.pad_results run --set cpu --runs runs/pad      # train (resumable)
-    python -m facederm.benchmarks.pad_results report --runs runs/pad --out docs/RESULTS.md
+    python -m facederm.training.results run --set cpu --runs runs/pad      # train (resumable)
+    python -m facederm.training.results report --runs runs/pad --out docs/RESULTS.md
 
 ``run`` trains every configuration of a set that has no finished run dir yet (an interrupted one is
 resumed); ``report`` reads each run dir's config.json, metrics.json and history.json, so every figure
@@ -10,13 +10,17 @@ in the document comes from a run, never from this file.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import click
+
+from facederm.runtime.cli_support import common_option, debug_option, one_line_errors
+from facederm.runtime.layout import CARD_FILE, HISTORY_FILE, METRICS_FILE
 
 DEFAULT_DATA = "pad-ufes-20:" + str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pad-ufes-20-subset")
 
@@ -82,7 +86,8 @@ def _ci(ci: list[float | None] | None) -> str:
 
 
 def _load(run_dir: Path) -> dict[str, Any] | None:
-    files = {name: run_dir / f"{name}.json" for name in ("config", "metrics", "history")}
+    files = {name: run_dir / file for name, file in (("config", CARD_FILE), ("metrics", METRICS_FILE),
+                                                      ("history", HISTORY_FILE))}
     if not all(p.is_file() for p in files.values()):
         return None
     return {name: json.loads(p.read_text()) for name, p in files.items()} | {"dir": run_dir}
@@ -177,7 +182,7 @@ def render(runs_dirs: list[tuple[Path, str]], throughput: list[tuple[Path, str]]
     lines = [
         "# Results on the PAD-UFES-20 subset",
         "",
-        "Written by `python -m facederm.benchmarks.pad_results report` from the run dirs' `config.json`,",
+        "Written by `python -m facederm.training.results report` from the run dirs' `config.json`,",
         "`metrics.json` and `history.json`; no figure here is typed by hand. Data: PAD-UFES-20 (Pacheco et al.,",
         "Mendeley Data V1, 2020, doi:10.17632/zr7vgbcyr2.1, CC BY 4.0), the 541-image patient-disjoint subset in",
         "`../shared/data/pad-ufes-20-subset` (143 face images). Splits are by patient over all images",
@@ -219,11 +224,12 @@ def render(runs_dirs: list[tuple[Path, str]], throughput: list[tuple[Path, str]]
               "Each configuration is one `facederm-train` command (the `run` subcommand runs a whole set and resumes",
               "interrupted runs; `--device auto` uses CUDA when present):", "", "```bash"]
     for set_name in ("cpu", "gpu"):
-        lines.append(f"# set {set_name}: python -m facederm.benchmarks.pad_results run --set {set_name} --runs runs/{set_name}")
+        lines.append(f"# set {set_name}: python -m facederm.training.results run --set {set_name} --runs runs/{set_name}")
         lines += [spec.command("pad-ufes-20:../shared/data/pad-ufes-20-subset", f"runs/{set_name}")
                   for spec in SETS[set_name]]
-    lines += ["python -m facederm.benchmarks.pad_results report --runs runs/pad=CPU runs/gpu/pad=H200 \\",
-              "    --throughput runs/throughput_cpu.json=CPU runs/gpu/throughput_h200.json=H200 --out docs/RESULTS.md",
+    lines += ["python -m facederm.training.results report --runs runs/pad=CPU --runs runs/gpu/pad=H200 \\",
+              "    --throughput runs/throughput_cpu.json=CPU --throughput runs/gpu/throughput_h200.json=H200 \\",
+              "    --out docs/RESULTS.md",
               "```", ""]
     first = runs[0]["config"]
     counts = first["data"]["counts"]
@@ -254,36 +260,47 @@ def render(runs_dirs: list[tuple[Path, str]], throughput: list[tuple[Path, str]]
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    run_p = sub.add_parser("run", help="train a set of configurations")
-    run_p.add_argument("--set", default="cpu", choices=list(SETS))
-    run_p.add_argument("--runs", default="runs/pad")
-    run_p.add_argument("--data", default=DEFAULT_DATA)
-    run_p.add_argument("--device", default="auto")
-    run_p.add_argument("--workers", type=int, default=0)
-    run_p.add_argument("--epochs", type=int, default=None, help="override every configuration's epochs")
-    rep_p = sub.add_parser("report", help="write RESULTS.md from run dirs")
-    rep_p.add_argument("--runs", nargs="+", default=["runs/pad"], help="run folders, each DIR or DIR=LABEL")
-    rep_p.add_argument("--throughput", nargs="*", default=[], help="train_throughput JSON files, FILE=LABEL")
-    rep_p.add_argument("--out", default="docs/RESULTS.md")
-    cmd_p = sub.add_parser("commands", help="print the facederm-train commands of a set")
-    cmd_p.add_argument("--set", default="cpu", choices=list(SETS))
-    cmd_p.add_argument("--runs", default="runs/pad")
-    cmd_p.add_argument("--data", default=DEFAULT_DATA)
-    args = parser.parse_args(argv)
-    if args.command == "run":
-        overrides = {"epochs": args.epochs} if args.epochs else {}
-        run(args.set, args.runs, args.data, args.device, args.workers, **overrides)
-    elif args.command == "commands":
-        for spec in SETS[args.set]:
-            print(spec.command(args.data, args.runs))
-    else:
-        text = render([_labelled(r) for r in args.runs], [_labelled(t) for t in args.throughput])
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
-        print(f"wrote {args.out}")
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Train the RESULTS configurations on PAD-UFES-20 and write docs/RESULTS.md from the run dirs."""
+
+
+@main.command("run")
+@click.option("--set", "set_name", type=click.Choice(list(SETS)), default="cpu", show_default=True)
+@click.option("--runs", default="runs/pad", show_default=True, help="Folder of the run dirs.")
+@common_option("--data", default=DEFAULT_DATA)
+@common_option("--device", default="auto", show_default=True)
+@click.option("--workers", type=int, default=0, show_default=True, help="Data loader workers.")
+@click.option("--epochs", type=int, help="Override every configuration's epochs.")
+@debug_option()
+def run_command(set_name: str, runs: str, data: str, device: str, workers: int, epochs: int | None,
+                debug: bool) -> None:
+    """Train a set of configurations (finished runs are kept, interrupted ones resumed)."""
+    with one_line_errors("results run", debug):
+        run(set_name, runs, data, device, workers, **({"epochs": epochs} if epochs else {}))
+
+
+@main.command("report")
+@click.option("--runs", "runs_dirs", multiple=True, default=["runs/pad"], show_default=True,
+              help="Run folders, each DIR or DIR=LABEL (repeatable).")
+@click.option("--throughput", multiple=True, help="train_throughput JSON files, FILE=LABEL (repeatable).")
+@common_option("--out", default="docs/RESULTS.md", show_default=True)
+def report_command(runs_dirs: tuple[str, ...], throughput: tuple[str, ...], out: str) -> None:
+    """Write RESULTS.md from run dirs."""
+    text = render([_labelled(r) for r in runs_dirs], [_labelled(t) for t in throughput])
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(text)
+    click.echo(f"wrote {out}")
+
+
+@main.command("commands")
+@click.option("--set", "set_name", type=click.Choice(list(SETS)), default="cpu", show_default=True)
+@click.option("--runs", default="runs/pad", show_default=True, help="Folder of the run dirs.")
+@common_option("--data", default=DEFAULT_DATA)
+def commands_command(set_name: str, runs: str, data: str) -> None:
+    """Print the facederm-train commands of a set."""
+    for spec in SETS[set_name]:
+        click.echo(spec.command(data, runs))
 
 
 if __name__ == "__main__":

@@ -5,12 +5,19 @@ A :class:`Backend` says whether it can run here (:meth:`Backend.availability`), 
 float32 NCHW 0-255 batch and returns the probabilities; it also reports the model card stored inside
 the artifact, so the loader can check it against the manifest. Sessions must be safe to call from
 several threads at once.
+
+A backend also declares its *capabilities*, so that tools (``facederm-bench``, the overhead benchmark) ask
+it instead of naming it: the library it imports (:attr:`Backend.library`), its device list and default
+device, the options that make it compute in the artifact's own precision (:meth:`Backend.exact_options`),
+its own benchmark program (:attr:`Backend.native_tool`) and its library call without facederm in between
+(:meth:`Backend.bare_call`).
 """
 
 from __future__ import annotations
 
+import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -57,6 +64,29 @@ class Session(ABC):
         """Release native resources early (GPU memory); the garbage collector does it otherwise."""
 
 
+class NativeTool(ABC):
+    """A backend's own benchmark program (OpenVINO's ``benchmark_app``): how to call it and read its figures."""
+
+    #: The executable's name, looked up on PATH.
+    name: ClassVar[str]
+    #: Where it comes from, for the reason of a skipped figure.
+    install_hint: ClassVar[str] = ""
+
+    def executable(self) -> str | None:
+        """The program's path, or None when it is not on PATH."""
+        return shutil.which(self.name)
+
+    @abstractmethod
+    def command(self, path: str, *, device: str | None, threads: int, batch: int, input_size: int, seconds: float,
+                options: Mapping[str, Any]) -> list[str]:
+        """The argv timing ``path`` at ``batch`` (NCHW, square ``input_size``) for about ``seconds``, with the
+        same threads and backend ``options`` (``precision_hint``) that facederm's own session gets."""
+
+    @abstractmethod
+    def parse(self, output: str) -> dict[str, float]:
+        """``{"median_ms": ..., "throughput_ips": ...}`` (those found) from the program's output."""
+
+
 class Backend(ABC):
     """A runtime that can execute some artifact formats. Subclasses register in ``backends.registry``."""
 
@@ -69,6 +99,14 @@ class Backend(ABC):
     kind: ClassVar[str]
     #: Lower runs first when several available backends can run the same artifact.
     priority: ClassVar[int] = 50
+    #: Short name for narrow tables ("ort", "ov"); "" = the name.
+    short_name: ClassVar[str] = ""
+    #: The Python module the backend imports to run (benchmarks time its import apart from the cold load).
+    library: ClassVar[str] = ""
+    #: The backend's own benchmark program, where it has one (OpenVINO: benchmark_app).
+    native_tool: ClassVar[NativeTool | None] = None
+    #: Whether :meth:`bare_call` is implemented.
+    has_bare_call: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod
@@ -79,6 +117,47 @@ class Backend(ABC):
     def devices(cls) -> tuple[str, ...]:
         """Device names accepted by :meth:`open` on this machine (empty when unavailable)."""
         return ()
+
+    @classmethod
+    def can_run_here(cls) -> bool:
+        """True when :meth:`availability` says this backend runs on this machine."""
+        return cls.availability()[0]
+
+    @classmethod
+    def default_device(cls) -> str:
+        """The device a tool uses when none is asked for: the CPU where listed, else the first device."""
+        try:
+            devices = cls.devices()
+        except Exception:  # a backend that cannot list its devices still runs on its default one
+            devices = ()
+        return next((d for d in devices if d.lower() == "cpu"), devices[0] if devices else "default")
+
+    @classmethod
+    def match_device(cls, requested: str | None) -> str | None:
+        """This backend's name for ``requested`` ("cuda:1", "GPU"; None: :meth:`default_device`), or None when
+        the backend has no such device here. Kinds compare case-insensitively; an index is kept."""
+        if requested is None:
+            return cls.default_device()
+        kind = requested.lower().split(":")[0].split(".")[0]
+        try:
+            devices = cls.devices()
+        except Exception:
+            return None
+        found = next((d for d in devices if d.lower().split(":")[0].split(".")[0] == kind), None)
+        return None if found is None else found[: len(kind)] + requested[len(kind):]  # the backend's casing
+
+    @classmethod
+    def exact_options(cls, precision: str) -> dict[str, Any]:
+        """Options of :meth:`open` that make the device compute in ``precision`` itself, where it would otherwise
+        pick another (OpenVINO computes fp32 artifacts in bf16 on AMX CPUs). Empty by default."""
+        return {}
+
+    @classmethod
+    def bare_call(cls, path: Path, *, device: str | None, threads: int,
+                  options: Mapping[str, Any]) -> Callable[[np.ndarray], Any]:
+        """The backend library's own call on ``path`` (no facederm checks, conversions or chunking) with the
+        session options facederm uses: what overhead is measured against. Only where :attr:`has_bare_call`."""
+        raise NotImplementedError(f"backend {cls.name!r} has no bare call")
 
     @classmethod
     def info(cls) -> BackendInfo:

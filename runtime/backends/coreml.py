@@ -31,6 +31,8 @@ class CoreMlBackend(Backend):
     formats = ("mlpackage", "coreml", "mlmodel")
     kind = "Core ML packages"
     priority = 10
+    short_name = "coreml"
+    library = "coremltools"
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:

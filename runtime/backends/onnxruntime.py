@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,9 @@ class OnnxRuntimeBackend(Backend):
     formats = ("onnx", "ort")
     kind = "ONNX / ORT files"
     priority = 20
+    short_name = "ort"
+    library = "onnxruntime"
+    has_bare_call = True
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -56,6 +59,24 @@ class OnnxRuntimeBackend(Backend):
     @classmethod
     def open(cls, path: Path, *, device: str | None, options: Mapping[str, Any]) -> Session:
         return OnnxRuntimeSession(path, device, options)
+
+    @classmethod
+    def bare_call(cls, path: Path, *, device: str | None, threads: int,
+                  options: Mapping[str, Any]) -> Callable[[np.ndarray], Any]:
+        """A bare ``InferenceSession`` with the session options :class:`OnnxRuntimeSession` sets."""
+        ort = _ort()
+        session = ort.InferenceSession(str(path), sess_options=_session_options(ort, threads),
+                                       providers=_providers(device, ort.get_available_providers())[1])
+        name = session.get_inputs()[0].name
+        return lambda batch: session.run(None, {name: batch})[0]
+
+
+def _session_options(ort: Any, threads: int | None) -> Any:
+    sess_options = ort.SessionOptions()
+    if threads:
+        sess_options.intra_op_num_threads = int(threads)
+    sess_options.log_severity_level = 3  # errors only: ORT's warnings are not actionable by users
+    return sess_options
 
 
 def _providers(device: str | None, available: list[str]) -> tuple[str, list[Any]]:
@@ -83,10 +104,7 @@ class OnnxRuntimeSession(Session):
     def __init__(self, path: Path, device: str | None, options: Mapping[str, Any]) -> None:
         ort = _ort()
         self.device, providers = _providers(device, ort.get_available_providers())
-        sess_options = ort.SessionOptions()
-        if options.get("threads"):
-            sess_options.intra_op_num_threads = int(options["threads"])
-        sess_options.log_severity_level = 3  # errors only: ORT's warnings are not actionable by users
+        sess_options = _session_options(ort, options.get("threads"))
         try:
             self._session = ort.InferenceSession(str(path), sess_options=sess_options, providers=providers)
         except Exception as exc:  # ORT raises its own zoo (InvalidProtobuf, Fail, NoSuchFile ...)

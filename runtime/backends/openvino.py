@@ -8,9 +8,11 @@ concurrent calls never share a request. ``precision_hint="f32"`` asks the CPU to
 from __future__ import annotations
 
 import importlib.util
+import math
 import queue
+import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import numpy as np
 from ..errors import ArtifactError, BackendUnavailableError, ConfigError, MetadataMismatchError
 from ..metadata import OPENVINO_RT_INFO_PATH, OUTPUT_NAME, card_from_json
 from . import register
-from .base import Backend, Session
+from .base import Backend, NativeTool, Session
 
 _PRECISION_HINTS = {"f32": "f32", "fp32": "f32", "f16": "f16", "fp16": "f16", "bf16": "bf16"}
 _TYPE_NAMES = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}  # OpenVINO element type -> facederm precision
@@ -35,6 +37,32 @@ def _ov():
     return openvino
 
 
+class BenchmarkApp(NativeTool):
+    """OpenVINO's ``benchmark_app``: one stream, one synchronous request, the same threads (``-t`` whole seconds)."""
+
+    name = "benchmark_app"
+    install_hint = "it is a console script of the openvino wheel"
+    _MEDIAN = re.compile(r"Median:\s*([0-9.]+)\s*(ms|us|s)\b")
+    _THROUGHPUT = re.compile(r"Throughput:\s*([0-9.]+)\s*FPS")
+    _UNIT_MS = {"ms": 1.0, "us": 1e-3, "s": 1e3}
+
+    def command(self, path: str, *, device: str | None, threads: int, batch: int, input_size: int, seconds: float,
+                options: Mapping[str, Any]) -> list[str]:
+        cmd = [self.executable() or self.name, "-m", path, "-d", device or "CPU", "-hint", "none", "-nstreams", "1",
+               "-nireq", "1", "-api", "sync", "-nthreads", str(threads), "-t", str(max(1, math.ceil(seconds))),
+               "-shape", f"[{batch},3,{input_size},{input_size}]", "-report_type", "no_counters"]
+        hint = options.get("precision_hint")
+        return cmd + ["-infer_precision", str(hint)] if hint else cmd
+
+    def parse(self, output: str) -> dict[str, float]:
+        found: dict[str, float] = {}
+        if match := self._MEDIAN.search(output):
+            found["median_ms"] = float(match.group(1)) * self._UNIT_MS[match.group(2)]
+        if match := self._THROUGHPUT.search(output):
+            found["throughput_ips"] = float(match.group(1))
+        return found
+
+
 @register
 class OpenVinoBackend(Backend):
     name = "openvino"
@@ -42,6 +70,10 @@ class OpenVinoBackend(Backend):
     formats = ("openvino",)
     kind = "OpenVINO IR"
     priority = 30
+    short_name = "ov"
+    library = "openvino"
+    native_tool = BenchmarkApp()
+    has_bare_call = True
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -56,6 +88,20 @@ class OpenVinoBackend(Backend):
     @classmethod
     def open(cls, path: Path, *, device: str | None, options: Mapping[str, Any]) -> Session:
         return OpenVinoSession(path, device, options)
+
+    @classmethod
+    def exact_options(cls, precision: str) -> dict[str, Any]:
+        """fp32 artifacts compute in fp32 (the CPU plugin's default is bf16 on AMX / AVX-512 BF16 CPUs)."""
+        return {"precision_hint": "f32"} if precision == "fp32" else {}
+
+    @classmethod
+    def bare_call(cls, path: Path, *, device: str | None, threads: int,
+                  options: Mapping[str, Any]) -> Callable[[np.ndarray], Any]:
+        """The compiled model's own infer request, with the compile config :class:`OpenVinoSession` uses."""
+        compiled = _ov().Core().compile_model(str(path), (device or "CPU").upper(),
+                                              _compile_config({**options, "threads": threads}))
+        request, output = compiled.create_infer_request(), compiled.outputs[0]
+        return lambda batch: request.infer({0: batch}, share_inputs=True)[output]
 
 
 def _compile_config(options: Mapping[str, Any]) -> dict[str, str]:

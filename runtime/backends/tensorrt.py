@@ -152,6 +152,8 @@ class TensorRtBackend(Backend):
     formats = ("engine", "tensorrt-engine")
     kind = "TensorRT engines"
     priority = 0
+    short_name = "trt"
+    library = "tensorrt"
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:

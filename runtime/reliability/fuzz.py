@@ -1,8 +1,8 @@
 """Fuzz the one image path: only :class:`FacedermInputError` subclasses may escape preprocessing.
 
-    python -m facederm.benchmarks.fuzz_images                 # 100,000 cases, about 2-4 minutes on 2 cores
-    python -m facederm.benchmarks.fuzz_images --cases 5000 --seed 3
-    python -m facederm.benchmarks.fuzz_images --atheris       # coverage-guided (pip install atheris first)
+    python -m facederm.runtime.reliability.fuzz                 # 100,000 cases, about 2-4 minutes on 2 cores
+    python -m facederm.runtime.reliability.fuzz --cases 5000 --seed 3
+    python -m facederm.runtime.reliability.fuzz --atheris       # coverage-guided (pip install atheris first)
 
 Cases mix: random bytes; mutated real PNG/JPEG/GIF/WebP/TIFF/BMP bytes (bit flips, byte overwrites, inserted
 and deleted runs, truncation, header fields set to extremes) from a corpus that covers 16-bit, palette,
@@ -16,7 +16,6 @@ The corpus and the case generator are shared with ``tests/test_reliability_fuzz.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import io
 import struct
@@ -27,12 +26,14 @@ import warnings
 import zlib
 from typing import Any
 
+import click
 import numpy as np
 from PIL import Image
 
-from facederm.runtime.card import Preprocessing
-from facederm.runtime.errors import FacedermInputError
-from facederm.runtime.preprocess import load_image, preprocess
+from ..card import Preprocessing
+from ..cli_support import debug_option
+from ..errors import FacedermInputError
+from ..preprocess import load_image, preprocess
 
 #: The fuzzed calls use a small pixel bound so that mutated headers declaring big images stay fast to reject
 #: or decode; the default bound is exercised by explicit tests.
@@ -203,7 +204,7 @@ def run(cases: int, seed: int, report_every: float = 10.0) -> int:
             print(f"  {i + 1:,}/{cases:,} cases, {len(escapes)} escapes, {(i + 1) / (now - start):.0f} cases/s",
                   file=sys.stderr)
     elapsed = time.perf_counter() - start
-    print(f"fuzz_images: {cases:,} cases in {elapsed:.0f} s ({cases / elapsed:.0f}/s), seed {seed}")
+    print(f"fuzz: {cases:,} cases in {elapsed:.0f} s ({cases / elapsed:.0f}/s), seed {seed}")
     for name, count in outcomes.most_common():
         print(f"  {name:24s} {count:8,}")
     print(f"escapes: {len(escapes)}")
@@ -237,19 +238,20 @@ def run_atheris(cases: int) -> None:
     atheris.Fuzz()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", type=int, default=100_000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--atheris", action="store_true", help="coverage-guided fuzzing with atheris")
-    args = parser.parse_args(argv)
-    warnings.simplefilter("ignore")  # PIL warns about every corrupt tag; the outcome counts say enough
-    if args.atheris:
-        run_atheris(args.cases)
-        return 0
-    return 1 if run(args.cases, args.seed) else 0
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--cases", type=click.IntRange(min=1), default=100_000, show_default=True, help="Fuzz cases to run.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the case generator.")
+@click.option("--atheris", is_flag=True, help="Coverage-guided fuzzing with atheris (pip install atheris).")
+@debug_option()
+def main(cases: int, seed: int, atheris: bool, debug: bool) -> None:
+    """Fuzz the one image path: only FacedermInputError subclasses may escape preprocessing (exit 1 on an escape)."""
+    if not debug:
+        warnings.simplefilter("ignore")  # PIL warns about every corrupt tag; the outcome counts say enough
+    if atheris:
+        run_atheris(cases)
+        return
+    sys.exit(1 if run(cases, seed) else 0)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
-
+    main()

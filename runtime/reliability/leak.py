@@ -1,8 +1,8 @@
 """Memory leak check: many predictions in a loop must not grow the process's resident memory.
 
-    python -m facederm.benchmarks.leak_check                      # 2,000 predictions on a tiny built export
-    python -m facederm.benchmarks.leak_check EXPORT_DIR --iterations 5000 --backend openvino
-    python -m facederm.benchmarks.leak_check --json               # one JSON object (for tests and CI logs)
+    python -m facederm.runtime.reliability.leak                      # 2,000 predictions on a tiny built export
+    python -m facederm.runtime.reliability.leak EXPORT_DIR --iterations 5000 --backend openvino
+    python -m facederm.runtime.reliability.leak --json               # one JSON object (for tests and CI logs)
 
 Each prediction goes through the whole user path: ``Model.predict`` on encoded image bytes (decode, EXIF,
 resize, crop) and on a file path, then the backend. After ``--warmup`` predictions (allocator pools, lazy
@@ -14,7 +14,6 @@ in a temporary folder with onnx.helper (no torch needed).
 
 from __future__ import annotations
 
-import argparse
 import gc
 import io
 import json
@@ -25,12 +24,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 from PIL import Image
 
-from facederm.runtime.card import ModelCard, Preprocessing
-from facederm.runtime.layout import ArtifactRecord, FileEntry, Manifest, file_digest
-from facederm.runtime.metadata import INPUT_NAME, OPENVINO_RT_INFO_PATH, OUTPUT_NAME, card_to_metadata
+from ..card import ModelCard, Preprocessing
+from ..cli_support import common_option, debug_option, one_line_errors
+from ..layout import MANIFEST_FILE, ArtifactRecord, FileEntry, Manifest, file_digest
+from ..metadata import INPUT_NAME, OPENVINO_RT_INFO_PATH, OUTPUT_NAME, card_to_metadata
 
 TINY_LABELS = ("BCC", "SCC", "NEV")
 TINY_CROP = 32
@@ -109,7 +110,7 @@ def build_tiny_export(out_dir: str | Path, openvino: bool = True) -> Path:
                 target="openvino", precision="fp32", path="openvino/model.xml", status="ok", format="openvino",
                 validated="native", files=(FileEntry("openvino/model.bin", **_digest(out, "openvino/model.bin")),),
                 **_digest(out, "openvino/model.xml")))
-    Manifest(card=card, artifacts=tuple(records), facederm_version="leak-check").save(out / "manifest.json")
+    Manifest(card=card, artifacts=tuple(records), facederm_version="leak-check").save(out / MANIFEST_FILE)
     return out
 
 
@@ -131,7 +132,7 @@ def _test_image(path: Path) -> bytes:
 
 
 def measure(export_dir: Path, iterations: int, warmup: int, every: int, backend: str | None) -> dict[str, Any]:
-    from facederm.runtime import load
+    from .. import load
 
     model = load(export_dir, backend=backend)
     with tempfile.TemporaryDirectory() as tmp:
@@ -170,34 +171,37 @@ def measure(export_dir: Path, iterations: int, warmup: int, every: int, backend:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("export_dir", nargs="?", help="export dir (default: build a tiny one)")
-    parser.add_argument("--iterations", type=int, default=2000)
-    parser.add_argument("--warmup", type=int, default=200)
-    parser.add_argument("--every", type=int, default=100, help="RSS sample interval (predictions)")
-    parser.add_argument("--backend", default=None, help="onnxruntime, openvino (default: the best available)")
-    parser.add_argument("--limit-mb", type=float, default=20.0, help="allowed growth per 2,000 predictions")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        export_dir = Path(args.export_dir) if args.export_dir else build_tiny_export(Path(tmp) / "export")
-        result = measure(export_dir, args.iterations, args.warmup, args.every, args.backend)
-    limit = args.limit_mb * args.iterations / 2000
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("export_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--iterations", type=click.IntRange(min=1), default=2000, show_default=True, help="Timed predictions.")
+@click.option("--warmup", type=click.IntRange(min=0), default=200, show_default=True, help="Untimed predictions first.")
+@click.option("--every", type=click.IntRange(min=1), default=100, show_default=True,
+              help="RSS sample interval (predictions).")
+@common_option("--backend", help="Default: the best available.")
+@click.option("--limit-mb", type=float, default=20.0, show_default=True, help="Allowed growth per 2,000 predictions.")
+@common_option("--json", "as_json", is_flag=True)
+@debug_option()
+def main(export_dir: Path | None, iterations: int, warmup: int, every: int, backend: str | None, limit_mb: float,
+         as_json: bool, debug: bool) -> None:
+    """Many predictions in a loop must not grow resident memory; EXPORT_DIR default: a tiny built export."""
+    with one_line_errors("leak", debug), tempfile.TemporaryDirectory() as tmp:
+        export_dir = export_dir or build_tiny_export(Path(tmp) / "export")
+        result = measure(export_dir, iterations, warmup, every, backend)
+    limit = limit_mb * iterations / 2000
     result["limit_mb"] = round(limit, 3)
     result["passed"] = result["growth_mb"] < limit
-    if args.json:
-        print(json.dumps(result))
+    if as_json:
+        click.echo(json.dumps(result))
     else:
-        print(f"leak_check: {result['iterations']:,} predictions ({result['artifact']} on {result['backend']}, "
-              f"{result['predictions_per_s']}/s) after {result['warmup']} warm-up")
-        print(f"  RSS {result['rss_start_mb']} MB -> {result['rss_end_mb']} MB: growth {result['growth_mb']} MB "
-              f"(max {result['max_growth_mb']} MB; limit {limit:.1f} MB)")
-        print(f"  slope {result['slope_kb_per_prediction']} kB/prediction = "
-              f"{result['projected_growth_mb_per_2000']} MB per 2,000 predictions")
-        print("  PASSED" if result["passed"] else "  FAILED: RSS grew more than the limit")
-    return 0 if result["passed"] else 1
+        click.echo(f"leak: {result['iterations']:,} predictions ({result['artifact']} on {result['backend']}, "
+                   f"{result['predictions_per_s']}/s) after {result['warmup']} warm-up")
+        click.echo(f"  RSS {result['rss_start_mb']} MB -> {result['rss_end_mb']} MB: growth {result['growth_mb']} MB "
+                   f"(max {result['max_growth_mb']} MB; limit {limit:.1f} MB)")
+        click.echo(f"  slope {result['slope_kb_per_prediction']} kB/prediction = "
+                   f"{result['projected_growth_mb_per_2000']} MB per 2,000 predictions")
+        click.echo("  PASSED" if result["passed"] else "  FAILED: RSS grew more than the limit")
+    sys.exit(0 if result["passed"] else 1)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

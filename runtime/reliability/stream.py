@@ -1,8 +1,8 @@
 """Streaming check: ``facederm-predict --json`` on a folder must not hold every image in memory.
 
-    python -m facederm.benchmarks.stream_check                       # 1,000 vs 10,000 images
-    python -m facederm.benchmarks.stream_check --small 200 --large 2000 --json
-    python -m facederm.benchmarks.stream_check --export EXPORT_DIR
+    python -m facederm.runtime.reliability.stream                       # 1,000 vs 10,000 images
+    python -m facederm.runtime.reliability.stream --small 200 --large 2000 --json
+    python -m facederm.runtime.reliability.stream --export EXPORT_DIR
 
 Writes N small PNGs (256x256: about 200 kB each once decoded, a few kB on disk) into a temporary folder,
 runs ``facederm-predict EXPORT DIR --json`` as a child process and reads that child's own peak RSS
@@ -13,7 +13,6 @@ got exactly one JSON line. Without ``--export`` a tiny ONNX export is built (no 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -23,10 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 from PIL import Image
 
-from facederm.benchmarks.leak_check import build_tiny_export
+from ..cli_support import common_option, debug_option, one_line_errors
+from .leak import build_tiny_export
 
 IMAGE_SIDE = 256
 
@@ -90,31 +91,35 @@ def check(small: int, large: int, export_dir: Path | None, batch_size: int) -> d
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--small", type=int, default=1000)
-    parser.add_argument("--large", type=int, default=10_000)
-    parser.add_argument("--export", type=Path, default=None, help="export dir (default: build a tiny one)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--limit-mb", type=float, default=50.0, help="allowed peak RSS growth, large vs small")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    result = check(args.small, args.large, args.export, args.batch_size)
-    result["passed"] = result["complete"] and result["peak_rss_growth_mb"] < args.limit_mb
-    if args.json:
-        print(json.dumps(result))
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--small", type=click.IntRange(min=1), default=1000, show_default=True, help="Images of the small run.")
+@click.option("--large", type=click.IntRange(min=1), default=10_000, show_default=True, help="Images of the large run.")
+@click.option("--export", "export_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Export dir (default: build a tiny one).")
+@common_option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--limit-mb", type=float, default=50.0, show_default=True, help="Allowed peak RSS growth, large vs small.")
+@common_option("--json", "as_json", is_flag=True)
+@debug_option()
+def main(small: int, large: int, export_dir: Path | None, batch_size: int, limit_mb: float, as_json: bool,
+         debug: bool) -> None:
+    """facederm-predict --json on a folder must not hold every image in memory."""
+    with one_line_errors("stream", debug):
+        result = check(small, large, export_dir, batch_size)
+    result["passed"] = result["complete"] and result["peak_rss_growth_mb"] < limit_mb
+    if as_json:
+        click.echo(json.dumps(result))
     else:
         for key in ("small", "large"):
             r = result[key]
-            print(f"facederm-predict --json on {r['images']:,} images: peak RSS {r['peak_rss_mb']} MB, "
-                  f"{r['seconds']} s, {r['lines']:,} lines ({r['errors']} errors), exit {r['returncode']}")
-        print(f"peak RSS growth {result['peak_rss_growth_mb']} MB for {args.large - args.small:,} more images "
-              f"(holding them decoded would take ~{result['would_hold_mb']:,.0f} MB; limit {args.limit_mb} MB)")
-        print("PASSED" if result["passed"] else "FAILED")
+            click.echo(f"facederm-predict --json on {r['images']:,} images: peak RSS {r['peak_rss_mb']} MB, "
+                       f"{r['seconds']} s, {r['lines']:,} lines ({r['errors']} errors), exit {r['returncode']}")
+        click.echo(f"peak RSS growth {result['peak_rss_growth_mb']} MB for {large - small:,} more images "
+                   f"(holding them decoded would take ~{result['would_hold_mb']:,.0f} MB; limit {limit_mb} MB)")
+        click.echo("PASSED" if result["passed"] else "FAILED")
         if not result["complete"]:
-            print(result["small"]["stderr_tail"], result["large"]["stderr_tail"])
-    return 0 if result["passed"] else 1
+            click.echo(result["small"]["stderr_tail"] + result["large"]["stderr_tail"])
+    sys.exit(0 if result["passed"] else 1)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()
