@@ -68,7 +68,8 @@ def _names(value: tuple[str, ...]) -> list[str] | None:
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 @common_option("--eval-data", "data", old=("--data",))
 @common_option("--backend", "backends", multiple=True,
-               help="Repeatable or comma-separated; default: every backend that reads an artifact.")
+               help="Repeatable or comma-separated (torch: the baseline); default: every backend that reads "
+                    "an artifact.")
 @common_option("--batch-size", "batch", type=int, default=8, show_default=True, help="For throughput.")
 @common_option("--device", help="Default: each backend's CPU.")
 @click.option("--iterations", type=int, help="Timed calls per latency loop (instead of --seconds).")
@@ -78,7 +79,8 @@ def _names(value: tuple[str, ...]) -> list[str] | None:
 @click.option("--repeats", default=3, show_default=True, help="Repeats, each in a fresh process; medians and min-max.")
 @click.option("--tool-seconds", type=float, default=3.0, show_default=True,
               help="Seconds for a backend's own tool (benchmark_app -t).")
-@click.option("--run", "run_dir", type=click.Path(path_type=Path), help="Run dir of an export dir (the torch baseline).")
+@click.option("--run", "run_dir", type=click.Path(path_type=Path),
+              help="Run dir of an export dir (the torch baseline).")
 @click.option("--max-images", type=int, help="Cap the evaluation images (fast checks).")
 @common_option("--out", type=click.Path(path_type=Path), default=Path("bench-results"), show_default=True)
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")

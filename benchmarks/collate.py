@@ -76,7 +76,8 @@ def collate(measured: Measured) -> Row:
     acc, acc_reason = _status(measured, ["predict", "accuracy", "twin"],
                               spec.failed or spec.accuracy_skip or "no evaluation data")
     raw = measured.first("accuracy") or measured.first("twin")
-    accuracy = Accuracy(**_clean({**raw, "delta_macro_recall_ci": tuple(raw["delta_macro_recall_ci"])})) if raw else None
+    accuracy = Accuracy(**_clean({**raw, "delta_macro_recall_ci": tuple(raw["delta_macro_recall_ci"])})) \
+        if raw else None
     tools = [_tool(measured, m.name, latency.get("p50"), throughput) for m in registry().values() if m.tool]
     status, reason = _overall(spec.failed, (("speed", speed, speed_reason), ("accuracy", acc, acc_reason)))
     return Row(

@@ -228,7 +228,8 @@ def twin(ctx: Any) -> dict[str, Any]:
     base = reference.get("per_class_recall", {}) if same_images else {}
     per_class = {c: base[c] + d if base.get(c) is not None and d is not None else None for c, d in deltas.items()}
     return {
-        "validated": "twin", "source": f"export parity (twin) on {parity.get('eval_data') or 'the export evaluation set'}",
+        "validated": "twin",
+        "source": f"export parity (twin) on {parity.get('eval_data') or 'the export evaluation set'}",
         "n_images": int(parity.get("n_images", 0)), "n_patients": int(parity.get("n_patients", 0)),
         "macro_recall": parity.get("macro_recall"), "macro_precision": None, "auc_macro": None,
         "per_class_recall": per_class, "agreement": parity.get("agreement"),

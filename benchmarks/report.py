@@ -71,7 +71,9 @@ def fp32_reference(rows: list[Row], row: Row) -> Row | None:
     """The timed fp32 row ``row``'s speed is compared with: same backend and device, same target (or the target
     it is a copy of), precision fp32. None for the baseline, fp32 rows themselves and sub-graphs."""
     base = FP32_OF.get(row.target, row.target)
-    if row.p50 is None or row.key == BASELINE_KEY or is_subgraph(row) or (row.precision == "fp32" and base == row.target):
+    if row.p50 is None or row.key == BASELINE_KEY or is_subgraph(row):
+        return None
+    if row.precision == "fp32" and base == row.target:
         return None
     return next((r for r in rows if r is not row and r.target == base and r.precision == "fp32"
                  and r.backend == row.backend and r.device == row.device and r.p50), None)
@@ -194,7 +196,8 @@ def _tools(results: BenchResults) -> list[str]:
               "tool img/s", "throughput ratio", "status / command"]
     lines = [[_name(r), t.tool, stat(r.latency_ms.get("p50"), 2), stat(t.latency_p50_ms, 2), num(t.latency_ratio, 3),
               stat(r.throughput_ips, 1), stat(t.throughput_ips, 1), num(t.throughput_ratio, 3),
-              f"`{t.command}`" if t.status == "ok" else f"{t.status}: {t.reason}"] for r in results.rows for t in r.tools]
+              f"`{t.command}`" if t.status == "ok" else f"{t.status}: {t.reason}"]
+             for r in results.rows for t in r.tools]
     if not lines:
         return ["## Backends' own tools", "", "None ran (no row of a backend with its own tool or a bare call).", ""]
     return ["## Backends' own tools, same file, same threads", "", *_table(header, lines)]
@@ -261,5 +264,6 @@ def write_reports(results: BenchResults, out: Path, *, plots: bool = True) -> di
         from .plots import write_plots
 
         files.update(write_plots(results, out))
-    files["markdown"] = write_markdown(results, out / REPORT_MD, {k: v for k, v in files.items() if k.startswith("plot_")})
+    plotted = {k: v for k, v in files.items() if k.startswith("plot_")}
+    files["markdown"] = write_markdown(results, out / REPORT_MD, plotted)
     return files

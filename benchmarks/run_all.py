@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import click
 
-from facederm.runtime.cli_support import common_option
+from facederm.runtime.cli_support import common_option, debug_option, one_line_errors
 from facederm.runtime.errors import ConfigError
 from facederm.runtime.version import __version__
 
@@ -133,13 +133,16 @@ def run_all(out: Path, *, quick: bool = False, only: list[str] | None = None, th
     return combined
 
 
-@click.command(help="Run every facederm benchmark script; write DIR/all-results.json.")
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @common_option("--out", type=click.Path(path_type=Path), default=Path("bench-all"), show_default=True)
 @click.option("--quick", is_flag=True, help="Small settings (minutes, not hours).")
 @click.option("--only", multiple=True, help="Run only these scripts (repeatable).")
 @click.option("--threads", type=int, help="Threads for every script that takes them (default: every usable CPU).")
-def main(out: Path, quick: bool, only: tuple[str, ...], threads: int | None) -> None:
-    combined = run_all(out, quick=quick, only=list(only) or None, threads=threads, echo=click.echo)
+@debug_option()
+def main(out: Path, quick: bool, only: tuple[str, ...], threads: int | None, debug: bool) -> None:
+    """Run every facederm benchmark script; write DIR/all-results.json."""
+    with one_line_errors("run_all", debug):
+        combined = run_all(out, quick=quick, only=list(only) or None, threads=threads, echo=click.echo)
     failed = [name for name, r in combined["scripts"].items() if r["status"] == "failed"]
     click.echo(f"wrote {out / COMBINED_FILE}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     sys.exit(1 if failed else 0)

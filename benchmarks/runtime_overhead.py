@@ -125,7 +125,8 @@ def run(arch: str = "mobilenetv3_large_100", size: int = 300, iterations: int = 
 @click.option("--iterations", default=200, show_default=True, type=click.IntRange(min=5), help="Timed calls per side.")
 @click.option("--warmup", default=20, show_default=True, type=click.IntRange(min=0))
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="Same for raw and predict.")
-@click.option("--precision-hint", help="Backend precision hint for both sides (OpenVINO INFERENCE_PRECISION_HINT, f32).")
+@click.option("--precision-hint",
+              help="Backend precision hint for both sides (OpenVINO INFERENCE_PRECISION_HINT, e.g. f32).")
 @common_option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("runtime_overhead.json"),
                show_default=True, help="(the JSON results)")
 @common_option("--json", "as_json", is_flag=True)

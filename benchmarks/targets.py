@@ -17,7 +17,7 @@ from typing import Callable
 
 import click
 
-from facederm.runtime.errors import FacedermError
+from facederm.runtime.cli_support import debug_option, one_line_errors
 
 from .plan import BASELINE_KEY
 from .schema import BenchResults, Row
@@ -104,19 +104,17 @@ def format_check(check: TargetCheck) -> str:
     return f"[{verdict}] {check.name}: {check.detail}"
 
 
-@click.command(help="Check the speed targets against a facederm-bench results.json.")
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("results_json", type=click.Path(exists=True, dir_okay=False))
 @click.option("--strict", is_flag=True, help="Also fail when a target cannot be evaluated.")
-def main(results_json: str, strict: bool) -> None:
-    try:
+@debug_option()
+def main(results_json: str, strict: bool, debug: bool) -> None:
+    """Check the speed targets against a facederm-bench results.json."""
+    with one_line_errors("facederm-bench targets", debug):
         checks = check_targets(BenchResults.load(results_json))
-    except FacedermError as exc:
-        click.echo(f"facederm-bench targets: {exc}", err=True)
-        sys.exit(2)
     for check in checks:
         click.echo(format_check(check))
-    failed = any(c.passed is False or (strict and c.passed is None) for c in checks)
-    sys.exit(1 if failed else 0)
+    sys.exit(1 if any(c.passed is False or (strict and c.passed is None) for c in checks) else 0)
 
 
 if __name__ == "__main__":

@@ -285,9 +285,11 @@ def run_command(set_name: str, runs: str, data: str, device: str, workers: int, 
               help="Run folders, each DIR or DIR=LABEL (repeatable).")
 @click.option("--throughput", multiple=True, help="train_throughput JSON files, FILE=LABEL (repeatable).")
 @common_option("--out", default="docs/RESULTS.md", show_default=True)
-def report_command(runs_dirs: tuple[str, ...], throughput: tuple[str, ...], out: str) -> None:
+@debug_option()
+def report_command(runs_dirs: tuple[str, ...], throughput: tuple[str, ...], out: str, debug: bool) -> None:
     """Write RESULTS.md from run dirs."""
-    text = render([_labelled(r) for r in runs_dirs], [_labelled(t) for t in throughput])
+    with one_line_errors("results report", debug):
+        text = render([_labelled(r) for r in runs_dirs], [_labelled(t) for t in throughput])
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(text)
     click.echo(f"wrote {out}")
@@ -297,7 +299,8 @@ def report_command(runs_dirs: tuple[str, ...], throughput: tuple[str, ...], out:
 @click.option("--set", "set_name", type=click.Choice(list(SETS)), default="cpu", show_default=True)
 @click.option("--runs", default="runs/pad", show_default=True, help="Folder of the run dirs.")
 @common_option("--data", default=DEFAULT_DATA)
-def commands_command(set_name: str, runs: str, data: str) -> None:
+@debug_option()
+def commands_command(set_name: str, runs: str, data: str, debug: bool) -> None:
     """Print the facederm-train commands of a set."""
     for spec in SETS[set_name]:
         click.echo(spec.command(data, runs))

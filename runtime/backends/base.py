@@ -134,9 +134,9 @@ class Backend(ABC):
 
     @classmethod
     def match_device(cls, requested: str | None) -> str | None:
-        """This backend's name for ``requested`` ("cuda:1", "GPU"; None: :meth:`default_device`), or None when
+        """This backend's name for ``requested`` ("cuda:1", "GPU"; None or "auto": :meth:`default_device`), or None when
         the backend has no such device here. Kinds compare case-insensitively; an index is kept."""
-        if requested is None:
+        if requested is None or requested.lower() == "auto":
             return cls.default_device()
         kind = requested.lower().split(":")[0].split(".")[0]
         try:

@@ -86,7 +86,8 @@ def build_tiny_export(out_dir: str | Path, openvino: bool = True) -> Path:
         helper.make_node("Softmax", ["logits"], [OUTPUT_NAME], axis=1),
     ]
     graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 3, TINY_CROP, TINY_CROP])],
+        nodes, "tiny",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 3, TINY_CROP, TINY_CROP])],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", len(TINY_LABELS)])], inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

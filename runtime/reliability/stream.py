@@ -97,7 +97,8 @@ def check(small: int, large: int, export_dir: Path | None, batch_size: int) -> d
 @click.option("--export", "export_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Export dir (default: build a tiny one).")
 @common_option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--limit-mb", type=float, default=50.0, show_default=True, help="Allowed peak RSS growth, large vs small.")
+@click.option("--limit-mb", type=float, default=50.0, show_default=True,
+              help="Allowed peak RSS growth, large vs small.")
 @common_option("--json", "as_json", is_flag=True)
 @debug_option()
 def main(small: int, large: int, export_dir: Path | None, batch_size: int, limit_mb: float, as_json: bool,
