@@ -65,8 +65,10 @@ def unavailable_reason() -> str | None:
     except ImportError:
         return "Python playwright is not installed (pip install 'facederm[dev]')"
     if chromium_path() is None:
-        return ("no chromium executable (apt-get install chromium chromium-driver, or set "
-                f"${CHROMIUM_ENV} to a Chromium/Chrome binary)")
+        return (
+            "no chromium executable (apt-get install chromium chromium-driver, or set "
+            f"${CHROMIUM_ENV} to a Chromium/Chrome binary)"
+        )
     return None
 
 
@@ -113,8 +115,15 @@ class PageSession:
 
 
 @contextmanager
-def open_page(web_dir: Path, *, model: str | None = None, ep: str = "wasm", threads: int | None = None,
-              timeout_s: float = 120.0, extra_query: dict[str, str] | None = None) -> Iterator[PageSession]:
+def open_page(
+    web_dir: Path,
+    *,
+    model: str | None = None,
+    ep: str = "wasm",
+    threads: int | None = None,
+    timeout_s: float = 120.0,
+    extra_query: dict[str, str] | None = None,
+) -> Iterator[PageSession]:
     """Serve ``web_dir`` on 127.0.0.1 and open its page in headless Chromium (``model``: a file of the folder,
     default: the page's own choice; ``ep``: "wasm", "webgpu" or "auto"). Raises :class:`BrowserUnavailableError`
     when chromium or playwright is missing, :class:`FacedermError` when the page cannot load its model."""
@@ -126,8 +135,15 @@ def open_page(web_dir: Path, *, model: str | None = None, ep: str = "wasm", thre
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
-    query = {k: v for k, v in (("model", model), ("ep", None if ep == "auto" else ep),
-                               ("threads", str(threads) if threads else None)) if v}
+    query = {
+        k: v
+        for k, v in (
+            ("model", model),
+            ("ep", None if ep == "auto" else ep),
+            ("threads", str(threads) if threads else None),
+        )
+        if v
+    }
     query.update(extra_query or {})
     server = serve(web_root(web_dir), port=0)
     try:
@@ -146,8 +162,10 @@ def open_page(web_dir: Path, *, model: str | None = None, ep: str = "wasm", thre
                     info = page.evaluate(_READY_JS)
                 except PlaywrightError as exc:
                     tail = "; ".join(console[-3:])
-                    raise FacedermError(f"{url}: the page could not load its model: {exc.message.splitlines()[0]}"
-                                        f"{' (console: ' + tail + ')' if tail else ''}") from exc
+                    raise FacedermError(
+                        f"{url}: the page could not load its model: {exc.message.splitlines()[0]}"
+                        f"{' (console: ' + tail + ')' if tail else ''}"
+                    ) from exc
                 session = PageSession(page, server, url, info, browser.version)
                 session.console = console
                 yield session
@@ -165,8 +183,14 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
     def pct(q: float) -> float:
         return float(np.percentile(ordered, q))
 
-    return {"n": len(ordered), "p50": pct(50), "p90": pct(90), "p99": pct(99),
-            "mean": float(statistics.fmean(ordered)), "min": float(ordered[0])}
+    return {
+        "n": len(ordered),
+        "p50": pct(50),
+        "p90": pct(90),
+        "p99": pct(99),
+        "mean": float(statistics.fmean(ordered)),
+        "min": float(ordered[0]),
+    }
 
 
 def measure_in_browser(
@@ -219,28 +243,46 @@ def measure_in_browser(
                 prep.append(float(result["preprocessMs"]))
                 first = first or result
             assert first is not None
-            entry = {"path": str(path), "probabilities": [float(p) for p in first["probabilities"]],
-                     "ms": float(first["ms"]), "preprocess_ms": float(first["preprocessMs"]),
-                     "decoded": first.get("decoded"), "draft_scale": first.get("draftScale"),
-                     "refer": first.get("refer")}
+            entry = {
+                "path": str(path),
+                "probabilities": [float(p) for p in first["probabilities"]],
+                "ms": float(first["ms"]),
+                "preprocess_ms": float(first["preprocessMs"]),
+                "decoded": first.get("decoded"),
+                "draft_scale": first.get("draftScale"),
+                "refer": first.get("refer"),
+            }
             if tensors:
                 entry["crop"], entry["tensor"] = first["crop"], first["tensor"]
             predictions.append(entry)
         out: dict[str, Any] = {
-            "browser": f"Chromium {session.browser_version}", "info": info, "load_ms": float(info["loadMs"]),
-            "model_bytes": int(info["bytes"]), "download_bytes": int(info.get("downloadBytes") or 0),
-            "predictions": predictions, "latency_ms": _stats(latencies), "preprocess_ms": _stats(prep),
+            "browser": f"Chromium {session.browser_version}",
+            "info": info,
+            "load_ms": float(info["loadMs"]),
+            "model_bytes": int(info["bytes"]),
+            "download_bytes": int(info.get("downloadBytes") or 0),
+            "predictions": predictions,
+            "latency_ms": _stats(latencies),
+            "preprocess_ms": _stats(prep),
             "console": list(session.console),
         }
         if screenshot is not None:
             out["screenshot"] = str(session.screenshot(Path(screenshot), images[0]))
         if offline:
             after = session.go_offline(timeout_s)
-            out["offline"] = {"info": after, "probabilities": [
-                [float(p) for p in session.predict(data)["probabilities"]] for data in datas]}
+            out["offline"] = {
+                "info": after,
+                "probabilities": [[float(p) for p in session.predict(data)["probabilities"]] for data in datas],
+            }
     out["wall_s"] = round(time.perf_counter() - started, 3)
     return out
 
 
-__all__ = ["BrowserUnavailableError", "PageSession", "chromium_path", "measure_in_browser", "open_page",
-           "unavailable_reason"]
+__all__ = [
+    "BrowserUnavailableError",
+    "PageSession",
+    "chromium_path",
+    "measure_in_browser",
+    "open_page",
+    "unavailable_reason",
+]

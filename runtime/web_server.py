@@ -61,7 +61,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             self.send_header(key, value)
         super().end_headers()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+    def log_message(self, format: str, *args: Any) -> None:
         if not self.quiet:
             super().log_message(format, *args)
 
@@ -72,8 +72,9 @@ class WebServer:
     def __init__(self, directory: Path, host: str, port: int, quiet: bool = True) -> None:
         handler = type("Handler", (_Handler,), {"quiet": quiet})
         try:
-            self.httpd = http.server.ThreadingHTTPServer((host, port),
-                                                         functools.partial(handler, directory=str(directory)))
+            self.httpd = http.server.ThreadingHTTPServer(
+                (host, port), functools.partial(handler, directory=str(directory))
+            )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise ConfigError(f"port {port} on {host} is in use; pick another with --port") from exc
@@ -90,7 +91,7 @@ class WebServer:
         host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
         return f"http://{host}:{self.port}/"
 
-    def start(self) -> "WebServer":
+    def start(self) -> WebServer:
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="facederm-web", daemon=True)
         self._thread.start()
         return self
@@ -109,7 +110,7 @@ class WebServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "WebServer":
+    def __enter__(self) -> WebServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -123,8 +124,9 @@ def web_root(path: str | Path) -> Path:
         return path
     if (path / WEB_FOLDER / "index.html").is_file():
         return path / WEB_FOLDER
-    raise ArtifactError(f"{path}: no index.html here or in {WEB_FOLDER}/; export one with "
-                        "facederm-export RUN --target web --out DIR")
+    raise ArtifactError(
+        f"{path}: no index.html here or in {WEB_FOLDER}/; export one with facederm-export RUN --target web --out DIR"
+    )
 
 
 def serve(path: str | Path, *, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, quiet: bool = True) -> WebServer:
@@ -134,11 +136,16 @@ def serve(path: str | Path, *, port: int = DEFAULT_PORT, host: str = DEFAULT_HOS
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535),
-              help="TCP port (0: any free one).")
-@click.option("--host", default=DEFAULT_HOST, show_default=True,
-              help="Address to listen on; 0.0.0.0 lets a phone on the same network open it (plain HTTP there: "
-                   "no offline mode, one thread; use an HTTPS static host for those).")
+@click.option(
+    "--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535), help="TCP port (0: any free one)."
+)
+@click.option(
+    "--host",
+    default=DEFAULT_HOST,
+    show_default=True,
+    help="Address to listen on; 0.0.0.0 lets a phone on the same network open it (plain HTTP there: "
+    "no offline mode, one thread; use an HTTPS static host for those).",
+)
 @click.option("--log", is_flag=True, help="Log every request.")
 @debug_option()
 def main(directory: Path, port: int, host: str, log: bool, debug: bool) -> None:

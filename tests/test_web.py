@@ -40,8 +40,10 @@ def _skip_reason() -> str | None:
         return reason
     from facederm.export.targets.web import ORT_FILES, cache_root
 
-    have_cache = any((p / "node_modules/onnxruntime-web/dist" / ORT_FILES[2]).is_file()
-                     for p in (cache_root() / "onnxruntime-web").glob("*"))
+    have_cache = any(
+        (p / "node_modules/onnxruntime-web/dist" / ORT_FILES[2]).is_file()
+        for p in (cache_root() / "onnxruntime-web").glob("*")
+    )
     if shutil.which("npm") is None and not have_cache:
         return "npm is not installed (the web target installs onnxruntime-web with npm ci)"
     return None
@@ -67,8 +69,10 @@ def _edge_cases(folder: Path) -> list[Path]:
     rng = np.random.default_rng(7)
     folder.mkdir(parents=True, exist_ok=True)
     yy, xx = np.mgrid[0:700, 0:1100]
-    smooth = np.stack([(127 + 120 * np.sin(xx / 23 + yy / 41)), (127 + 120 * np.cos(yy / 17)),
-                       (90 + 80 * np.sin((xx + yy) / 31))], axis=2)
+    smooth = np.stack(
+        [(127 + 120 * np.sin(xx / 23 + yy / 41)), (127 + 120 * np.cos(yy / 17)), (90 + 80 * np.sin((xx + yy) / 31))],
+        axis=2,
+    )
     photo = np.clip(smooth + rng.normal(0, 12, smooth.shape), 0, 255).astype(np.uint8)
     out = []
 
@@ -126,39 +130,49 @@ def _compare(web_export: Path, model_file: str, result: dict, paths: list[Path])
     got = np.array([p["probabilities"] for p in result["predictions"]], dtype=np.float64)
     crop_diff = [int(np.abs(p["crop"].astype(int) - c.astype(int)).max()) for p, c in zip(result["predictions"], crops)]
     tensor_diff = [float(np.abs(p["tensor"] - to_tensor(c)).max()) for p, c in zip(result["predictions"], crops)]
-    return {"prob": float(np.abs(got - expected).max()), "crop": max(crop_diff), "tensor": max(tensor_diff),
-            "top1_equal": int((got.argmax(1) == expected.argmax(1)).sum()), "n": len(paths),
-            "crop_per_image": dict(zip((p.name for p in paths), crop_diff)), "expected": expected, "got": got}
+    return {
+        "prob": float(np.abs(got - expected).max()),
+        "crop": max(crop_diff),
+        "tensor": max(tensor_diff),
+        "top1_equal": int((got.argmax(1) == expected.argmax(1)).sum()),
+        "n": len(paths),
+        "crop_per_image": dict(zip((p.name for p in paths), crop_diff)),
+        "expected": expected,
+        "got": got,
+    }
 
 
 def _report(name: str, what: str, figures: dict, result: dict) -> None:
     """Print the measured figures (pytest -s shows them; the README quotes them)."""
     lat = result["latency_ms"]
-    print(f"\n{name}: {figures['n']} images of {what}: top-1 equal {figures['top1_equal']}/{figures['n']}, "
-          f"max |crop diff| {figures['crop']} levels, max |tensor diff| {figures['tensor']}, "
-          f"max |dp| {figures['prob']:.2e}; in-page model p50 {lat['p50']:.2f} ms (n={lat['n']}), "
-          f"load {result['load_ms']:.0f} ms, {result['info']['threads']} threads, {result['browser']}")
+    print(
+        f"\n{name}: {figures['n']} images of {what}: top-1 equal {figures['top1_equal']}/{figures['n']}, "
+        f"max |crop diff| {figures['crop']} levels, max |tensor diff| {figures['tensor']}, "
+        f"max |dp| {figures['prob']:.2e}; in-page model p50 {lat['p50']:.2f} ms (n={lat['n']}), "
+        f"load {result['load_ms']:.0f} ms, {result['info']['threads']} threads, {result['browser']}"
+    )
 
 
 def test_fp32_page_equals_the_runtime_and_works_offline(web_export: Path, images, tmp_path: Path):
     main, edge, what = images
     shot = tmp_path / "web-screenshot.png"
     start = time.perf_counter()
-    result = measure_in_browser(web_export / "web", main + edge, model="model.onnx", tensors=True, offline=True,
-                                screenshot=shot)
+    result = measure_in_browser(
+        web_export / "web", main + edge, model="model.onnx", tensors=True, offline=True, screenshot=shot
+    )
     info = result["info"]
     assert info["name"] == "model.onnx" and info["backend"] == "wasm" and info["crossOriginIsolated"]
     assert info["threads"] >= 1 and info["inputNames"] == ["image"] and info["outputNames"] == ["probabilities"]
     assert info["labels"] == list(load(web_export / "web" / "model.onnx").card.labels)  # from the model's metadata
     assert info["offline"], "the page could not fill its offline cache"
 
-    figures = _compare(web_export, "model.onnx", {"predictions": result["predictions"][:len(main)]}, main)
+    figures = _compare(web_export, "model.onnx", {"predictions": result["predictions"][: len(main)]}, main)
     _report("fp32", what, figures, result)
     assert figures["crop"] == 0 and figures["tensor"] == 0.0, "the page must build the runtime's exact tensor"
     assert figures["top1_equal"] == figures["n"]
     assert figures["prob"] <= FP32_TOL
 
-    edges = _compare(web_export, "model.onnx", {"predictions": result["predictions"][len(main):]}, edge)
+    edges = _compare(web_export, "model.onnx", {"predictions": result["predictions"][len(main) :]}, edge)
     print(f"edge cases, max |crop diff| per image: {edges['crop_per_image']}; max |dp| {edges['prob']:.2e}")
     lossless = {k: v for k, v in edges["crop_per_image"].items() if k.endswith(".png")}
     assert set(lossless.values()) <= {0}, f"PNG inputs must decode to the runtime's pixels: {lossless}"
@@ -207,9 +221,11 @@ def test_int8_page_equals_the_runtime_and_is_the_default(web_export: Path, image
     delta = float(np.abs(got - exact).max())
     top1 = int((got.argmax(1) == exact.argmax(1)).sum())
     _report("int8 (vs facederm.runtime, fused x86 kernels)", what, figures, result)
-    print(f"int8 vs the Q/DQ arithmetic (onnxruntime, basic optimizations): top-1 equal {top1}/{len(main)}, "
-          f"max |dp| {delta:.2e}; facederm.runtime's fused kernels vs that arithmetic: max |dp| "
-          f"{float(np.abs(figures['expected'] - exact).max()):.2e}")
+    print(
+        f"int8 vs the Q/DQ arithmetic (onnxruntime, basic optimizations): top-1 equal {top1}/{len(main)}, "
+        f"max |dp| {delta:.2e}; facederm.runtime's fused kernels vs that arithmetic: max |dp| "
+        f"{float(np.abs(figures['expected'] - exact).max()):.2e}"
+    )
     assert top1 == len(main)
     assert delta <= INT8_TOL
 

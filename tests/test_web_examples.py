@@ -36,8 +36,11 @@ def exported_card() -> ModelCard:
     from facederm.training.labels import get_label_set
     from facederm.training.models import default_preprocessing
 
-    card = ModelCard(arch="efficientnet_lite0", labels=get_label_set("pad").labels,
-                     preprocessing=default_preprocessing("efficientnet_lite0", 300))
+    card = ModelCard(
+        arch="efficientnet_lite0",
+        labels=get_label_set("pad").labels,
+        preprocessing=default_preprocessing("efficientnet_lite0", 300),
+    )
     return card_from_metadata(card_to_metadata(card), "reference export")
 
 
@@ -71,7 +74,7 @@ def test_ios_sample_constants_equal_the_exported_card(exported_card: ModelCard):
     assert json.loads(_swift("notADiagnosis")) == NOT_A_DIAGNOSIS
     # The Core ML target's classifier names (export/targets/coreml.py): predicted label + the probabilities dict.
     coreml = (ROOT / "export" / "targets" / "coreml.py").read_text()
-    assert f'predicted_feature_name={_swift("predictedFeatureName")}' in coreml
+    assert f"predicted_feature_name={_swift('predictedFeatureName')}" in coreml
     assert ".centerCrop" in SWIFT.read_text() and pre.interpolation == "bilinear"
 
 

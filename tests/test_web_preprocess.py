@@ -71,24 +71,51 @@ def test_resize_and_crop_equals_pillow_bit_for_bit(tmp_path: Path):
     for img, crop, resize, interp in _cases(rng, 240):
         h, w, c = img.shape
         expected.append(resize_and_crop(np.ascontiguousarray(img[..., :3]), crop, resize, interp))
-        jobs.append(dict(kind="resize", w=w, h=h, c=c, crop=crop, resize=resize, interp=interp,
-                         data=base64.b64encode(img.tobytes()).decode()))
+        jobs.append(
+            dict(
+                kind="resize",
+                w=w,
+                h=h,
+                c=c,
+                crop=crop,
+                resize=resize,
+                interp=interp,
+                data=base64.b64encode(img.tobytes()).decode(),
+            )
+        )
     outs = _run_node(tmp_path, jobs)
     bad = []
     for job, ref, out in zip(jobs, expected, outs):
         got = np.frombuffer(base64.b64decode(out), np.uint8).reshape(ref.shape)
         if not np.array_equal(got, ref):
-            bad.append((job["w"], job["h"], job["crop"], job["resize"], job["interp"],
-                        int(np.abs(got.astype(int) - ref).max())))
+            bad.append(
+                (
+                    job["w"],
+                    job["h"],
+                    job["crop"],
+                    job["resize"],
+                    job["interp"],
+                    int(np.abs(got.astype(int) - ref).max()),
+                )
+            )
     assert not bad, f"{len(bad)} of {len(jobs)} differ from Pillow: {bad[:5]}"
 
 
 def test_python_rounding_and_jpeg_draft_scale(tmp_path: Path):
     values = [0.5, 1.5, 2.5, 3.5, -0.5, 2.4999999, 2.5000001, 299.5, 300.5, 1e6 + 0.5]
-    sizes = [(4000, 3000, 300), (2400, 2400, 300), (2399, 4000, 300), (1100, 700, 64), (511, 900, 64),
-             (9000, 9000, 224), (640, 480, 80), (300, 300, 300)]
-    outs = _run_node(tmp_path, [dict(kind="round", values=values)]
-                     + [dict(kind="draft", w=w, h=h, resize=r) for w, h, r in sizes])
+    sizes = [
+        (4000, 3000, 300),
+        (2400, 2400, 300),
+        (2399, 4000, 300),
+        (1100, 700, 64),
+        (511, 900, 64),
+        (9000, 9000, 224),
+        (640, 480, 80),
+        (300, 300, 300),
+    ]
+    outs = _run_node(
+        tmp_path, [dict(kind="round", values=values)] + [dict(kind="draft", w=w, h=h, resize=r) for w, h, r in sizes]
+    )
     assert outs[0] == [round(v) for v in values]
     for (w, h, r), scale in zip(sizes, outs[1:]):
         jpeg = tmp_path / "x.jpg"

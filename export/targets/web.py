@@ -45,15 +45,21 @@ BUILD_PLACEHOLDER = "__FACEDERM_BUILD__"
 STAMPED = ("app.js", "sw.js")
 #: onnxruntime-web's files the page uses: the WebAssembly build, and the WebGPU one (loaded only with a GPU).
 ORT_FILES = (
-    "ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm",
-    "ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm",
+    "ort.wasm.min.mjs",
+    "ort-wasm-simd-threaded.mjs",
+    "ort-wasm-simd-threaded.wasm",
+    "ort.webgpu.min.mjs",
+    "ort-wasm-simd-threaded.asyncify.mjs",
+    "ort-wasm-simd-threaded.asyncify.wasm",
 )
 FOLDER = "web"
 ORT_FOLDER = "ort"
 NPM_TIMEOUT_S = 600
 
-TWIN_REASON = ("twin: onnxruntime (CPU) ran the model file the page loads; the page itself (onnxruntime-web "
-               "WebAssembly, its decode and resize) is checked in headless Chromium by tests/test_web.py")
+TWIN_REASON = (
+    "twin: onnxruntime (CPU) ran the model file the page loads; the page itself (onnxruntime-web "
+    "WebAssembly, its decode and resize) is checked in headless Chromium by tests/test_web.py"
+)
 
 
 class WebToolchainMissing(MissingDependencyError):
@@ -99,7 +105,8 @@ def ort_web_dist() -> Path:
     if npm is None:
         raise WebToolchainMissing(
             "npm is not installed: the web target copies onnxruntime-web from npm "
-            "(install Node.js 18+ with npm, e.g. apt-get install nodejs npm)")
+            "(install Node.js 18+ with npm, e.g. apt-get install nodejs npm)"
+        )
     home.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".npm-", dir=home.parent))
     try:
@@ -110,11 +117,14 @@ def ort_web_dist() -> Path:
         try:
             done = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=NPM_TIMEOUT_S)
         except subprocess.TimeoutExpired as exc:
-            raise WebToolchainMissing(f"npm ci (onnxruntime-web {ort_web_version()}) took over {NPM_TIMEOUT_S} s") from exc
+            raise WebToolchainMissing(
+                f"npm ci (onnxruntime-web {ort_web_version()}) took over {NPM_TIMEOUT_S} s"
+            ) from exc
         if done.returncode != 0:
             last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise WebToolchainMissing(f"npm ci could not install onnxruntime-web {ort_web_version()} "
-                                      f"(offline? {last[0][:200]})")
+            raise WebToolchainMissing(
+                f"npm ci could not install onnxruntime-web {ort_web_version()} (offline? {last[0][:200]})"
+            )
         missing = [n for n in ORT_FILES if not (work / "node_modules/onnxruntime-web/dist" / n).is_file()]
         if missing:
             raise ExportError(f"onnxruntime-web {ort_web_version()} lacks {', '.join(missing)}")
@@ -170,11 +180,19 @@ def _build(ctx: BuildContext, make_model) -> BuiltArtifact:
     rel = tuple(p.relative_to(ctx.workdir).as_posix() for p in files)
     return BuiltArtifact(
         # The main file is a plain ONNX graph: facederm.runtime.load reads it too (the tests compare the two).
-        format="onnx", predict=ort_predict(model), validated="twin", validated_reason=TWIN_REASON, files=rel,
+        format="onnx",
+        predict=ort_predict(model),
+        validated="twin",
+        validated_reason=TWIN_REASON,
+        files=rel,
         converter_versions={**versions("onnx", "onnxruntime"), "onnxruntime-web": ort_web_version()},
-        options={"page": f"{FOLDER}/index.html", "model": model.name, "onnxruntime_web": ort_web_version(),
-                 "execution_providers": "webgpu (when the browser has it), else wasm (SIMD; threads when "
-                                        "cross-origin isolated)"},
+        options={
+            "page": f"{FOLDER}/index.html",
+            "model": model.name,
+            "onnxruntime_web": ort_web_version(),
+            "execution_providers": "webgpu (when the browser has it), else wasm (SIMD; threads when "
+            "cross-origin isolated)",
+        },
     )
 
 
@@ -190,17 +208,19 @@ def build_fp32(ctx: BuildContext) -> BuiltArtifact:
     return _build(ctx, lambda out: shutil.copyfile(shared_fp32(ctx), out))
 
 
-TARGET = register(Target(
-    name="web",
-    title="Web (onnxruntime-web)",
-    aliases=("browser", "onnxruntime-web", "wasm"),
-    # int8 first: when it fails the gate it must not remove the page files that fp32 installs after it.
-    variants=(
-        Variant("int8", f"{FOLDER}/model.int8.onnx", build_int8, calibrated=True),
-        Variant("fp32", f"{FOLDER}/model.onnx", build_fp32),
-    ),
-    requires=(("onnx", "onnx", "the web target's ONNX graph"), ("onnxruntime", "onnx", "web target validation")),
-    validation="twin: facederm.runtime's onnxruntime session on the page's model file; the browser itself in "
-               "tests/test_web.py (headless Chromium)",
-    metadata="ONNX metadata_props (facederm.card, labels, preprocessing), read by the page itself",
-))
+TARGET = register(
+    Target(
+        name="web",
+        title="Web (onnxruntime-web)",
+        aliases=("browser", "onnxruntime-web", "wasm"),
+        # int8 first: when it fails the gate it must not remove the page files that fp32 installs after it.
+        variants=(
+            Variant("int8", f"{FOLDER}/model.int8.onnx", build_int8, calibrated=True),
+            Variant("fp32", f"{FOLDER}/model.onnx", build_fp32),
+        ),
+        requires=(("onnx", "onnx", "the web target's ONNX graph"), ("onnxruntime", "onnx", "web target validation")),
+        validation="twin: facederm.runtime's onnxruntime session on the page's model file; the browser itself in "
+        "tests/test_web.py (headless Chromium)",
+        metadata="ONNX metadata_props (facederm.card, labels, preprocessing), read by the page itself",
+    )
+)
