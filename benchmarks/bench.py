@@ -17,9 +17,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from facederm.runtime.errors import ConfigError
 from facederm.runtime.version import __version__
@@ -62,8 +63,13 @@ class BenchOptions:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
-        for name, flag, least in (("batch", "batch-size", 1), ("repeats", "repeats", 1), ("warmup", "warmup", 0),
-                                  ("iterations", "iterations", 1), ("threads", "threads", 1)):
+        for name, flag, least in (
+            ("batch", "batch-size", 1),
+            ("repeats", "repeats", 1),
+            ("warmup", "warmup", 0),
+            ("iterations", "iterations", 1),
+            ("threads", "threads", 1),
+        ):
             value = getattr(self, name)
             if value is not None and value < least:
                 raise ConfigError(f"--{flag} must be >= {least}, got {value}")
@@ -81,8 +87,9 @@ class BenchOutcome:
 Step = tuple[str, RowSpec, int, list[Measurement]]  # (where "worker" | "parent", row, repeat, measurements)
 
 
-def _applicable(row: RowSpec, settings: Settings, measured: Measured, where: str, repeat: int,
-                once: bool | None = None) -> list[Measurement]:
+def _applicable(
+    row: RowSpec, settings: Settings, measured: Measured, where: str, repeat: int, once: bool | None = None
+) -> list[Measurement]:
     """The measurements of ``row`` at ``where`` for this repeat (``once``: only those that run once, or only the
     others); the ones that concern the row but cannot run are recorded as skipped."""
     chosen = []
@@ -105,11 +112,13 @@ def build_steps(rows: list[RowSpec], settings: Settings, measured: dict[str, Mea
     for repeat in range(settings.repeats):
         for row in rows:
             steps.append(("worker", row, repeat, _applicable(row, settings, measured[row.key], "worker", repeat)))
-            steps.append(("parent", row, repeat,
-                          _applicable(row, settings, measured[row.key], "parent", repeat, once=False)))
+            steps.append(
+                ("parent", row, repeat, _applicable(row, settings, measured[row.key], "parent", repeat, once=False))
+            )
     for row in rows:
-        steps.append(("parent", row, settings.repeats,
-                      _applicable(row, settings, measured[row.key], "parent", 0, once=True)))
+        steps.append(
+            ("parent", row, settings.repeats, _applicable(row, settings, measured[row.key], "parent", 0, once=True))
+        )
     return [step for step in steps if step[3]]
 
 
@@ -118,13 +127,24 @@ def run_worker(row: RowSpec, settings: Settings, repeat: int, names: list[str], 
     safe = "".join(c if c.isalnum() else "_" for c in row.key)
     job_path, result_path = (Path(settings.work_dir) / f"{kind}-{safe}-{repeat}.json" for kind in ("job", "result"))
     result_path.unlink(missing_ok=True)
-    job = {"row": asdict(row), "settings": asdict(settings), "repeat": repeat, "measurements": names,
-           "result": str(result_path)}
+    job = {
+        "row": asdict(row),
+        "settings": asdict(settings),
+        "repeat": repeat,
+        "measurements": names,
+        "result": str(result_path),
+    }
     job_path.write_text(json.dumps(job), encoding="utf-8")
     env = {**os.environ, **{v: str(settings.threads) for v in THREAD_VARIABLES}}
     try:
-        done = subprocess.run([sys.executable, "-c", WORKER, str(job_path)], env=env, capture_output=True, text=True,
-                              timeout=timeout_s, check=False)
+        done = subprocess.run(
+            [sys.executable, "-c", WORKER, str(job_path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return {n: {"error": f"the row's process did not finish within {timeout_s:.0f} s"} for n in names}
     if done.returncode != 0 or not result_path.is_file():
@@ -137,12 +157,20 @@ def _reference_key(rows: list[RowSpec], measured: dict[str, Measured]) -> str:
     """The baseline when it produced probabilities, else the first fp32 row that did."""
     with_probs = [r for r in rows if measured[r.key].first("predict").get("probabilities")]
     chosen = next((r for r in with_probs if r.is_baseline), None) or next(
-        (r for r in with_probs if r.precision == "fp32"), None)
+        (r for r in with_probs if r.precision == "fp32"), None
+    )
     return chosen.key if chosen else (rows[0].key if rows else "")
 
 
-def execute(steps: list[Step], rows: list[RowSpec], settings: Settings, measured: dict[str, Measured],
-            eval_data: EvalData | None, timeout_s: float, advance: Callable[[str], None]) -> str:
+def execute(
+    steps: list[Step],
+    rows: list[RowSpec],
+    settings: Settings,
+    measured: dict[str, Measured],
+    eval_data: EvalData | None,
+    timeout_s: float,
+    advance: Callable[[str], None],
+) -> str:
     """Run every step; return the reference row's key."""
     reference = ""
     for where, row, repeat, chosen in steps:
@@ -154,8 +182,15 @@ def execute(steps: list[Step], rows: list[RowSpec], settings: Settings, measured
             continue
         if repeat >= settings.repeats and not reference:
             reference = _reference_key(rows, measured)
-        ctx = Context(row, settings, repeat, measured=measured[row.key], eval=eval_data, reference_key=reference,
-                      all_measured=measured)
+        ctx = Context(
+            row,
+            settings,
+            repeat,
+            measured=measured[row.key],
+            eval=eval_data,
+            reference_key=reference,
+            all_measured=measured,
+        )
         for m in chosen:
             try:
                 measured[row.key].add(m.name, m.run(ctx))
@@ -184,15 +219,26 @@ def run_bench(path: str | Path, options: BenchOptions, *, progress: Any = None) 
     card = source.manifest.card
     spec = data_spec(options.data, card)
     splits = _splits(source.run_dir)
-    eval_data = prepare_eval(spec, card, splits, work, have_run=source.run_dir is not None,
-                             max_images=options.max_images) if spec else None
+    eval_data = (
+        prepare_eval(spec, card, splits, work, have_run=source.run_dir is not None, max_images=options.max_images)
+        if spec
+        else None
+    )
     timings["eval_data_s"] = time.perf_counter() - t
 
     seconds = None if options.iterations else options.seconds
-    settings = Settings(batch=options.batch, iterations=options.iterations, seconds=seconds, warmup=options.warmup,
-                        threads=threads, repeats=options.repeats, tool_seconds=options.tool_seconds,
-                        input_size=card.input_size, eval_tensor=str(eval_data.tensor_path) if eval_data else "",
-                        work_dir=str(work))
+    settings = Settings(
+        batch=options.batch,
+        iterations=options.iterations,
+        seconds=seconds,
+        warmup=options.warmup,
+        threads=threads,
+        repeats=options.repeats,
+        tool_seconds=options.tool_seconds,
+        input_size=card.input_size,
+        eval_tensor=str(eval_data.tensor_path) if eval_data else "",
+        work_dir=str(work),
+    )
     rows = plan_rows(source.export_dir, source.manifest, source.run_dir, options.backends, options.device)
     measured = {row.key: Measured(row) for row in rows}
     steps = build_steps(rows, settings, measured)
@@ -200,22 +246,43 @@ def run_bench(path: str | Path, options: BenchOptions, *, progress: Any = None) 
     t = time.perf_counter()
     if progress is not None:
         progress.start(len(steps))
-    reference = execute(steps, rows, settings, measured, eval_data, options.worker_timeout_s,
-                        progress.advance if progress is not None else (lambda _d: None))
+    reference = execute(
+        steps,
+        rows,
+        settings,
+        measured,
+        eval_data,
+        options.worker_timeout_s,
+        progress.advance if progress is not None else (lambda _d: None),
+    )
     timings["measure_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
 
     config = BenchConfig(
-        source=str(path), source_kind=options.source_kind or source.kind,  # type: ignore[arg-type]
-        export_dir=str(source.export_dir), run_dir=str(source.run_dir or ""), data=spec or "", batch=options.batch,
-        iterations=options.iterations, seconds=seconds, warmup=options.warmup, threads=threads,
-        repeats=options.repeats, backends=tuple(options.backends or ()), tool_seconds=options.tool_seconds,
+        source=str(path),
+        source_kind=options.source_kind or source.kind,  # type: ignore[arg-type]
+        export_dir=str(source.export_dir),
+        run_dir=str(source.run_dir or ""),
+        data=spec or "",
+        batch=options.batch,
+        iterations=options.iterations,
+        seconds=seconds,
+        warmup=options.warmup,
+        threads=threads,
+        repeats=options.repeats,
+        backends=tuple(options.backends or ()),
+        tool_seconds=options.tool_seconds,
         command=options.command,
     )
     results = BenchResults(
-        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), facederm_version=__version__,
-        config=config, environment=describe_environment(threads), eval=eval_data.info if eval_data else None,
-        reference=reference, rows=tuple(collate(measured[row.key]) for row in rows), timings_s=timings,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        facederm_version=__version__,
+        config=config,
+        environment=describe_environment(threads),
+        eval=eval_data.info if eval_data else None,
+        reference=reference,
+        rows=tuple(collate(measured[row.key]) for row in rows),
+        timings_s=timings,
         notes=tuple(_notes(eval_data)),
     )
     from .report import write_reports
@@ -234,9 +301,12 @@ def _splits(run_dir: Path | None) -> dict[str, list[str]]:
 def _notes(eval_data: EvalData | None) -> list[str]:
     notes = ["facederm output is decision support for clinicians, not a diagnosis."]
     if eval_data is None:
-        notes.append("No evaluation data: accuracy columns are skipped (pass --eval-data pad-ufes-20:DIR or "
-                     "folder:DIR).")
+        notes.append(
+            "No evaluation data: accuracy columns are skipped (pass --eval-data pad-ufes-20:DIR or folder:DIR)."
+        )
     elif eval_data.info.synthetic:
-        notes.append("The evaluation images are SYNTHETIC (procedural blobs): accuracy figures say nothing about "
-                     "clinical performance. Run on real data with --eval-data pad-ufes-20:DIR or folder:DIR.")
+        notes.append(
+            "The evaluation images are SYNTHETIC (procedural blobs): accuracy figures say nothing about "
+            "clinical performance. Run on real data with --eval-data pad-ufes-20:DIR or folder:DIR."
+        )
     return notes

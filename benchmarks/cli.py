@@ -1,7 +1,7 @@
 """``facederm-bench``: benchmark every artifact on every backend here (thin: parse, call, print).
 
-    facederm-bench                                   # the demo: EfficientNet-Lite0, synthetic data, cached
-    facederm-bench RUN_OR_EXPORT_DIR --eval-data pad-ufes-20:DIR --out bench/
+facederm-bench                                   # the demo: EfficientNet-Lite0, synthetic data, cached
+facederm-bench RUN_OR_EXPORT_DIR --eval-data pad-ufes-20:DIR --out bench/
 """
 
 from __future__ import annotations
@@ -33,8 +33,14 @@ class PlanProgress:
     """The progress bar over the whole plan: ``start(total)`` once, ``advance(description)`` as each step starts."""
 
     def __init__(self, console: Console) -> None:
-        self._progress = Progress(TextColumn("[bold]bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                  TextColumn("{task.description}"), console=console)
+        self._progress = Progress(
+            TextColumn("[bold]bench"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=console,
+        )
         self._task: int | None = None
         self._started = False
 
@@ -67,9 +73,12 @@ def _names(value: tuple[str, ...]) -> list[str] | None:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 @common_option("--eval-data", "data", old=("--data",))
-@common_option("--backend", "backends", multiple=True,
-               help="Repeatable or comma-separated (torch: the baseline); default: every backend that reads "
-                    "an artifact.")
+@common_option(
+    "--backend",
+    "backends",
+    multiple=True,
+    help="Repeatable or comma-separated (torch: the baseline); default: every backend that reads an artifact.",
+)
 @common_option("--batch-size", "batch", type=int, default=8, show_default=True, help="For throughput.")
 @common_option("--device", help="Default: each backend's CPU.")
 @click.option("--iterations", type=int, help="Timed calls per latency loop (instead of --seconds).")
@@ -77,18 +86,40 @@ def _names(value: tuple[str, ...]) -> list[str] | None:
 @click.option("--warmup", type=int, default=5, show_default=True, help="Untimed calls before each loop.")
 @click.option("--threads", type=int, help="Threads for every backend (default: every usable CPU).")
 @click.option("--repeats", default=3, show_default=True, help="Repeats, each in a fresh process; medians and min-max.")
-@click.option("--tool-seconds", type=float, default=3.0, show_default=True,
-              help="Seconds for a backend's own tool (benchmark_app -t).")
-@click.option("--run", "run_dir", type=click.Path(path_type=Path),
-              help="Run dir of an export dir (the torch baseline).")
+@click.option(
+    "--tool-seconds",
+    type=float,
+    default=3.0,
+    show_default=True,
+    help="Seconds for a backend's own tool (benchmark_app -t).",
+)
+@click.option(
+    "--run", "run_dir", type=click.Path(path_type=Path), help="Run dir of an export dir (the torch baseline)."
+)
 @click.option("--max-images", type=int, help="Cap the evaluation images (fast checks).")
 @common_option("--out", type=click.Path(path_type=Path), default=Path("bench-results"), show_default=True)
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 @common_option("--json", "as_json", is_flag=True, help="(results.json to stdout; progress to stderr)")
 @debug_option()
-def main(path: Path | None, data: str | None, backends: tuple[str, ...], batch: int, device: str | None,
-         iterations: int | None, seconds: float, warmup: int, threads: int | None, repeats: int, tool_seconds: float,
-         run_dir: Path | None, max_images: int | None, out: Path, no_plots: bool, as_json: bool, debug: bool) -> None:
+def main(
+    path: Path | None,
+    data: str | None,
+    backends: tuple[str, ...],
+    batch: int,
+    device: str | None,
+    iterations: int | None,
+    seconds: float,
+    warmup: int,
+    threads: int | None,
+    repeats: int,
+    tool_seconds: float,
+    run_dir: Path | None,
+    max_images: int | None,
+    out: Path,
+    no_plots: bool,
+    as_json: bool,
+    debug: bool,
+) -> None:
     """Benchmark PATH (an export dir, or a run dir exported first); no PATH: the cached demo model."""
     ctx = click.get_current_context()
     demo = path is None
@@ -102,10 +133,23 @@ def main(path: Path | None, data: str | None, backends: tuple[str, ...], batch: 
         console = Console(width=max(console.width, 160), stderr=as_json)
     started = time.perf_counter()
     with one_line_errors("facederm-bench", debug):
-        options = BenchOptions(out=out, data=data, backends=_names(backends), batch=batch, iterations=iterations,
-                               seconds=seconds, warmup=warmup, threads=threads, repeats=repeats,
-                               tool_seconds=tool_seconds, run_dir=run_dir, max_images=max_images, device=device,
-                               plots=not no_plots, command=shlex.join(["facederm-bench", *sys.argv[1:]]))
+        options = BenchOptions(
+            out=out,
+            data=data,
+            backends=_names(backends),
+            batch=batch,
+            iterations=iterations,
+            seconds=seconds,
+            warmup=warmup,
+            threads=threads,
+            repeats=repeats,
+            tool_seconds=tool_seconds,
+            run_dir=run_dir,
+            max_images=max_images,
+            device=device,
+            plots=not no_plots,
+            command=shlex.join(["facederm-bench", *sys.argv[1:]]),
+        )
         if path is None:
             from .default_model import build_default
 
@@ -126,8 +170,11 @@ def main(path: Path | None, data: str | None, backends: tuple[str, ...], batch: 
         console.print(note, style="yellow" if "SYNTHETIC" in note else None, highlight=False, markup=False)
     if demo:
         console.print(SYNTHETIC_NOTE, highlight=False, markup=False)
-    console.print(f"report: {outcome.files['markdown']}   results: {outcome.files['json']}   "
-                  f"({time.perf_counter() - started:.0f} s end to end)", highlight=False)
+    console.print(
+        f"report: {outcome.files['markdown']}   results: {outcome.files['json']}   "
+        f"({time.perf_counter() - started:.0f} s end to end)",
+        highlight=False,
+    )
 
 
 if __name__ == "__main__":

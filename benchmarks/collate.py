@@ -44,9 +44,15 @@ def _tool(measured: Measured, name: str, latency: Stat | None, throughput: Stat 
         skip = measured.skipped.get(name)
         return ToolResult(tool=name, status="skipped", reason=skip) if skip else None
     p50, ips = Stat.of(measured.values(name, "p50")), Stat.of(measured.values(name, "throughput_ips"))
-    return ToolResult(tool=runs[0].get("tool", name), status="ok", command=runs[0].get("command", ""),
-                      latency_p50_ms=p50, throughput_ips=ips, latency_ratio=_ratio(latency, p50),
-                      throughput_ratio=_ratio(throughput, ips))
+    return ToolResult(
+        tool=runs[0].get("tool", name),
+        status="ok",
+        command=runs[0].get("command", ""),
+        latency_p50_ms=p50,
+        throughput_ips=ips,
+        latency_ratio=_ratio(latency, p50),
+        throughput_ratio=_ratio(throughput, ips),
+    )
 
 
 def _median_repeat_samples(measured: Measured) -> tuple[float, ...]:
@@ -71,26 +77,41 @@ def collate(measured: Measured) -> Row:
     spec = measured.row
     latency = {p: s for p in PERCENTILES if (s := Stat.of(measured.values("latency", p))) is not None}
     throughput = Stat.of(measured.values("throughput", "throughput_ips"))
-    speed, speed_reason = _status(measured, ["load", "latency", "throughput", "memory"],
-                                  spec.failed or spec.speed_skip)
-    acc, acc_reason = _status(measured, ["predict", "accuracy", "twin"],
-                              spec.failed or spec.accuracy_skip or "no evaluation data")
+    speed, speed_reason = _status(measured, ["load", "latency", "throughput", "memory"], spec.failed or spec.speed_skip)
+    acc, acc_reason = _status(
+        measured, ["predict", "accuracy", "twin"], spec.failed or spec.accuracy_skip or "no evaluation data"
+    )
     raw = measured.first("accuracy") or measured.first("twin")
-    accuracy = Accuracy(**_clean({**raw, "delta_macro_recall_ci": tuple(raw["delta_macro_recall_ci"])})) \
-        if raw else None
+    accuracy = (
+        Accuracy(**_clean({**raw, "delta_macro_recall_ci": tuple(raw["delta_macro_recall_ci"])})) if raw else None
+    )
     tools = [_tool(measured, m.name, latency.get("p50"), throughput) for m in registry().values() if m.tool]
     status, reason = _overall(spec.failed, (("speed", speed, speed_reason), ("accuracy", acc, acc_reason)))
     return Row(
-        key=spec.key, artifact=spec.artifact, target=spec.target, precision=spec.precision, backend=spec.backend,
-        device=spec.device, path=spec.display_path, status=status, reason=reason,  # type: ignore[arg-type]
-        validated=accuracy.validated if accuracy else spec.validated, note=spec.note,  # type: ignore[arg-type]
-        speed_status=speed, speed_reason=speed_reason, accuracy_status=acc,  # type: ignore[arg-type]
-        accuracy_reason=acc_reason, compute_precision=measured.first("load").get("compute_precision"),
+        key=spec.key,
+        artifact=spec.artifact,
+        target=spec.target,
+        precision=spec.precision,
+        backend=spec.backend,
+        device=spec.device,
+        path=spec.display_path,
+        status=status,
+        reason=reason,  # type: ignore[arg-type]
+        validated=accuracy.validated if accuracy else spec.validated,
+        note=spec.note,  # type: ignore[arg-type]
+        speed_status=speed,
+        speed_reason=speed_reason,
+        accuracy_status=acc,  # type: ignore[arg-type]
+        accuracy_reason=acc_reason,
+        compute_precision=measured.first("load").get("compute_precision"),
         size_mb=spec.size_bytes / 2**20 if spec.size_bytes else None,
         import_ms=Stat.of(measured.values("load", "import_ms")),
         cold_load_ms=Stat.of(measured.values("load", "cold_load_ms")),
         first_inference_ms=Stat.of(measured.values("load", "first_inference_ms")),
-        latency_ms=latency, throughput_ips=throughput, peak_rss_mb=Stat.of(measured.values("memory", "peak_rss_mb")),
-        latency_samples_ms=_median_repeat_samples(measured), accuracy=accuracy,
+        latency_ms=latency,
+        throughput_ips=throughput,
+        peak_rss_mb=Stat.of(measured.values("memory", "peak_rss_mb")),
+        latency_samples_ms=_median_repeat_samples(measured),
+        accuracy=accuracy,
         tools=tuple(t for t in tools if t is not None),
     )

@@ -20,9 +20,10 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from facederm.runtime.version import __version__
 
@@ -74,10 +75,20 @@ def _train(recipe: dict[str, Any], out: Path, progress: bool) -> None:
     from facederm.training import TrainConfig, train
 
     config = TrainConfig(
-        data=recipe["data"], out=out, arch=recipe["arch"], epochs=recipe["epochs"], img_size=recipe["img_size"],
-        batch_size=recipe["batch_size"], lr=recipe["lr"], patience=recipe["patience"], seed=recipe["seed"],
-        imagenet_weights=recipe["imagenet_weights"], n_boot=recipe["n_boot"], warmup_epochs=0.5,
-        device="cpu", progress=progress,
+        data=recipe["data"],
+        out=out,
+        arch=recipe["arch"],
+        epochs=recipe["epochs"],
+        img_size=recipe["img_size"],
+        batch_size=recipe["batch_size"],
+        lr=recipe["lr"],
+        patience=recipe["patience"],
+        seed=recipe["seed"],
+        imagenet_weights=recipe["imagenet_weights"],
+        n_boot=recipe["n_boot"],
+        warmup_epochs=0.5,
+        device="cpu",
+        progress=progress,
     )
     train(config)
 
@@ -88,8 +99,13 @@ def _export(recipe: dict[str, Any], run_dir: Path, out: Path) -> None:
     export_run(run_dir, out_dir=out, targets=recipe["targets"], precisions=recipe.get("precisions"), progress=False)
 
 
-def build_default(*, cache: Path | None = None, progress: bool = False, recipe: dict[str, Any] | None = None,
-                  log: Callable[[str], None] = lambda _m: None) -> DefaultModel:
+def build_default(
+    *,
+    cache: Path | None = None,
+    progress: bool = False,
+    recipe: dict[str, Any] | None = None,
+    log: Callable[[str], None] = lambda _m: None,
+) -> DefaultModel:
     """The demo run dir and export dir, from the cache or built now (train, then export)."""
     recipe = dict(recipe or RECIPE)
     root = (cache or cache_dir()) / "default-model" / recipe_key(recipe, __version__)
@@ -108,8 +124,9 @@ def build_default(*, cache: Path | None = None, progress: bool = False, recipe: 
     log("exporting it to every target installed ...")
     _export(recipe, staging / "run", staging / "export")
     timings["export_s"] = time.perf_counter() - start
-    (staging / DONE).write_text(json.dumps({"recipe": recipe, "facederm": __version__, "build_s": timings}),
-                                encoding="utf-8")
+    (staging / DONE).write_text(
+        json.dumps({"recipe": recipe, "facederm": __version__, "build_s": timings}), encoding="utf-8"
+    )
     shutil.rmtree(root, ignore_errors=True)
     staging.rename(root)  # atomic: a reader sees no build or a finished one
     return DefaultModel(root, root / "run", root / "export", False, timings)

@@ -24,9 +24,10 @@ import json
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -75,8 +76,12 @@ class Settings:
         seconds = None if self.iterations else self.seconds
         if batch == 1:
             return Budget(iterations=self.iterations, seconds=seconds, warmup=self.warmup)
-        return Budget(iterations=max(2, self.iterations // batch) if self.iterations else None, seconds=seconds,
-                      warmup=max(1, self.warmup // 2), min_calls=3)
+        return Budget(
+            iterations=max(2, self.iterations // batch) if self.iterations else None,
+            seconds=seconds,
+            warmup=max(1, self.warmup // 2),
+            min_calls=3,
+        )
 
 
 def time_calls(fn: Callable[[], object], budget: Budget) -> list[float]:
@@ -155,8 +160,9 @@ class Measurement:
 REGISTRY: dict[str, Measurement] = {}
 
 
-def measurement(name: str, where: Literal["worker", "parent"], describe: str,
-                **options: Any) -> Callable[[Callable[[Any], dict[str, Any]]], Callable[[Any], dict[str, Any]]]:
+def measurement(
+    name: str, where: Literal["worker", "parent"], describe: str, **options: Any
+) -> Callable[[Callable[[Any], dict[str, Any]]], Callable[[Any], dict[str, Any]]]:
     """Decorator: register ``fn(ctx) -> figures`` as a measurement (``options``: the other :class:`Measurement`
     fields). Registration order = order within a row."""
 
@@ -211,8 +217,13 @@ def open_runtime(row: RowSpec, threads: int) -> Opened:
     """The artifact through :func:`facederm.runtime.load` with the row's backend: the path an app takes."""
     from facederm.runtime import load
 
-    model = load(row.path, backend=row.backend, device=row.device if row.device not in ("-", "default") else None,
-                 threads=threads, **row.options)
+    model = load(
+        row.path,
+        backend=row.backend,
+        device=row.device if row.device not in ("-", "default") else None,
+        threads=threads,
+        **row.options,
+    )
     # The backend's own report of the precision it computes in (OpenVINO: bf16 on AMX CPUs by default).
     return Opened(model.run, model.compute_precision or row.precision, repr(model))
 
@@ -220,8 +231,10 @@ def open_runtime(row: RowSpec, threads: int) -> Opened:
 #: runner -> (the libraries it imports, timed apart from the cold load; how it opens a row's model)
 RUNNERS: dict[str, tuple[Callable[[RowSpec], list[str]], Callable[[RowSpec, int], Opened]]] = {
     "torch": (lambda row: ["torch", "facederm.training.rundir", "facederm.training.models"], open_torch),
-    "runtime": (lambda row: ["facederm.runtime", *filter(None, [getattr(backend_of(row), "library", "")])],
-                open_runtime),
+    "runtime": (
+        lambda row: ["facederm.runtime", *filter(None, [getattr(backend_of(row), "library", "")])],
+        open_runtime,
+    ),
 }
 
 

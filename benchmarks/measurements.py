@@ -45,8 +45,13 @@ def load(ctx: Any) -> dict[str, Any]:
     first = ctx.input_batch(1)
     start = time.perf_counter()
     ctx.opened.run(first)
-    return {"import_ms": import_ms, "cold_load_ms": load_ms, "first_inference_ms": (time.perf_counter() - start) * 1e3,
-            "compute_precision": ctx.opened.compute_precision, "details": ctx.opened.details}
+    return {
+        "import_ms": import_ms,
+        "cold_load_ms": load_ms,
+        "first_inference_ms": (time.perf_counter() - start) * 1e3,
+        "compute_precision": ctx.opened.compute_precision,
+        "details": ctx.opened.details,
+    }
 
 
 @measurement("latency", "worker", "batch 1, after warm-up; p50/p90/p99 of per-call ms")
@@ -58,8 +63,11 @@ def latency(ctx: Any) -> dict[str, Any]:
 @measurement("throughput", "worker", "batch B, back-to-back calls, one stream; images / s")
 def batch_throughput(ctx: Any) -> dict[str, Any]:
     samples = _timed(ctx, ctx.opened.run, ctx.settings.batch)
-    return {"throughput_ips": throughput(samples, ctx.settings.batch), "batch": ctx.settings.batch,
-            "calls": len(samples)}
+    return {
+        "throughput_ips": throughput(samples, ctx.settings.batch),
+        "batch": ctx.settings.batch,
+        "calls": len(samples),
+    }
 
 
 def peak_rss_bytes() -> int:
@@ -92,12 +100,22 @@ def native_scoring_skip(row: RowSpec, settings: Settings) -> str:
     return "" if settings.eval_tensor else "no evaluation data (pass --eval-data)"
 
 
-@measurement("predict", "worker", "probabilities on every evaluation image, saved for scoring", every_repeat=False,
-             applies=scored_natively, skip=native_scoring_skip)
+@measurement(
+    "predict",
+    "worker",
+    "probabilities on every evaluation image, saved for scoring",
+    every_repeat=False,
+    applies=scored_natively,
+    skip=native_scoring_skip,
+)
 def predict(ctx: Any) -> dict[str, Any]:
     images = np.load(ctx.settings.eval_tensor, mmap_mode="r")
-    probs = np.concatenate([ctx.opened.run(np.ascontiguousarray(images[i: i + CHUNK], dtype=np.float32))
-                            for i in range(0, len(images), CHUNK)]).astype(np.float32)
+    probs = np.concatenate(
+        [
+            ctx.opened.run(np.ascontiguousarray(images[i : i + CHUNK], dtype=np.float32))
+            for i in range(0, len(images), CHUNK)
+        ]
+    ).astype(np.float32)
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in ctx.row.key)
     path = Path(ctx.settings.work_dir) / f"probs-{safe}.npy"
     np.save(path, probs)
@@ -110,16 +128,28 @@ def _has_bare_call(row: RowSpec) -> bool:
     return backend is not None and backend.has_bare_call and backend.native_tool is None
 
 
-@measurement("bare_call", "worker", "the backend library's bare call (e.g. an InferenceSession), same options, "
-             "same input, same timing code", tool=True, applies=_has_bare_call)
+@measurement(
+    "bare_call",
+    "worker",
+    "the backend library's bare call (e.g. an InferenceSession), same options, same input, same timing code",
+    tool=True,
+    applies=_has_bare_call,
+)
 def bare_call(ctx: Any) -> dict[str, Any]:
     backend, threads = backend_of(ctx.row), ctx.settings.threads
-    call = backend.bare_call(Path(ctx.row.path), device=ctx.row.device, threads=threads,  # type: ignore[union-attr]
-                             options=ctx.row.options)
+    call = backend.bare_call(
+        Path(ctx.row.path),
+        device=ctx.row.device,
+        threads=threads,  # type: ignore[union-attr]
+        options=ctx.row.options,
+    )
     calls = _timed(ctx, call, ctx.settings.batch)
-    return {"tool": f"{backend.short_name or backend.name}_bare", **percentiles(_timed(ctx, call, 1)),  # type: ignore
-            "throughput_ips": throughput(calls, ctx.settings.batch),
-            "command": f"{backend.name} bare call on {ctx.row.display_path}, {threads} threads"}  # type: ignore
+    return {
+        "tool": f"{backend.short_name or backend.name}_bare",
+        **percentiles(_timed(ctx, call, 1)),  # type: ignore
+        "throughput_ips": throughput(calls, ctx.settings.batch),
+        "command": f"{backend.name} bare call on {ctx.row.display_path}, {threads} threads",
+    }  # type: ignore
 
 
 def _has_native_tool(row: RowSpec) -> bool:
@@ -147,9 +177,15 @@ def _run_tool(cmd: list[str], name: str, parse: Any, timeout: float) -> dict[str
     return found
 
 
-@measurement("native_tool", "parent", "the backend's own benchmark program (OpenVINO benchmark_app -hint none "
-             "-nstreams 1 -nireq 1 -api sync), same threads, same file", tool=True, applies=_has_native_tool,
-             skip=_native_tool_skip)
+@measurement(
+    "native_tool",
+    "parent",
+    "the backend's own benchmark program (OpenVINO benchmark_app -hint none "
+    "-nstreams 1 -nireq 1 -api sync), same threads, same file",
+    tool=True,
+    applies=_has_native_tool,
+    skip=_native_tool_skip,
+)
 def native_tool(ctx: Any) -> dict[str, Any]:
     """Two runs per repeat: batch 1 (its median latency) and batch B (its throughput). A missing tool is a skipped
     figure with the reason, never a failed bench."""
@@ -157,45 +193,77 @@ def native_tool(ctx: Any) -> dict[str, Any]:
     timeout = s.tool_seconds * 4 + 120  # compile + its own warm-up on top of its timed seconds
 
     def command(batch: int) -> list[str]:
-        return tool.command(row.path, device=None if row.device in ("-", "default") else row.device,
-                            threads=s.threads, batch=batch, input_size=s.input_size, seconds=s.tool_seconds,
-                            options=row.options)
+        return tool.command(
+            row.path,
+            device=None if row.device in ("-", "default") else row.device,
+            threads=s.threads,
+            batch=batch,
+            input_size=s.input_size,
+            seconds=s.tool_seconds,
+            options=row.options,
+        )
 
     one = command(1)
     latency_figures = _run_tool(one, tool.name, tool.parse, timeout)
     batched = _run_tool(command(s.batch), tool.name, tool.parse, timeout)
     shown = shlex.join([tool.name, *one[1:]]).replace(shlex.quote(row.path), shlex.quote(row.display_path))
-    return {"tool": tool.name, "p50": latency_figures.get("median_ms"),
-            "throughput_ips": batched.get("throughput_ips"), "command": shown}
+    return {
+        "tool": tool.name,
+        "p50": latency_figures.get("median_ms"),
+        "throughput_ips": batched.get("throughput_ips"),
+        "command": shown,
+    }
 
 
-def score(y_true: np.ndarray, probs: np.ndarray, labels: tuple[str, ...], groups: np.ndarray,
-          reference: np.ndarray | None, reference_key: str) -> dict[str, Any]:
+def score(
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    labels: tuple[str, ...],
+    groups: np.ndarray,
+    reference: np.ndarray | None,
+    reference_key: str,
+) -> dict[str, Any]:
     """Every accuracy column of a row (fractions), with the export's parity figures against the reference: the
     same implementation as the export gate's numbers."""
     from facederm.training.metrics import classification_report
 
     report = classification_report(y_true, probs, labels, groups, n_boot=0)
     out: dict[str, Any] = {
-        "macro_recall": report["macro_recall"], "macro_precision": report["macro_precision"],
-        "auc_macro": report["auc_macro"], "per_class_recall": {c: report["per_class"][c]["recall"] for c in labels},
-        "n_images": report["n_images"], "n_patients": report["n_patients"], "reference": reference_key,
-        "agreement": None, "delta_macro_recall": None, "delta_macro_recall_ci": [None, None],
-        "per_class_recall_delta": {}, "max_abs_prob_delta": None,
+        "macro_recall": report["macro_recall"],
+        "macro_precision": report["macro_precision"],
+        "auc_macro": report["auc_macro"],
+        "per_class_recall": {c: report["per_class"][c]["recall"] for c in labels},
+        "n_images": report["n_images"],
+        "n_patients": report["n_patients"],
+        "reference": reference_key,
+        "agreement": None,
+        "delta_macro_recall": None,
+        "delta_macro_recall_ci": [None, None],
+        "per_class_recall_delta": {},
+        "max_abs_prob_delta": None,
     }
     if reference is not None:
         from facederm.export.parity import compute_parity
 
         parity = compute_parity(reference, probs, y_true, list(groups), labels)
-        out.update(agreement=parity.agreement, max_abs_prob_delta=parity.max_abs_prob_delta,
-                   delta_macro_recall=parity.macro_recall_delta,
-                   delta_macro_recall_ci=[*parity.macro_recall_delta_ci, None, None][:2],
-                   per_class_recall_delta={c: parity.per_class_recall_delta.get(c) for c in labels})
+        out.update(
+            agreement=parity.agreement,
+            max_abs_prob_delta=parity.max_abs_prob_delta,
+            delta_macro_recall=parity.macro_recall_delta,
+            delta_macro_recall_ci=[*parity.macro_recall_delta_ci, None, None][:2],
+            per_class_recall_delta={c: parity.per_class_recall_delta.get(c) for c in labels},
+        )
     return out
 
 
-@measurement("accuracy", "parent", "macro recall / precision, per-class recall, macro AUC; agreement and delta vs "
-             "the reference", every_repeat=False, applies=scored_natively, skip=native_scoring_skip)
+@measurement(
+    "accuracy",
+    "parent",
+    "macro recall / precision, per-class recall, macro AUC; agreement and delta vs the reference",
+    every_repeat=False,
+    applies=scored_natively,
+    skip=native_scoring_skip,
+)
 def accuracy(ctx: Any) -> dict[str, Any]:
     predicted = ctx.measured.first("predict")
     if not predicted.get("probabilities"):
@@ -205,9 +273,11 @@ def accuracy(ctx: Any) -> dict[str, Any]:
     reference = probs if ctx.row.key == ctx.reference_key else (np.load(ref_path) if ref_path else None)
     twin = ctx.row.validated == "twin"  # a twin's graph run here (TensorRT's Q/DQ ONNX in onnxruntime)
     ev = ctx.eval
-    return {**score(ev.y_true, probs, ev.info.labels, ev.groups, reference, ctx.reference_key),
-            "validated": "twin" if twin else "native",
-            "source": f"{ctx.row.backend} on this machine" + (" (twin of the target's runtime)" if twin else "")}
+    return {
+        **score(ev.y_true, probs, ev.info.labels, ev.groups, reference, ctx.reference_key),
+        "validated": "twin" if twin else "native",
+        "source": f"{ctx.row.backend} on this machine" + (" (twin of the target's runtime)" if twin else ""),
+    }
 
 
 def _twin_skip(row: RowSpec, settings: Settings) -> str:
@@ -216,8 +286,14 @@ def _twin_skip(row: RowSpec, settings: Settings) -> str:
     return ""
 
 
-@measurement("twin", "parent", "accuracy columns from the export's twin parity figures (validated=twin)",
-             every_repeat=False, applies=lambda row: not row.runner, skip=_twin_skip)
+@measurement(
+    "twin",
+    "parent",
+    "accuracy columns from the export's twin parity figures (validated=twin)",
+    every_repeat=False,
+    applies=lambda row: not row.runner,
+    skip=_twin_skip,
+)
 def twin(ctx: Any) -> dict[str, Any]:
     """Rows whose backend cannot run here (Core ML off macOS) take their accuracy from the export's parity record,
     computed on a twin. Figures the record lacks stay null."""
@@ -230,11 +306,16 @@ def twin(ctx: Any) -> dict[str, Any]:
     return {
         "validated": "twin",
         "source": f"export parity (twin) on {parity.get('eval_data') or 'the export evaluation set'}",
-        "n_images": int(parity.get("n_images", 0)), "n_patients": int(parity.get("n_patients", 0)),
-        "macro_recall": parity.get("macro_recall"), "macro_precision": None, "auc_macro": None,
-        "per_class_recall": per_class, "agreement": parity.get("agreement"),
+        "n_images": int(parity.get("n_images", 0)),
+        "n_patients": int(parity.get("n_patients", 0)),
+        "macro_recall": parity.get("macro_recall"),
+        "macro_precision": None,
+        "auc_macro": None,
+        "per_class_recall": per_class,
+        "agreement": parity.get("agreement"),
         "delta_macro_recall": parity.get("macro_recall_delta"),
         "delta_macro_recall_ci": [*(parity.get("macro_recall_delta_ci") or []), None, None][:2],
-        "per_class_recall_delta": deltas, "max_abs_prob_delta": parity.get("max_abs_prob_delta"),
+        "per_class_recall_delta": deltas,
+        "max_abs_prob_delta": parity.get("max_abs_prob_delta"),
         "reference": "torch fp32 (export parity)",
     }

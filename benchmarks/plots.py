@@ -5,7 +5,6 @@ and the caption says so."""
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import Any
 
 from .schema import BenchResults, Row
@@ -51,11 +50,23 @@ def accuracy_vs_latency(results: BenchResults, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(8, 5.5))
     for i, (row, (x, y)) in enumerate(zip(rows, points)):
         on_front = i in front
-        ax.scatter([x], [y], s=70 if on_front else 40, marker="*" if on_front else "o",
-                   color="tab:red" if on_front else "tab:blue", zorder=3)
+        ax.scatter(
+            [x],
+            [y],
+            s=70 if on_front else 40,
+            marker="*" if on_front else "o",
+            color="tab:red" if on_front else "tab:blue",
+            zorder=3,
+        )
         ax.annotate(label(row), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
-    ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="tab:red",
-            label="Pareto front (faster and at least as accurate)", zorder=2)
+    ax.plot(
+        [points[i][0] for i in front],
+        [points[i][1] for i in front],
+        "--",
+        color="tab:red",
+        label="Pareto front (faster and at least as accurate)",
+        zorder=2,
+    )
     ax.set_xscale("log")
     ax.set_xlabel("latency p50 at batch 1 (ms, log scale)")
     ax.set_ylabel("macro recall (%)")
@@ -92,8 +103,13 @@ def latency_distribution(results: BenchResults, path: Path) -> Path | None:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 2))
-    ax.boxplot([list(r.latency_samples_ms) for r in rows], orientation="horizontal", showfliers=True,
-               flierprops={"markersize": 2}, whis=(1, 99))
+    ax.boxplot(
+        [list(r.latency_samples_ms) for r in rows],
+        orientation="horizontal",
+        showfliers=True,
+        flierprops={"markersize": 2},
+        whis=(1, 99),
+    )
     ax.set_yticks(range(1, len(rows) + 1), [label(r) for r in rows], fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("latency per call at batch 1 (ms, log scale); whiskers p1-p99, the median repeat")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from facederm.runtime.layout import REPORT_MD, RESULTS_CSV, RESULTS_JSON
 
@@ -75,8 +76,19 @@ def fp32_reference(rows: list[Row], row: Row) -> Row | None:
         return None
     if row.precision == "fp32" and base == row.target:
         return None
-    return next((r for r in rows if r is not row and r.target == base and r.precision == "fp32"
-                 and r.backend == row.backend and r.device == row.device and r.p50), None)
+    return next(
+        (
+            r
+            for r in rows
+            if r is not row
+            and r.target == base
+            and r.precision == "fp32"
+            and r.backend == row.backend
+            and r.device == row.device
+            and r.p50
+        ),
+        None,
+    )
 
 
 def speedup(rows: list[Row], row: Row) -> float | None:
@@ -91,8 +103,11 @@ def speed_ratios(results: BenchResults) -> list[tuple[str, Row, Row]]:
     out = [(f"{r.backend} {r.artifact} vs fp32", ref, r) for r in rows if (ref := fp32_reference(rows, r))]
     baseline = results.row(results.reference)
     if baseline is not None and baseline.p50 is not None:
-        out += [(f"{r.backend} {r.artifact} vs {baseline.artifact} {baseline.backend}", baseline, r)
-                for r in rows if r is not baseline]
+        out += [
+            (f"{r.backend} {r.artifact} vs {baseline.artifact} {baseline.backend}", baseline, r)
+            for r in rows
+            if r is not baseline
+        ]
     return out
 
 
@@ -122,9 +137,17 @@ def csv_line(row: Row, labels: tuple[str, ...]) -> dict[str, Any]:
     """One results.csv line: flat columns, median plus min and max for repeated figures."""
     acc = row.accuracy
     out: dict[str, Any] = {
-        "key": row.key, "artifact": row.artifact, "target": row.target, "precision": row.precision,
-        "backend": row.backend, "device": row.device, "status": row.status, "reason": row.reason,
-        "validated": row.validated, "compute_precision": row.compute_precision or "", "note": row.note,
+        "key": row.key,
+        "artifact": row.artifact,
+        "target": row.target,
+        "precision": row.precision,
+        "backend": row.backend,
+        "device": row.device,
+        "status": row.status,
+        "reason": row.reason,
+        "validated": row.validated,
+        "compute_precision": row.compute_precision or "",
+        "note": row.note,
         "size_mb": _f(row.size_mb, 3),
     }
     for name, _, value, _ in STAT_COLUMNS:
@@ -156,8 +179,12 @@ def write_csv(results: BenchResults, path: Path) -> Path:
 # -- report.md -------------------------------------------------------------------------------------------------
 def _table(header: list[str], lines: list[list[str]]) -> list[str]:
     clean = [[cell.replace("|", "\\|").replace("\n", " ") for cell in line] for line in lines]
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(c) + " |" for c in clean),
-            ""]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(c) + " |" for c in clean),
+        "",
+    ]
 
 
 def _name(row: Row) -> str:
@@ -165,12 +192,32 @@ def _name(row: Row) -> str:
 
 
 def _speed(results: BenchResults) -> list[str]:
-    header = ["row", "status", "validated", "computes in", "size MB",
-              *(h.replace("batch B", f"batch {results.config.batch}") for _, h, _, _ in STAT_COLUMNS)]
-    lines = [[_name(r), status(r), r.validated, r.compute_precision or "-", num(r.size_mb, 2),
-              *(stat(value(r), digits) for _, _, value, digits in STAT_COLUMNS)] for r in results.rows]
-    return ["## Speed", "", "Median over repeats, (min-max) in brackets. Latency at batch 1 after warm-up.", "",
-            *_table(header, lines)]
+    header = [
+        "row",
+        "status",
+        "validated",
+        "computes in",
+        "size MB",
+        *(h.replace("batch B", f"batch {results.config.batch}") for _, h, _, _ in STAT_COLUMNS),
+    ]
+    lines = [
+        [
+            _name(r),
+            status(r),
+            r.validated,
+            r.compute_precision or "-",
+            num(r.size_mb, 2),
+            *(stat(value(r), digits) for _, _, value, digits in STAT_COLUMNS),
+        ]
+        for r in results.rows
+    ]
+    return [
+        "## Speed",
+        "",
+        "Median over repeats, (min-max) in brackets. Latency at batch 1 after warm-up.",
+        "",
+        *_table(header, lines),
+    ]
 
 
 def _accuracy(results: BenchResults) -> list[str]:
@@ -183,31 +230,72 @@ def _accuracy(results: BenchResults) -> list[str]:
             blank = ["-"] * (len(ACCURACY_COLUMNS) + len(labels))
             lines.append([_name(r), r.validated, f"{r.accuracy_status}: {r.accuracy_reason}", *blank])
         else:
-            lines.append([_name(r), a.validated, a.source, *(text(a) for _, _, _, text in ACCURACY_COLUMNS),
-                          *[pct(a.per_class_recall.get(c)) for c in labels]])
+            lines.append(
+                [
+                    _name(r),
+                    a.validated,
+                    a.source,
+                    *(text(a) for _, _, _, text in ACCURACY_COLUMNS),
+                    *[pct(a.per_class_recall.get(c)) for c in labels],
+                ]
+            )
     ref = results.row(results.reference)
-    return ["## Accuracy", "", f"Reference for agreement and deltas: {_name(ref) if ref else results.reference}. "
-            "Delta CIs: patient-grouped bootstrap (1000 resamples). Twin rows take the export's parity figures.", "",
-            *_table(header, lines)]
+    return [
+        "## Accuracy",
+        "",
+        f"Reference for agreement and deltas: {_name(ref) if ref else results.reference}. "
+        "Delta CIs: patient-grouped bootstrap (1000 resamples). Twin rows take the export's parity figures.",
+        "",
+        *_table(header, lines),
+    ]
 
 
 def _tools(results: BenchResults) -> list[str]:
-    header = ["row", "tool", "facederm p50 ms", "tool p50 ms", "latency ratio (facederm/tool)", "facederm img/s",
-              "tool img/s", "throughput ratio", "status / command"]
-    lines = [[_name(r), t.tool, stat(r.latency_ms.get("p50"), 2), stat(t.latency_p50_ms, 2), num(t.latency_ratio, 3),
-              stat(r.throughput_ips, 1), stat(t.throughput_ips, 1), num(t.throughput_ratio, 3),
-              f"`{t.command}`" if t.status == "ok" else f"{t.status}: {t.reason}"]
-             for r in results.rows for t in r.tools]
+    header = [
+        "row",
+        "tool",
+        "facederm p50 ms",
+        "tool p50 ms",
+        "latency ratio (facederm/tool)",
+        "facederm img/s",
+        "tool img/s",
+        "throughput ratio",
+        "status / command",
+    ]
+    lines = [
+        [
+            _name(r),
+            t.tool,
+            stat(r.latency_ms.get("p50"), 2),
+            stat(t.latency_p50_ms, 2),
+            num(t.latency_ratio, 3),
+            stat(r.throughput_ips, 1),
+            stat(t.throughput_ips, 1),
+            num(t.throughput_ratio, 3),
+            f"`{t.command}`" if t.status == "ok" else f"{t.status}: {t.reason}",
+        ]
+        for r in results.rows
+        for t in r.tools
+    ]
     if not lines:
         return ["## Backends' own tools", "", "None ran (no row of a backend with its own tool or a bare call).", ""]
     return ["## Backends' own tools, same file, same threads", "", *_table(header, lines)]
 
 
 def _ratios(results: BenchResults) -> list[str]:
-    lines = [[name, f"{slow.p50 / fast.p50:.2f}x", f"{slow.p50:.2f} -> {fast.p50:.2f}"]  # type: ignore[operator]
-             for name, slow, fast in speed_ratios(results)]
-    return ["## Speed-ups at batch 1 (p50 ratios within this run)", "",
-            *_table(["comparison", "speed-up", "p50 ms"], lines)] if lines else []
+    lines = [
+        [name, f"{slow.p50 / fast.p50:.2f}x", f"{slow.p50:.2f} -> {fast.p50:.2f}"]  # type: ignore[operator]
+        for name, slow, fast in speed_ratios(results)
+    ]
+    return (
+        [
+            "## Speed-ups at batch 1 (p50 ratios within this run)",
+            "",
+            *_table(["comparison", "speed-up", "p50 ms"], lines),
+        ]
+        if lines
+        else []
+    )
 
 
 def _eval(results: BenchResults) -> str:
@@ -224,7 +312,8 @@ def _setup(results: BenchResults) -> list[str]:
     versions = ", ".join(f"{k} {v}" for k, v in env.versions.items() if v != "not installed")
     budget = f"{cfg.iterations} iterations" if cfg.iterations else f"{cfg.seconds:g} s"
     return [
-        "## Setup", "",
+        "## Setup",
+        "",
         f"- Command: `{cfg.command or 'run_bench(...)'}`",
         f"- Source: {cfg.source} ({cfg.source_kind}); export dir {cfg.export_dir}; run dir {cfg.run_dir or '-'}",
         f"- Evaluation data: {_eval(results)}",
@@ -235,22 +324,34 @@ def _setup(results: BenchResults) -> list[str]:
         f"{env.usable_cpus} usable; ISA: {isa}",
         f"- OS: {env.os}; Python {env.python}",
         f"- Versions: {versions}",
-        "- Wall time: " + ", ".join(f"{k} {v:.1f}" for k, v in results.timings_s.items()), "",
+        "- Wall time: " + ", ".join(f"{k} {v:.1f}" for k, v in results.timings_s.items()),
+        "",
     ]
 
 
 def write_markdown(results: BenchResults, path: Path, plots: dict[str, Path] | None = None) -> Path:
     """report.md: what was measured, on what, how, and what could not be measured (with reasons)."""
-    lines = ["# facederm-bench report", "", f"Created {results.created} by facederm {results.facederm_version} "
-             f"(schema {results.schema}).", "", *(f"> {note}" for note in results.notes), ""]
+    lines = [
+        "# facederm-bench report",
+        "",
+        f"Created {results.created} by facederm {results.facederm_version} (schema {results.schema}).",
+        "",
+        *(f"> {note}" for note in results.notes),
+        "",
+    ]
     lines += _setup(results) + _speed(results) + _accuracy(results) + _tools(results) + _ratios(results)
     lines += ["## Targets", "", *[f"- {format_check(c)}" for c in check_targets(results)], ""]
     if plots:
         lines += ["## Plots", "", *(f"![{name}]({os.path.relpath(p, path.parent)})" for name, p in plots.items()), ""]
-    lines += ["## Method", "", "Each (row, repeat) runs in a fresh Python process, so cold load and peak RSS are that "
-              "row's alone; repeats are interleaved across rows. Registered measurements:", "",
-              *(f"- `{m.name}` ({m.where}{'' if m.every_repeat else ', once'}): {m.describe}"
-                for m in registry().values()), ""]
+    lines += [
+        "## Method",
+        "",
+        "Each (row, repeat) runs in a fresh Python process, so cold load and peak RSS are that "
+        "row's alone; repeats are interleaved across rows. Registered measurements:",
+        "",
+        *(f"- `{m.name}` ({m.where}{'' if m.every_repeat else ', once'}): {m.describe}" for m in registry().values()),
+        "",
+    ]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 

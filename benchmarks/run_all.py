@@ -17,9 +17,10 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -55,24 +56,58 @@ def bench(out_dir: Path, **kwargs: Any) -> dict[str, Any]:
     model = build_default()
     options = BenchOptions(out=out_dir / "bench", run_dir=model.run_dir, source_kind="default", **kwargs)
     outcome = run_bench(model.export_dir, options)
-    return {"results": str(outcome.files["json"]), "report": str(outcome.files["markdown"]),
-            "targets": [asdict(c) for c in check_targets(outcome.results)]}
+    return {
+        "results": str(outcome.files["json"]),
+        "report": str(outcome.files["markdown"]),
+        "targets": [asdict(c) for c in check_targets(outcome.results)],
+    }
 
 
 #: The scripts, in the order they run. Add one here.
 SCRIPTS: list[Script] = [
-    Script("bench", "facederm.benchmarks.run_all", "bench", quick={"seconds": 1.0, "repeats": 2, "tool_seconds": 1.0},
-           what="facederm-bench on the demo model: every artifact x backend"),
-    Script("runtime_overhead", "facederm.benchmarks.runtime_overhead", "run", quick={"iterations": 40, "warmup": 5},
-           what="Model.predict vs the raw backend call"),
-    Script("train_throughput", "facederm.benchmarks.train_throughput", "run", quick={"steps": 2, "repeats": 2},
-           what="training images / s"),
-    Script("fuzz", "facederm.runtime.reliability.fuzz", "run", quick={"cases": 2000, "seed": 0},
-           full={"cases": 100_000, "seed": 0}, what="preprocessing fuzzer escapes"),
-    Script("leak", "facederm.runtime.reliability.leak", "cli", quick=["--iterations", "400", "--warmup", "100"],
-           what="RSS growth over predictions"),
-    Script("stream", "facederm.runtime.reliability.stream", "cli", quick=["--small", "100", "--large", "1000"],
-           what="predict streams a folder"),
+    Script(
+        "bench",
+        "facederm.benchmarks.run_all",
+        "bench",
+        quick={"seconds": 1.0, "repeats": 2, "tool_seconds": 1.0},
+        what="facederm-bench on the demo model: every artifact x backend",
+    ),
+    Script(
+        "runtime_overhead",
+        "facederm.benchmarks.runtime_overhead",
+        "run",
+        quick={"iterations": 40, "warmup": 5},
+        what="Model.predict vs the raw backend call",
+    ),
+    Script(
+        "train_throughput",
+        "facederm.benchmarks.train_throughput",
+        "run",
+        quick={"steps": 2, "repeats": 2},
+        what="training images / s",
+    ),
+    Script(
+        "fuzz",
+        "facederm.runtime.reliability.fuzz",
+        "run",
+        quick={"cases": 2000, "seed": 0},
+        full={"cases": 100_000, "seed": 0},
+        what="preprocessing fuzzer escapes",
+    ),
+    Script(
+        "leak",
+        "facederm.runtime.reliability.leak",
+        "cli",
+        quick=["--iterations", "400", "--warmup", "100"],
+        what="RSS growth over predictions",
+    ),
+    Script(
+        "stream",
+        "facederm.runtime.reliability.stream",
+        "cli",
+        quick=["--small", "100", "--large", "1000"],
+        what="predict streams a folder",
+    ),
 ]
 
 
@@ -93,25 +128,46 @@ def run_script(script: Script, out: Path, quick: bool, threads: int) -> dict[str
         if importlib.util.find_spec(script.module) is None:
             return {"status": "skipped", "reason": f"{script.module} is not there yet", "seconds": 0.0}
         if script.call == "cli":
-            done = subprocess.run([sys.executable, "-m", script.module, *settings, "--json"], capture_output=True,
-                                  text=True, check=False, timeout=3600)
+            done = subprocess.run(
+                [sys.executable, "-m", script.module, *settings, "--json"],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=3600,
+            )
             if done.returncode != 0:
                 tail = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines() or ["no output"])[-1]
-                return {"status": "failed", "reason": f"exit {done.returncode}: {tail}",
-                        "seconds": time.perf_counter() - started}
+                return {
+                    "status": "failed",
+                    "reason": f"exit {done.returncode}: {tail}",
+                    "seconds": time.perf_counter() - started,
+                }
             result = json.loads(done.stdout.strip().splitlines()[-1])
         else:
             fn = getattr(importlib.import_module(script.module), script.call)
             result = _call(fn, out, threads, dict(settings))  # type: ignore[arg-type]
     except Exception as exc:  # one script's failure must not lose the others' results
-        return {"status": "failed", "reason": f"{type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc(limit=5), "seconds": time.perf_counter() - started}
-    return {"status": "ok", "result": json.loads(json.dumps(result, default=str)),
-            "seconds": time.perf_counter() - started}
+        return {
+            "status": "failed",
+            "reason": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(limit=5),
+            "seconds": time.perf_counter() - started,
+        }
+    return {
+        "status": "ok",
+        "result": json.loads(json.dumps(result, default=str)),
+        "seconds": time.perf_counter() - started,
+    }
 
 
-def run_all(out: Path, *, quick: bool = False, only: list[str] | None = None, threads: int | None = None,
-            echo: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+def run_all(
+    out: Path,
+    *,
+    quick: bool = False,
+    only: list[str] | None = None,
+    threads: int | None = None,
+    echo: Callable[[str], None] = lambda _m: None,
+) -> dict[str, Any]:
     """Run the scripts (all, or ``only``) and write ``out/all-results.json``; returns the combined dict."""
     out.mkdir(parents=True, exist_ok=True)
     threads = threads or usable_cpus()
@@ -119,9 +175,13 @@ def run_all(out: Path, *, quick: bool = False, only: list[str] | None = None, th
     if unknown:
         raise ConfigError(f"unknown script(s) {', '.join(unknown)}; known: {', '.join(s.name for s in SCRIPTS)}")
     combined: dict[str, Any] = {
-        "schema": COMBINED_SCHEMA, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "facederm_version": __version__, "quick": quick, "threads": threads,
-        "environment": asdict(describe_environment(threads)), "scripts": {},
+        "schema": COMBINED_SCHEMA,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "facederm_version": __version__,
+        "quick": quick,
+        "threads": threads,
+        "environment": asdict(describe_environment(threads)),
+        "scripts": {},
     }
     for script in SCRIPTS:
         if only and script.name not in only:

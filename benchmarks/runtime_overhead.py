@@ -44,8 +44,12 @@ def _export(arch: str, size: int, workdir: Path) -> Path:
 
     spec = f"synthetic:24,size={size}"
     dataset = open_dataset(spec)
-    card = ModelCard(arch=arch, labels=dataset.labels, preprocessing=default_preprocessing(arch, size),
-                     data={"spec": spec, "label_set": dataset.label_set.name})
+    card = ModelCard(
+        arch=arch,
+        labels=dataset.labels,
+        preprocessing=default_preprocessing(arch, size),
+        data={"spec": spec, "label_set": dataset.label_set.name},
+    )
     splits = {name: [s.image_id for s in samples] for name, samples in split_by_patient(dataset.samples).items()}
     save_run(workdir / "run", create_model(arch, len(dataset.labels)).eval(), card, splits=splits)
     export_run(workdir / "run", out_dir=workdir / "export", targets=list(TARGETS), precisions=["fp32"], progress=False)
@@ -56,8 +60,14 @@ def _median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1e3
 
 
-def _measure(raw: Callable[[np.ndarray], Any], predict: Callable[[np.ndarray], Any], image: np.ndarray,
-             tensor: np.ndarray, iterations: int, warmup: int) -> dict[str, float]:
+def _measure(
+    raw: Callable[[np.ndarray], Any],
+    predict: Callable[[np.ndarray], Any],
+    image: np.ndarray,
+    tensor: np.ndarray,
+    iterations: int,
+    warmup: int,
+) -> dict[str, float]:
     for _ in range(warmup):
         raw(tensor)
         predict(image)
@@ -72,16 +82,24 @@ def _measure(raw: Callable[[np.ndarray], Any], predict: Callable[[np.ndarray], A
             sink.append(time.perf_counter() - start)
     raw_ms, predict_ms = _median_ms(raw_s), _median_ms(predict_s)
     return {
-        "raw_ms_median": round(raw_ms, 4), "predict_ms_median": round(predict_ms, 4),
+        "raw_ms_median": round(raw_ms, 4),
+        "predict_ms_median": round(predict_ms, 4),
         "ratio": round(predict_ms / raw_ms, 4),
         "raw_ms_p90": round(float(np.percentile(raw_s, 90)) * 1e3, 4),
         "predict_ms_p90": round(float(np.percentile(predict_s, 90)) * 1e3, 4),
     }
 
 
-def run(arch: str = "mobilenetv3_large_100", size: int = 300, iterations: int = 200, warmup: int = 20,
-        threads: int = 2, precision_hint: str | None = None, out: str | Path | None = None,
-        workdir: str | Path | None = None) -> dict[str, Any]:
+def run(
+    arch: str = "mobilenetv3_large_100",
+    size: int = 300,
+    iterations: int = 200,
+    warmup: int = 20,
+    threads: int = 2,
+    precision_hint: str | None = None,
+    out: str | Path | None = None,
+    workdir: str | Path | None = None,
+) -> dict[str, Any]:
     """Export the model, time raw vs ``predict`` per backend, return (and optionally write) the results."""
     from facederm.runtime import load
     from facederm.runtime.preprocess import to_tensor
@@ -108,11 +126,21 @@ def run(arch: str = "mobilenetv3_large_100", size: int = 300, iterations: int = 
             results[backend.name] = _measure(raw, model.predict, image, tensor, iterations, warmup)
             versions[backend.name] = importlib.import_module(backend.library).__version__
     result = {
-        "benchmark": "runtime_overhead", "arch": arch, "input_size": size, "iterations": iterations,
-        "threads": threads, "precision_hint": precision_hint, "target_ratio": TARGET_RATIO, "backends": results,
+        "benchmark": "runtime_overhead",
+        "arch": arch,
+        "input_size": size,
+        "iterations": iterations,
+        "threads": threads,
+        "precision_hint": precision_hint,
+        "target_ratio": TARGET_RATIO,
+        "backends": results,
         "passed": all(b["ratio"] <= TARGET_RATIO for b in results.values()),
-        "environment": {"python": platform.python_version(), "machine": platform.machine(),
-                        "processor": platform.processor(), **versions},
+        "environment": {
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+            **versions,
+        },
     }
     if out:
         Path(out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -125,14 +153,29 @@ def run(arch: str = "mobilenetv3_large_100", size: int = 300, iterations: int = 
 @click.option("--iterations", default=200, show_default=True, type=click.IntRange(min=5), help="Timed calls per side.")
 @click.option("--warmup", default=20, show_default=True, type=click.IntRange(min=0))
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="Same for raw and predict.")
-@click.option("--precision-hint",
-              help="Backend precision hint for both sides (OpenVINO INFERENCE_PRECISION_HINT, e.g. f32).")
-@common_option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("runtime_overhead.json"),
-               show_default=True, help="(the JSON results)")
+@click.option(
+    "--precision-hint", help="Backend precision hint for both sides (OpenVINO INFERENCE_PRECISION_HINT, e.g. f32)."
+)
+@common_option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("runtime_overhead.json"),
+    show_default=True,
+    help="(the JSON results)",
+)
 @common_option("--json", "as_json", is_flag=True)
 @debug_option()
-def main(arch: str, size: int, iterations: int, warmup: int, threads: int, precision_hint: str | None,
-         out: Path, as_json: bool, debug: bool) -> None:
+def main(
+    arch: str,
+    size: int,
+    iterations: int,
+    warmup: int,
+    threads: int,
+    precision_hint: str | None,
+    out: Path,
+    as_json: bool,
+    debug: bool,
+) -> None:
     """Measure predict() overhead over each backend's bare library call."""
     from rich.console import Console
     from rich.table import Table
@@ -142,8 +185,9 @@ def main(arch: str, size: int, iterations: int, warmup: int, threads: int, preci
     if as_json:
         click.echo(json.dumps(result))
         return
-    table = Table(title=f"predict() vs raw backend call: {arch} {size}x{size}, {threads} threads, "
-                        f"medians of {iterations}")
+    table = Table(
+        title=f"predict() vs raw backend call: {arch} {size}x{size}, {threads} threads, medians of {iterations}"
+    )
     for column in ("backend", "raw ms", "predict ms", "ratio", f"<= {TARGET_RATIO}"):
         table.add_column(column)
     for name, row in result["backends"].items():

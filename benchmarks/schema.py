@@ -9,12 +9,13 @@ images per second). Recall and precision are fractions (0-1); deltas too (x100 f
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
-from facederm.runtime.layout import Validated
 from facederm.runtime.errors import SchemaError, UnsupportedSchemaVersionError
+from facederm.runtime.layout import Validated
 from facederm.runtime.schema import from_dict, read_json, to_dict, write_json_atomic
 
 BENCH_SCHEMA = "facederm.bench/1"
@@ -32,7 +33,7 @@ class Stat:
     n: int
 
     @classmethod
-    def of(cls, values: Sequence[float]) -> "Stat | None":
+    def of(cls, values: Sequence[float]) -> Stat | None:
         values = [float(v) for v in values if v is not None]
         if not values:
             return None
@@ -192,7 +193,7 @@ class BenchResults:
         return to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "results") -> "BenchResults":
+    def from_dict(cls, data: Any, where: str = "results") -> BenchResults:
         if not isinstance(data, dict) or "schema" not in data:
             raise SchemaError(f"{where}: not a facederm bench results file (no 'schema' field)")
         if data["schema"] != BENCH_SCHEMA:
@@ -200,7 +201,7 @@ class BenchResults:
         return from_dict(cls, data, where)
 
     @classmethod
-    def load(cls, path: str | Path) -> "BenchResults":
+    def load(cls, path: str | Path) -> BenchResults:
         return cls.from_dict(read_json(path), where=str(path))
 
     def save(self, path: str | Path) -> None:

@@ -13,9 +13,10 @@ run did not train or validate on (an external set); never an image the model was
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -57,17 +58,25 @@ def find_run_dir(export_dir: Path, manifest: Manifest, given: Path | None) -> Pa
     return next((c for c in candidates if is_run_dir(c) and _same_model(c, manifest.card)), None)
 
 
-def resolve_source(path: Path, *, run_dir: Path | None, export_to: Path, export: Callable[..., object] | None = None,
-                   targets: Sequence[str] = ("all",)) -> Source:
+def resolve_source(
+    path: Path,
+    *,
+    run_dir: Path | None,
+    export_to: Path,
+    export: Callable[..., object] | None = None,
+    targets: Sequence[str] = ("all",),
+) -> Source:
     """Open PATH; a run dir is exported first (to every target installed) into ``export_to``. The export evaluates
     on the run's own test split (its default): the bench's ``--eval-data`` might be the training data."""
     if is_export_dir(path):
         manifest = Manifest.load(path / MANIFEST_FILE)
         return Source("export", path, find_run_dir(path, manifest, run_dir), manifest)
     if not is_run_dir(path):
-        raise ConfigError(f"{path}: neither an export dir ({MANIFEST_FILE}) nor a run dir ({CARD_FILE} + "
-                          f"{WEIGHTS_FILE}); train with facederm-train, export with facederm-export, or run "
-                          "facederm-bench without PATH for the demo")
+        raise ConfigError(
+            f"{path}: neither an export dir ({MANIFEST_FILE}) nor a run dir ({CARD_FILE} + "
+            f"{WEIGHTS_FILE}); train with facederm-train, export with facederm-export, or run "
+            "facederm-bench without PATH for the demo"
+        )
     if export is None:
         from facederm.export import export_run as export
     export(path, out_dir=export_to, targets=list(targets), progress=False)
@@ -101,8 +110,15 @@ def _select(samples: list[Any], splits: dict[str, list[str]], have_run: bool) ->
     return unseen, "all images the run did not train or validate on"
 
 
-def prepare_eval(spec: str, card: ModelCard, splits: dict[str, list[str]], work_dir: Path, *,
-                 have_run: bool = True, max_images: int | None = None) -> EvalData:
+def prepare_eval(
+    spec: str,
+    card: ModelCard,
+    splits: dict[str, list[str]],
+    work_dir: Path,
+    *,
+    have_run: bool = True,
+    max_images: int | None = None,
+) -> EvalData:
     """Open ``spec``, pick the evaluation images, preprocess them into ``work_dir``."""
     from facederm.training.data import open_dataset
     from facederm.training.evaluate import preprocess_samples
@@ -116,16 +132,21 @@ def prepare_eval(spec: str, card: ModelCard, splits: dict[str, list[str]], work_
         chosen = sorted(chosen, key=lambda s: (s.patient_id, s.image_id))[:max_images]
         selection += f", first {max_images} by patient id"
     if not chosen:
-        raise DataError(f"{spec}: no evaluation image left ({selection}; labels not in the model: "
-                        f"{unknown or 'none'})")
+        raise DataError(f"{spec}: no evaluation image left ({selection}; labels not in the model: {unknown or 'none'})")
     if unknown:
         selection += f"; labels the model lacks were left out: {', '.join(unknown)}"
     images = np.stack(list(preprocess_samples(dataset, chosen, card.preprocessing))).transpose(0, 3, 1, 2)
     work_dir.mkdir(parents=True, exist_ok=True)
     np.save(work_dir / EVAL_FILE, np.ascontiguousarray(images, dtype=np.uint8))
     counts = Counter(s.label for s in chosen)
-    info = EvalInfo(spec=spec, selection=selection, synthetic=bool(dataset.synthetic), n_images=len(chosen),
-                    n_patients=len({s.patient_id for s in chosen}), labels=tuple(card.labels),
-                    class_counts={label: counts.get(label, 0) for label in card.labels})
+    info = EvalInfo(
+        spec=spec,
+        selection=selection,
+        synthetic=bool(dataset.synthetic),
+        n_images=len(chosen),
+        n_patients=len({s.patient_id for s in chosen}),
+        labels=tuple(card.labels),
+        class_counts={label: counts.get(label, 0) for label in card.labels},
+    )
     y_true = np.array([card.labels.index(s.label) for s in chosen], dtype=np.int64)
     return EvalData(info, y_true, np.array([s.patient_id for s in chosen]).astype(str), work_dir / EVAL_FILE)

@@ -28,13 +28,21 @@ REASON_WIDTH = WIDTH - 4
 
 #: The backend that runs an artifact of a target natively: ``@backend`` is shown only for another one
 #: (TensorRT's ONNX graph run by onnxruntime: ``tensorrt:int8@ort``).
-_HOME_BACKEND = {"torch": "torch", "onnx": "onnxruntime", "onnx-mobile": "onnxruntime", "openvino": "openvino",
-                 "coreml": "coreml", "tensorrt-engine": "tensorrt"}
+_HOME_BACKEND = {
+    "torch": "torch",
+    "onnx": "onnxruntime",
+    "onnx-mobile": "onnxruntime",
+    "openvino": "openvino",
+    "coreml": "coreml",
+    "tensorrt-engine": "tensorrt",
+}
 #: Why a row is slower than its fp32 reference, where that is known and expected (printed under the table):
 #: target -> (ISA flags of which the host needs one, why).
 _SLOWER_BECAUSE = {
-    "onnx-mobile": (("avx2", "avx512f"),
-                    "built for arm: no NCHWc layout, which model.onnx gets at load on this x86 CPU"),
+    "onnx-mobile": (
+        ("avx2", "avx512f"),
+        "built for arm: no NCHWc layout, which model.onnx gets at load on this x86 CPU",
+    )
 }
 _SLOWER = 0.9  # a ratio under this is "slower" (timings vary 10 % between runs)
 _LACKS_PRECISION = re.compile(r"\bhas no \S+ \(it has ")
@@ -45,17 +53,33 @@ _MAX_NAME = 24
 _SHORTER = (
     (re.compile(r"^export failed: (?:fidelity|parity) gate:"), "export gate:"),
     (re.compile(r" \(only \d+ inputs, [^)]*\)"), ""),
-    (re.compile(r"agreement (\S+) of (\d+) inputs \((\d+) changed\), 95% lower bound (\S+) < --min-agreement (\S+)"),
-     r"agree \1 (\3 of \2 changed), lower bound \4 < \5"),
+    (
+        re.compile(r"agreement (\S+) of (\d+) inputs \((\d+) changed\), 95% lower bound (\S+) < --min-agreement (\S+)"),
+        r"agree \1 (\3 of \2 changed), lower bound \4 < \5",
+    ),
     (re.compile(r"argmax agreement (\S+) \(< --min-agreement (\S+)\)"), r"agree \1 < \2"),
-    (re.compile(r"harm shown: macro recall delta (\S+) points, 95% CI (\[[^]]*\]) on \d+ test images lies entirely "
-                r"below 0"), r"recall \1 pts, CI \2 < 0"),
-    (re.compile(r"macro recall delta (\S+) points, 95% CI (\[[^]]*\]) on \d+ test images: a drop beyond --max-drop "
-                r"(\S+) with a CI that excludes 0"), r"recall \1 pts (> \3), CI \2 excludes 0"),
-    (re.compile(r"(\S+) recall dropped (\S+) points \(> --max(?:-class)?-drop (?:\S+=)?(\S+)\)"),
-     r"\1 recall -\2 pts > \3"),
-    (re.compile(r"(\S+)'s (?:ONNX graph|twin) run by (\S+): the twin's numbers, NOT (\S+) speed"),
-     r"\1's graph run by \2 (the twin): NOT \3 speed"),
+    (
+        re.compile(
+            r"harm shown: macro recall delta (\S+) points, 95% CI (\[[^]]*\]) on \d+ test images lies entirely "
+            r"below 0"
+        ),
+        r"recall \1 pts, CI \2 < 0",
+    ),
+    (
+        re.compile(
+            r"macro recall delta (\S+) points, 95% CI (\[[^]]*\]) on \d+ test images: a drop beyond --max-drop "
+            r"(\S+) with a CI that excludes 0"
+        ),
+        r"recall \1 pts (> \3), CI \2 excludes 0",
+    ),
+    (
+        re.compile(r"(\S+) recall dropped (\S+) points \(> --max(?:-class)?-drop (?:\S+=)?(\S+)\)"),
+        r"\1 recall -\2 pts > \3",
+    ),
+    (
+        re.compile(r"(\S+)'s (?:ONNX graph|twin) run by (\S+): the twin's numbers, NOT (\S+) speed"),
+        r"\1's graph run by \2 (the twin): NOT \3 speed",
+    ),
 )
 
 
@@ -153,35 +177,70 @@ def _delta(row: Row) -> str:
 
 
 COLUMNS = (
-    ("row", "left"), ("status", "left"), ("acc.", "left"), ("MB", "right"), ("p50\nms", "right"),
-    ("vs\nfp32", "right"), ("export\ngate", "left"), ("img/s\n@{batch}", "right"), ("RSS\nMB", "right"),
-    ("recall\n%", "right"), ("delta\npts", "right"), ("agree\n%", "right"), ("/tool\np50", "right"),
+    ("row", "left"),
+    ("status", "left"),
+    ("acc.", "left"),
+    ("MB", "right"),
+    ("p50\nms", "right"),
+    ("vs\nfp32", "right"),
+    ("export\ngate", "left"),
+    ("img/s\n@{batch}", "right"),
+    ("RSS\nMB", "right"),
+    ("recall\n%", "right"),
+    ("delta\npts", "right"),
+    ("agree\n%", "right"),
+    ("/tool\np50", "right"),
 )
 
 
 def results_table(results: BenchResults) -> Table:
     ev, cfg = results.eval, results.config
-    title = (f"facederm-bench: {cfg.threads} threads, batch 1 latency, img/s at batch {cfg.batch}, {cfg.repeats} "
-             f"repeat{'s' if cfg.repeats != 1 else ''}")
+    title = (
+        f"facederm-bench: {cfg.threads} threads, batch 1 latency, img/s at batch {cfg.batch}, {cfg.repeats} "
+        f"repeat{'s' if cfg.repeats != 1 else ''}"
+    )
     if ev is not None:
         title += f"; {ev.n_images} eval images{' (SYNTHETIC)' if ev.synthetic else ''}"
-    caption = ("vs fp32: speed-up over the same backend's fp32 row. export gate: the export's gate verdict. acc.: "
-               "native or twin figures. delta: macro recall points vs torch fp32. /tool: facederm p50 / the backend's "
-               "own tool. *: below. Load times, spreads, CIs, per-class recall, full reasons: report.md, results.csv.")
-    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-                  padding=(0, 1), collapse_padding=True, caption_justify="left")
+    caption = (
+        "vs fp32: speed-up over the same backend's fp32 row. export gate: the export's gate verdict. acc.: "
+        "native or twin figures. delta: macro recall points vs torch fp32. /tool: facederm p50 / the backend's "
+        "own tool. *: below. Load times, spreads, CIs, per-class recall, full reasons: report.md, results.csv."
+    )
+    table = Table(
+        title=title,
+        caption=caption,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
+        caption_justify="left",
+    )
     for name, justify in COLUMNS:
-        table.add_column(name.format(batch=cfg.batch), justify=justify, no_wrap=True,  # type: ignore[arg-type]
-                         **({"max_width": _MAX_NAME, "overflow": "ellipsis"} if name == "row" else {}))
+        table.add_column(
+            name.format(batch=cfg.batch),
+            justify=justify,
+            no_wrap=True,  # type: ignore[arg-type]
+            **({"max_width": _MAX_NAME, "overflow": "ellipsis"} if name == "row" else {}),
+        )
     rows = shown_rows(results)
     for r in rows:
         style = {"failed": "red", "skipped": "yellow"}.get(r.status, "")
         a = r.accuracy
         table.add_row(
-            row_name(r), _state(r), r.validated, num(r.size_mb, 1), stat(r.latency_ms.get("p50"), 2, spread=False),
-            _ratio_cell(results, rows, r), gate_verdict(r),
-            stat(r.throughput_ips, 0, spread=False), stat(r.peak_rss_mb, 0, spread=False),
-            pct(a.macro_recall if a else None), _delta(r), pct(a.agreement if a else None), _tool_ratio(r),
+            row_name(r),
+            _state(r),
+            r.validated,
+            num(r.size_mb, 1),
+            stat(r.latency_ms.get("p50"), 2, spread=False),
+            _ratio_cell(results, rows, r),
+            gate_verdict(r),
+            stat(r.throughput_ips, 0, spread=False),
+            stat(r.peak_rss_mb, 0, spread=False),
+            pct(a.macro_recall if a else None),
+            _delta(r),
+            pct(a.agreement if a else None),
+            _tool_ratio(r),
             style=style,
         )
     return table

@@ -12,8 +12,8 @@ Each target is a small registered function; prints pass / FAIL / n/a per target 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import click
 
@@ -36,8 +36,14 @@ class TargetCheck:
 
 
 def _find(results: BenchResults, target: str, precision: str, backend: str) -> Row | None:
-    return next((r for r in results.rows if r.target == target and r.precision == precision
-                 and r.backend == backend and r.p50 is not None), None)
+    return next(
+        (
+            r
+            for r in results.rows
+            if r.target == target and r.precision == precision and r.backend == backend and r.p50 is not None
+        ),
+        None,
+    )
 
 
 def _baseline(results: BenchResults) -> Row | None:
@@ -49,15 +55,18 @@ def speedup(slow: Row | None, fast: Row | None) -> float | None:
     return slow.p50 / fast.p50 if slow is not None and fast is not None and slow.p50 and fast.p50 else None
 
 
-def _speed_target(name: str, slow_of: Callable[[BenchResults], Row | None],
-                  minimum: float) -> Callable[[BenchResults], TargetCheck]:
+def _speed_target(
+    name: str, slow_of: Callable[[BenchResults], Row | None], minimum: float
+) -> Callable[[BenchResults], TargetCheck]:
     def check(results: BenchResults) -> TargetCheck:
         slow, fast = slow_of(results), _find(results, "openvino", "int8", "openvino")
         ratio = speedup(slow, fast)
         if ratio is None or slow is None or fast is None:
             return TargetCheck(name, None, "rows missing or not timed")
-        return TargetCheck(name, ratio >= minimum,
-                           f"{ratio:.2f}x (p50 {slow.p50:.2f} ms -> {fast.p50:.2f} ms; need >= {minimum}x)")
+        return TargetCheck(
+            name, ratio >= minimum, f"{ratio:.2f}x (p50 {slow.p50:.2f} ms -> {fast.p50:.2f} ms; need >= {minimum}x)"
+        )
+
     return check
 
 
@@ -69,14 +78,19 @@ def int8_recall(results: BenchResults) -> TargetCheck:
     delta = 100 * row.accuracy.delta_macro_recall
     ci = [100 * c for c in row.accuracy.delta_macro_recall_ci if c is not None]
     span = f", 95% CI [{ci[0]:+.2f}, {ci[1]:+.2f}]" if len(ci) == 2 else ""
-    return TargetCheck(name, delta >= -MAX_RECALL_DROP_POINTS,
-                       f"{delta:+.2f} points{span} on {row.accuracy.n_images} images")
+    return TargetCheck(
+        name, delta >= -MAX_RECALL_DROP_POINTS, f"{delta:+.2f} points{span} on {row.accuracy.n_images} images"
+    )
 
 
 def tool_overhead(results: BenchResults) -> TargetCheck:
     name = f"facederm latency within {100 * (MAX_TOOL_OVERHEAD - 1):.0f}% of benchmark_app"
-    ratios = [(r.artifact, t.latency_ratio) for r in results.rows for t in r.tools
-              if t.tool == "benchmark_app" and t.latency_ratio is not None]
+    ratios = [
+        (r.artifact, t.latency_ratio)
+        for r in results.rows
+        for t in r.tools
+        if t.tool == "benchmark_app" and t.latency_ratio is not None
+    ]
     if not ratios:
         return TargetCheck(name, None, "no benchmark_app figures")
     worst = max(ratio for _, ratio in ratios)
@@ -86,10 +100,14 @@ def tool_overhead(results: BenchResults) -> TargetCheck:
 
 #: The targets, in the order they are printed. Add one here.
 TARGETS: list[Callable[[BenchResults], TargetCheck]] = [
-    _speed_target(f"OpenVINO int8 >= {MIN_INT8_VS_FP32}x faster than OpenVINO fp32 (batch 1)",
-                  lambda r: _find(r, "openvino", "fp32", "openvino"), MIN_INT8_VS_FP32),
-    _speed_target(f"OpenVINO int8 >= {MIN_INT8_VS_TORCH:g}x faster than torch fp32 eager (batch 1)", _baseline,
-                  MIN_INT8_VS_TORCH),
+    _speed_target(
+        f"OpenVINO int8 >= {MIN_INT8_VS_FP32}x faster than OpenVINO fp32 (batch 1)",
+        lambda r: _find(r, "openvino", "fp32", "openvino"),
+        MIN_INT8_VS_FP32,
+    ),
+    _speed_target(
+        f"OpenVINO int8 >= {MIN_INT8_VS_TORCH:g}x faster than torch fp32 eager (batch 1)", _baseline, MIN_INT8_VS_TORCH
+    ),
     int8_recall,
     tool_overhead,
 ]

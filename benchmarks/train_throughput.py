@@ -22,8 +22,9 @@ import torch
 from facederm.runtime.cli_support import common_option, debug_option, one_line_errors
 
 
-def _bare_loop(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device,
-               channels_last: bool) -> float:
+def _bare_loop(
+    model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device, channels_last: bool
+) -> float:
     """images/s of the textbook loop: forward, cross-entropy, backward, AdamW step."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     criterion = torch.nn.CrossEntropyLoss()
@@ -85,8 +86,10 @@ def run(
     optimizer = make_optimizer(model, 1e-3, 0.05)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(1000, 10, 0.01))
     normalize = Normalize(default_preprocessing(arch, img_size)).to(dev)
-    batches = [(torch.randn(batch_size, 3, img_size, img_size), torch.randint(0, len(labels), (batch_size,)))
-               for _ in range(steps)]
+    batches = [
+        (torch.randn(batch_size, 3, img_size, img_size), torch.randint(0, len(labels), (batch_size,)))
+        for _ in range(steps)
+    ]
 
     def facederm_epoch(epoch: int) -> float:
         sampler.set_epoch(epoch)
@@ -102,11 +105,19 @@ def run(
         ours.append(facederm_epoch(repeat + 1))
         bare.append(_bare_loop(model, batches, dev, channels_last))
     result = {
-        "arch": arch, "img_size": img_size, "batch_size": batch_size, "steps": steps, "repeats": repeats,
-        "workers": workers, "device": str(dev), "channels_last": channels_last,
+        "arch": arch,
+        "img_size": img_size,
+        "batch_size": batch_size,
+        "steps": steps,
+        "repeats": repeats,
+        "workers": workers,
+        "device": str(dev),
+        "channels_last": channels_last,
         "torch_threads": torch.get_num_threads(),
-        "facederm_images_per_s": statistics.median(ours), "bare_images_per_s": statistics.median(bare),
-        "facederm_runs": ours, "bare_runs": bare,
+        "facederm_images_per_s": statistics.median(ours),
+        "bare_images_per_s": statistics.median(bare),
+        "facederm_runs": ours,
+        "bare_runs": bare,
     }
     result["ratio"] = result["facederm_images_per_s"] / result["bare_images_per_s"]
     return result
@@ -121,15 +132,37 @@ def run(
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Data loader workers.")
 @common_option("--device", default="auto", show_default=True)
 @click.option("--no-channels-last", is_flag=True, help="Keep the default memory format.")
-@common_option("--out", type=click.Path(dir_okay=False, path_type=Path), old=("--json",),  # --json FILE before
-               help="(also write the JSON result here)")
+@common_option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    old=("--json",),  # --json FILE before
+    help="(also write the JSON result here)",
+)
 @debug_option()
-def main(arch: str, img_size: int, batch_size: int, steps: int, repeats: int, workers: int, device: str,
-         no_channels_last: bool, out: Path | None, debug: bool) -> None:
+def main(
+    arch: str,
+    img_size: int,
+    batch_size: int,
+    steps: int,
+    repeats: int,
+    workers: int,
+    device: str,
+    no_channels_last: bool,
+    out: Path | None,
+    debug: bool,
+) -> None:
     """facederm's training step against a bare timm-style loop; prints the result as JSON."""
     with one_line_errors("train_throughput", debug):
-        result = run(arch, img_size=img_size, batch_size=batch_size, steps=steps, repeats=repeats, workers=workers,
-                     device=device, channels_last=not no_channels_last)
+        result = run(
+            arch,
+            img_size=img_size,
+            batch_size=batch_size,
+            steps=steps,
+            repeats=repeats,
+            workers=workers,
+            device=device,
+            channels_last=not no_channels_last,
+        )
     text = json.dumps(result, indent=2)
     click.echo(text)
     if out:

@@ -9,5 +9,11 @@ from __future__ import annotations
 
 from .api import DEFAULT_CALIB_SIZE, DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, ExportOptions, ExportResult, export_run
 
-__all__ = ["DEFAULT_CALIB_SIZE", "DEFAULT_MAX_DROP", "DEFAULT_MIN_AGREEMENT", "ExportOptions", "ExportResult",
-           "export_run"]
+__all__ = [
+    "DEFAULT_CALIB_SIZE",
+    "DEFAULT_MAX_DROP",
+    "DEFAULT_MIN_AGREEMENT",
+    "ExportOptions",
+    "ExportResult",
+    "export_run",
+]

@@ -15,8 +15,14 @@ from facederm.runtime.layout import ArtifactRecord
 from .options import DEFAULT_CALIB_SIZE, ExportOptions, ExportResult
 from .parity import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT
 
-__all__ = ["DEFAULT_CALIB_SIZE", "DEFAULT_MAX_DROP", "DEFAULT_MIN_AGREEMENT", "ExportOptions", "ExportResult",
-           "export_run"]
+__all__ = [
+    "DEFAULT_CALIB_SIZE",
+    "DEFAULT_MAX_DROP",
+    "DEFAULT_MIN_AGREEMENT",
+    "ExportOptions",
+    "ExportResult",
+    "export_run",
+]
 
 
 def export_run(

@@ -138,10 +138,15 @@ class ViewedSet:
     def describe(self, labels: Sequence[str]) -> dict[str, object]:
         """What the manifest records of this set."""
         counts = Counter(labels[y] for y in self.images.y_true if 0 <= y < len(labels))
-        return {"data": self.spec, "images": len(self.images), "inputs": len(self), "views": list(self.views),
-                "patients": len(set(self.images.patients.tolist())),
-                "per_class": {label: counts.get(label, 0) for label in labels},
-                "missing_classes": [label for label in labels if not counts.get(label)]}
+        return {
+            "data": self.spec,
+            "images": len(self.images),
+            "inputs": len(self),
+            "views": list(self.views),
+            "patients": len(set(self.images.patients.tolist())),
+            "per_class": {label: counts.get(label, 0) for label in labels},
+            "missing_classes": [label for label in labels if not counts.get(label)],
+        }
 
 
 def _open(spec: str):
@@ -199,8 +204,9 @@ class EvaluationData:
         return set(images.ids), set(images.patients.tolist())
 
 
-def evaluation_data(run_dir: str | Path, card: ModelCard, eval_data: str | None, views: int | str = "auto"
-                    ) -> EvaluationData:
+def evaluation_data(
+    run_dir: str | Path, card: ModelCard, eval_data: str | None, views: int | str = "auto"
+) -> EvaluationData:
     """Held-out images of the run (all sites, val + test patients) plus ``eval_data``, in ``views`` views
     (``auto``: enough to reach :data:`AUTO_VIEW_TARGET` inputs); labelled effect on the run's test images
     (``eval_data`` when the run records no split)."""
@@ -211,12 +217,24 @@ def evaluation_data(run_dir: str | Path, card: ModelCard, eval_data: str | None,
     parts: list[ImageSet] = []
     labelled: ImageSet | None = None
     if dataset is not None:
-        held = _image_set(dataset, _pick(dataset, heldout_ids(splits), run_dir, spec, "held-out"), card,
-                          f"{spec} (held-out: val + test patients)", what="held-out", strict=False)
+        held = _image_set(
+            dataset,
+            _pick(dataset, heldout_ids(splits), run_dir, spec, "held-out"),
+            card,
+            f"{spec} (held-out: val + test patients)",
+            what="held-out",
+            strict=False,
+        )
         parts.append(held)
         if splits.get("test"):
-            labelled = _image_set(dataset, _pick(dataset, splits["test"], run_dir, spec, "test"), card,
-                                  f"{spec} (test split)", what="test", strict=True)
+            labelled = _image_set(
+                dataset,
+                _pick(dataset, splits["test"], run_dir, spec, "test"),
+                card,
+                f"{spec} (test split)",
+                what="test",
+                strict=True,
+            )
     if eval_data:
         extra_ds = _open(eval_data)
         extra = _image_set(extra_ds, extra_ds.samples, card, eval_data, what="evaluation", strict=labelled is None)
@@ -245,8 +263,13 @@ def _concat(parts: list[ImageSet], card: ModelCard) -> ImageSet:
             if (s.image_id, s.patient_id) not in seen:
                 seen.add((s.image_id, s.patient_id))
                 chosen.append((part, i))
-    merged = ImageSet(None, [p.samples[i] for p, i in chosen], np.asarray([p.y_true[i] for p, i in chosen]),
-                      card.preprocessing, " + ".join(p.spec for p in parts))
+    merged = ImageSet(
+        None,
+        [p.samples[i] for p, i in chosen],
+        np.asarray([p.y_true[i] for p, i in chosen]),
+        card.preprocessing,
+        " + ".join(p.spec for p in parts),
+    )
     merged._images = [p.images()[i] for p, i in chosen]
     return merged
 
@@ -261,8 +284,9 @@ def calibration_pool(run_dir: str | Path, card: ModelCard, calib_data: str | Non
     run_dir = Path(run_dir)
     dataset, splits, spec = _run_data(run_dir, card)
     if dataset is None or not training_ids(splits):
-        raise ConfigError(f"{run_dir}: the run records no training split (splits.json + card data.spec); "
-                          "pass --calib-data DATA")
+        raise ConfigError(
+            f"{run_dir}: the run records no training split (splits.json + card data.spec); pass --calib-data DATA"
+        )
     return dataset, _pick(dataset, training_ids(splits), run_dir, spec, "training"), f"{spec} (training images)"
 
 
@@ -295,8 +319,10 @@ def select_calibration(
             by_class[s.label][s.patient_id].append(s)
     present = [label for label in labels if by_class[label]]
     if not present:
-        raise ExportError("no calibration image of the model's classes once evaluation images and patients are "
-                          "excluded; pass --calib-data with images of the model's classes")
+        raise ExportError(
+            "no calibration image of the model's classes once evaluation images and patients are "
+            "excluded; pass --calib-data with images of the model's classes"
+        )
     counts = {label: sum(len(v) for v in by_class[label].values()) for label in present}
     total = sum(counts.values())
     quota = {label: max(1, int(size * counts[label] / total)) for label in present}
@@ -338,8 +364,9 @@ def calibration_set(
     than ``size`` is filled with flipped views of its images, class by class in turn."""
     dataset, pool, spec = calibration_pool(run_dir, card, calib_data)
     banned_ids, banned_patients = evaluation.exclude
-    chosen = select_calibration(pool, card.labels, size=size, exclude_ids=banned_ids,
-                                exclude_patients=banned_patients, seed=seed)
+    chosen = select_calibration(
+        pool, card.labels, size=size, exclude_ids=banned_ids, exclude_patients=banned_patients, seed=seed
+    )
     images = _image_set(dataset, chosen, card, spec, what="calibration", strict=True)
     pairs = [(i, "identity") for i in range(len(images))]
     if fill_views:

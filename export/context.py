@@ -75,8 +75,10 @@ class BuiltArtifact:
 
 def run_batched(fn: Predict, images: np.ndarray, batch_size: int) -> np.ndarray:
     """Apply ``fn`` to ``images`` in chunks (memory stays flat for any evaluation size)."""
-    out = [np.asarray(fn(np.ascontiguousarray(images[i : i + batch_size])), dtype=np.float32)
-           for i in range(0, len(images), batch_size)]
+    out = [
+        np.asarray(fn(np.ascontiguousarray(images[i : i + batch_size])), dtype=np.float32)
+        for i in range(0, len(images), batch_size)
+    ]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 

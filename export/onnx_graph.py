@@ -46,9 +46,15 @@ def export_fp32(model: torch.nn.Module, card: ModelCard, path: Path, *, slim: bo
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about shape arithmetic are expected and harmless
         torch.onnx.export(
-            static, (torch.zeros(1, 3, size, size),), str(raw), dynamo=False, opset_version=OPSET,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, do_constant_folding=True,
+            static,
+            (torch.zeros(1, 3, size, size),),
+            str(raw),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            do_constant_folding=True,
         )
     graph = onnx.load(str(raw))
     raw.unlink()
@@ -96,12 +102,11 @@ def ort_predict(path: Path) -> Predict:
 
 def versions(*modules: str) -> dict[str, str]:
     """Installed versions of ``modules`` (converters) for the manifest."""
+    import contextlib
     import importlib
 
     out = {}
     for name in modules:
-        try:
+        with contextlib.suppress(ImportError, AttributeError):  # not installed, or no version: left out
             out[name] = str(importlib.import_module(name).__version__)
-        except (ImportError, AttributeError):
-            pass
     return out

@@ -71,8 +71,9 @@ class ExportOptions:
 
     def gate_rules(self) -> GateRules:
         """The fidelity gate's thresholds (:mod:`facederm.export.parity`)."""
-        return GateRules(min_agreement=self.min_agreement, max_drop=self.max_drop,
-                         max_class_drop=dict(self.max_class_drop))
+        return GateRules(
+            min_agreement=self.min_agreement, max_drop=self.max_drop, max_class_drop=dict(self.max_class_drop)
+        )
 
     def replace(self, **changes: Any) -> ExportOptions:
         """A copy with ``changes``; an unknown name is a :class:`ConfigError` listing the known ones."""
@@ -134,4 +135,3 @@ class ExportResult:
     @property
     def skipped(self) -> tuple[ArtifactRecord, ...]:
         return tuple(r for r in self.records if r.status == "skipped")
-

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import beta, binom
 
-from facederm.runtime.layout import Flip, Parity
 from facederm.runtime.errors import ConfigError
+from facederm.runtime.layout import Flip, Parity
 from facederm.training import metrics
 
 N_BOOT = 1000
@@ -68,8 +68,12 @@ class GateRules:
             raise ConfigError(f"--min-agreement must be a percentage in [0, 100], got {self.min_agreement}")
 
     def to_dict(self) -> dict[str, object]:
-        return {"min_agreement_lower_bound_percent": self.min_agreement, "confidence": CONFIDENCE,
-                "max_drop_points": self.max_drop, "max_class_drop_points": dict(self.max_class_drop)}
+        return {
+            "min_agreement_lower_bound_percent": self.min_agreement,
+            "confidence": CONFIDENCE,
+            "max_drop_points": self.max_drop,
+            "max_class_drop_points": dict(self.max_class_drop),
+        }
 
 
 def clopper_pearson_lower(successes: int, n: int, confidence: float = CONFIDENCE) -> float:
@@ -92,8 +96,16 @@ def _agreement(inputs: AgreementInputs, labels: Sequence[str]) -> dict[str, obje
         raise ValueError(f"artifact output shape {art.shape} differs from the fp32 model's {ref.shape}")
     n = len(ref)
     if n == 0:
-        return {"agreement": float("nan"), "n_pairs": 0, "n_agreement_images": 0, "agreement_lower_bound": None,
-                "mean_kl": None, "mean_top1_prob_delta": None, "flips": (), "max_abs_prob_delta": 0.0}
+        return {
+            "agreement": float("nan"),
+            "n_pairs": 0,
+            "n_agreement_images": 0,
+            "agreement_lower_bound": None,
+            "mean_kl": None,
+            "mean_top1_prob_delta": None,
+            "flips": (),
+            "max_abs_prob_delta": 0.0,
+        }
     ref_top, art_top = ref.argmax(1), art.argmax(1)
     same = ref_top == art_top
     ordered = np.sort(ref, axis=1)
@@ -101,9 +113,16 @@ def _agreement(inputs: AgreementInputs, labels: Sequence[str]) -> dict[str, obje
     kl = np.sum(ref * (np.log(ref + _EPS) - np.log(art + _EPS)), axis=1)
     top1_delta = np.abs(art[np.arange(n), ref_top] - ref[np.arange(n), ref_top])
     flips = sorted(
-        (Flip(image_id=str(inputs.image_ids[i]), view=str(inputs.views[i]), fp32_label=labels[ref_top[i]],
-              artifact_label=labels[art_top[i]], fp32_margin=round(float(margin[i]), 4))
-         for i in np.flatnonzero(~same)),
+        (
+            Flip(
+                image_id=str(inputs.image_ids[i]),
+                view=str(inputs.views[i]),
+                fp32_label=labels[ref_top[i]],
+                artifact_label=labels[art_top[i]],
+                fp32_margin=round(float(margin[i]), 4),
+            )
+            for i in np.flatnonzero(~same)
+        ),
         key=lambda f: -f.fp32_margin,
     )
     return {
@@ -122,8 +141,15 @@ def _finite(values: Sequence[float]) -> tuple[float, ...]:
     return tuple(float(v) for v in values if np.isfinite(v))
 
 
-def _recall_effect(reference: np.ndarray, probs: np.ndarray, y_true: np.ndarray, patients: Sequence[str],
-                   labels: Sequence[str], n_boot: int, seed: int) -> dict[str, object]:
+def _recall_effect(
+    reference: np.ndarray,
+    probs: np.ndarray,
+    y_true: np.ndarray,
+    patients: Sequence[str],
+    labels: Sequence[str],
+    n_boot: int,
+    seed: int,
+) -> dict[str, object]:
     c = len(labels)
     both = np.concatenate([reference, probs], axis=1)  # one array: the bootstrap resamples pairs together
 
@@ -179,14 +205,15 @@ def compute_parity(
         raise ValueError(f"artifact output shape {probs.shape} differs from the fp32 model's {reference.shape}")
     y_true = np.asarray(y_true, dtype=np.int64)
     if agreement is None:
-        agreement = AgreementInputs(reference, probs, [str(i) for i in range(len(reference))],
-                                    ["identity"] * len(reference), eval_data)
+        agreement = AgreementInputs(
+            reference, probs, [str(i) for i in range(len(reference))], ["identity"] * len(reference), eval_data
+        )
     figures = _agreement(agreement, labels)
     labelled = _recall_effect(reference, probs, y_true, patients, labels, n_boot, seed)
-    max_abs = max(float(figures.pop("max_abs_prob_delta")), float(np.abs(probs - reference).max()) if probs.size
-                  else 0.0)
-    return Parity(max_abs_prob_delta=max_abs, eval_data=eval_data, agreement_data=agreement.data,
-                  **figures, **labelled)  # type: ignore[arg-type]
+    max_abs = max(
+        float(figures.pop("max_abs_prob_delta")), float(np.abs(probs - reference).max()) if probs.size else 0.0
+    )
+    return Parity(max_abs_prob_delta=max_abs, eval_data=eval_data, agreement_data=agreement.data, **figures, **labelled)  # type: ignore[arg-type]
 
 
 def _points(value: float) -> str:
@@ -211,18 +238,24 @@ def gate_verdict(parity: Parity, rules: GateRules) -> tuple[str | None, str]:
             bound = clopper_pearson_lower(round(parity.agreement * parity.n_images), parity.n_images)
         n = parity.n_pairs or parity.n_images
         changed = round((1 - parity.agreement) * n) if np.isfinite(parity.agreement) else n
-        text = (f"agreement {parity.agreement * 100:.1f}% of {n} inputs ({changed} changed), 95% lower bound "
-                f"{(bound or 0) * 100:.1f}%")
+        text = (
+            f"agreement {parity.agreement * 100:.1f}% of {n} inputs ({changed} changed), 95% lower bound "
+            f"{(bound or 0) * 100:.1f}%"
+        )
         weak = ""
         judged = bound
         if n and rules.min_agreement < 100 and clopper_pearson_lower(n, n) * 100 < rules.min_agreement:
             # Too few inputs for any artifact to reach the bound: judge the point estimate, and say so.
             judged = parity.agreement
-            weak = (f" (only {n} inputs: even full agreement bounds at {clopper_pearson_lower(n, n) * 100:.1f}%, so "
-                    f"the point estimate was judged; pass --eval-data or --eval-views for a real bound)")
+            weak = (
+                f" (only {n} inputs: even full agreement bounds at {clopper_pearson_lower(n, n) * 100:.1f}%, so "
+                f"the point estimate was judged; pass --eval-data or --eval-views for a real bound)"
+            )
         elif n < DESIGN_PAIRS:
-            weak = (f" (only {n} inputs, < {DESIGN_PAIRS}: an artifact that truly agrees 99% passes with probability "
-                    f"{pass_probability(0.99, n, rules.min_agreement):.2f})")
+            weak = (
+                f" (only {n} inputs, < {DESIGN_PAIRS}: an artifact that truly agrees 99% passes with probability "
+                f"{pass_probability(0.99, n, rules.min_agreement):.2f})"
+            )
         if judged is None or not np.isfinite(judged) or judged * 100 < rules.min_agreement - 1e-9:
             failures.append(f"{text} < --min-agreement {rules.min_agreement:g}%{weak}")
         else:
@@ -249,8 +282,9 @@ def gate_verdict(parity: Parity, rules: GateRules) -> tuple[str | None, str]:
     return None, "passed: " + "; ".join(passes)
 
 
-def check_gate(parity: Parity, max_drop: float, max_class_drop: Mapping[str, float],
-               min_agreement: float = 0.0) -> str | None:
+def check_gate(
+    parity: Parity, max_drop: float, max_class_drop: Mapping[str, float], min_agreement: float = 0.0
+) -> str | None:
     """The reason the gate fails (None when it passes); see :func:`gate_verdict`."""
     return gate_verdict(parity, GateRules(min_agreement, max_drop, dict(max_class_drop)))[0]
 
@@ -275,4 +309,6 @@ def parse_class_drops(items: Sequence[str], labels: Sequence[str]) -> dict[str, 
 def check_class_drops(drops: Mapping[str, float], labels: Sequence[str]) -> None:
     unknown = sorted(set(drops) - set(labels))
     if unknown:
-        raise ConfigError(f"--max-class-drop: unknown label(s) {', '.join(unknown)}; the model's labels: {', '.join(labels)}")
+        raise ConfigError(
+            f"--max-class-drop: unknown label(s) {', '.join(unknown)}; the model's labels: {', '.join(labels)}"
+        )

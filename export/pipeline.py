@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facederm.runtime.layout import ArtifactRecord, Parity, Probe, file_digest
 from facederm.runtime.errors import BackendUnavailableError, ConfigError, FacedermError, MissingDependencyError
+from facederm.runtime.layout import ArtifactRecord, Parity, Probe, file_digest
 from facederm.runtime.probe import DEFAULT_TOLERANCE, make_probe
 from facederm.runtime.version import __version__
 
@@ -30,14 +30,7 @@ from .context import BuildContext, BuiltArtifact, torch_predict
 from .options import ExportOptions, ExportResult
 from .parity import AgreementInputs, GateRules, check_class_drops, compute_parity, gate_verdict
 from .registry import Target, Variant, resolve_targets
-from .staging import (
-    ManifestStore,
-    clean_stale_staging,
-    file_entries,
-    install,
-    new_staging_dir,
-    remove_artifact_files,
-)
+from .staging import ManifestStore, clean_stale_staging, file_entries, install, new_staging_dir, remove_artifact_files
 
 log = logging.getLogger("facederm.export")
 
@@ -106,17 +99,25 @@ def run_export(
 
     calibration: ViewedSet | None = None
     if any(v.calibrated for _, variants, _ in plan for v in variants):
-        calibration = calibration_set(run_dir, card, evaluation, calib_data=options.calib_data,
-                                      size=options.calib_size, seed=seed)
+        calibration = calibration_set(
+            run_dir, card, evaluation, calib_data=options.calib_data, size=options.calib_size, seed=seed
+        )
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     clean_stale_staging(out_dir)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    store = ManifestStore(out_dir, card, created=created, facederm_version=__version__, source_run=run_dir.name,
-                          calibration=calibration.describe(card.labels) if calibration is not None else {},
-                          evaluation={**_describe_evaluation(evaluation, card.labels), "fp32_under_noise": noise_floor},
-                          gate=rules.to_dict(), options=options.to_dict())
+    store = ManifestStore(
+        out_dir,
+        card,
+        created=created,
+        facederm_version=__version__,
+        source_run=run_dir.name,
+        calibration=calibration.describe(card.labels) if calibration is not None else {},
+        evaluation={**_describe_evaluation(evaluation, card.labels), "fp32_under_noise": noise_floor},
+        gate=rules.to_dict(),
+        options=options.to_dict(),
+    )
     probe = Probe(seed=PROBE_SEED, batch=PROBE_BATCH, probabilities=tuple(tuple(map(float, r)) for r in probe_ref))
     store.set_probe(probe)
 
@@ -138,9 +139,15 @@ def run_export(
             task = bar.add_task("export", total=total) if bar else None
             for target, variants, lacking in plan:
                 for precision in lacking:
-                    emit(ArtifactRecord(target=target.name, precision=precision, path=f"{target.name}.{precision}",
-                                        status="skipped", error=f"{target.name} has no {precision} (it has "
-                                        f"{', '.join(target.precisions)})"))
+                    emit(
+                        ArtifactRecord(
+                            target=target.name,
+                            precision=precision,
+                            path=f"{target.name}.{precision}",
+                            status="skipped",
+                            error=f"{target.name} has no {precision} (it has {', '.join(target.precisions)})",
+                        )
+                    )
                     if bar:
                         bar.advance(task)
                 missing: MissingDependencyError | None = None
@@ -155,19 +162,32 @@ def run_export(
                         emit(_skipped(target, variant, str(missing)))
                     else:
                         ctx = BuildContext(
-                            model=model, card=card, precision=variant.precision, path=variant.path,
-                            workdir=new_staging_dir(out_dir, f"{target.name}-{variant.precision}"), scratch=scratch,
+                            model=model,
+                            card=card,
+                            precision=variant.precision,
+                            path=variant.path,
+                            workdir=new_staging_dir(out_dir, f"{target.name}-{variant.precision}"),
+                            scratch=scratch,
                             calibration=calibration if variant.calibrated else None,  # type: ignore[arg-type]
-                            batch_size=batch_size, shared=shared, options=options,
+                            batch_size=batch_size,
+                            shared=shared,
+                            options=options,
                         )
-                        record, delta = _export_one(target, variant, ctx, out_dir, store, evaluation, reference,
-                                                    probe_x, probe_ref, rules)
+                        record, delta = _export_one(
+                            target, variant, ctx, out_dir, store, evaluation, reference, probe_x, probe_ref, rules
+                        )
                         probe_deltas[record.key] = delta
                         emit(record)
                     if bar:
                         bar.advance(task)
-        store.set_probe(Probe(seed=PROBE_SEED, batch=PROBE_BATCH, probabilities=probe.probabilities,
-                              tolerance=_tolerances(list(store.manifest.artifacts), probe_deltas)))
+        store.set_probe(
+            Probe(
+                seed=PROBE_SEED,
+                batch=PROBE_BATCH,
+                probabilities=probe.probabilities,
+                tolerance=_tolerances(list(store.manifest.artifacts), probe_deltas),
+            )
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return ExportResult(manifest=store.manifest, records=tuple(records), out_dir=out_dir)
@@ -183,8 +203,9 @@ def predict_inputs(predict, inputs: ViewedSet, batch_size: int) -> np.ndarray:
 NOISE_FLOOR_SIGMA = 1.0
 
 
-def fp32_noise_floor(model: torch.nn.Module, inputs: ViewedSet, reference: np.ndarray, batch_size: int, *,
-                     seed: int = 0) -> dict[str, object]:
+def fp32_noise_floor(
+    model: torch.nn.Module, inputs: ViewedSet, reference: np.ndarray, batch_size: int, *, seed: int = 0
+) -> dict[str, object]:
     """How often the fp32 model changes its own top label under Gaussian pixel noise of one gray level: the
     scale an artifact's agreement is read against (a model that flips under such noise flips under int8 too)."""
     rng = np.random.default_rng(seed)
@@ -196,33 +217,49 @@ def fp32_noise_floor(model: torch.nn.Module, inputs: ViewedSet, reference: np.nd
 
     probs = predict_inputs(noisy, inputs, batch_size)
     same = probs.argmax(1) == reference.argmax(1)
-    return {"sigma_gray_levels": NOISE_FLOOR_SIGMA, "inputs": int(len(same)),
-            "agreement": round(float(same.mean()), 6) if len(same) else None}
+    return {
+        "sigma_gray_levels": NOISE_FLOOR_SIGMA,
+        "inputs": int(len(same)),
+        "agreement": round(float(same.mean()), 6) if len(same) else None,
+    }
 
 
-def gate_parity(reference: np.ndarray, probs: np.ndarray, evaluation: EvaluationData, labels: Sequence[str], *,
-                seed: int = 0) -> Parity:
+def gate_parity(
+    reference: np.ndarray, probs: np.ndarray, evaluation: EvaluationData, labels: Sequence[str], *, seed: int = 0
+) -> Parity:
     """The gate's figures from fp32 and artifact probabilities on every agreement input (view-major, so the
     identity view of image i is row i: the labelled test images are read from there)."""
     agreement = evaluation.agreement
     rows = evaluation.labelled_index
     labelled = evaluation.labelled
-    return compute_parity(reference[rows], probs[rows], labelled.y_true, list(labelled.patients), labels,
-                          agreement=AgreementInputs(reference, probs, agreement.image_ids, agreement.view_names,
-                                                    agreement.spec),
-                          eval_data=labelled.spec, seed=seed)
+    return compute_parity(
+        reference[rows],
+        probs[rows],
+        labelled.y_true,
+        list(labelled.patients),
+        labels,
+        agreement=AgreementInputs(reference, probs, agreement.image_ids, agreement.view_names, agreement.spec),
+        eval_data=labelled.spec,
+        seed=seed,
+    )
 
 
 def _describe_evaluation(evaluation: EvaluationData, labels: Sequence[str]) -> dict[str, object]:
     labelled = evaluation.labelled
-    return {"agreement": evaluation.agreement.describe(labels),
-            "labelled": {"data": labelled.spec, "images": len(labelled),
-                         "patients": len(set(labelled.patients.tolist()))}}
+    return {
+        "agreement": evaluation.agreement.describe(labels),
+        "labelled": {"data": labelled.spec, "images": len(labelled), "patients": len(set(labelled.patients.tolist()))},
+    }
 
 
 def _skipped(target: Target, variant: Variant, reason: str) -> ArtifactRecord:
-    return ArtifactRecord(target=variant.record_target or target.name, precision=variant.precision,
-                          path=variant.path, status="skipped", error=reason)
+    return ArtifactRecord(
+        target=variant.record_target or target.name,
+        precision=variant.precision,
+        path=variant.path,
+        status="skipped",
+        error=reason,
+    )
 
 
 def _export_one(
@@ -253,20 +290,31 @@ def _export_one(
     except (MissingDependencyError, BackendUnavailableError) as exc:  # e.g. no tensorrt / no GPU: skip
         shutil.rmtree(ctx.workdir, ignore_errors=True)
         return ArtifactRecord(**base, status="skipped", error=str(exc), seconds=_since(start)), 0.0
-    except Exception as exc:  # noqa: BLE001  (a converter can raise anything; the other artifacts go on)
+    except Exception as exc:
         log.debug("%s failed", key, exc_info=True)
         shutil.rmtree(ctx.workdir, ignore_errors=True)
         message = str(exc) if isinstance(exc, FacedermError) else f"{type(exc).__name__}: {exc}"
         _drop_old(out_dir, old)
-        return ArtifactRecord(**base, status="failed", error=message.strip().splitlines()[0][:500] if message else
-                              type(exc).__name__, calibration_ids=calib_ids, seconds=_since(start)), 0.0
+        return ArtifactRecord(
+            **base,
+            status="failed",
+            error=message.strip().splitlines()[0][:500] if message else type(exc).__name__,
+            calibration_ids=calib_ids,
+            seconds=_since(start),
+        ), 0.0
     finally:
         if built is not None and built.close is not None:
             built.close()
     assert built is not None
-    common = dict(format=built.format, validated=built.validated, validated_reason=built.validated_reason,
-                  parity=parity, converter_versions=_versions(built), calibration_ids=calib_ids,
-                  options={**built.options, "probe_max_abs_delta": round(probe_delta, 6)})
+    common = dict(
+        format=built.format,
+        validated=built.validated,
+        validated_reason=built.validated_reason,
+        parity=parity,
+        converter_versions=_versions(built),
+        calibration_ids=calib_ids,
+        options={**built.options, "probe_max_abs_delta": round(probe_delta, 6)},
+    )
     reason, decision = gate_verdict(parity, rules)
     common["parity"] = dataclasses.replace(parity, decision=decision)
     if reason:
@@ -277,8 +325,9 @@ def _export_one(
     shutil.rmtree(ctx.workdir, ignore_errors=True)
     sha, size = file_digest(out_dir / variant.path)
     files = file_entries(out_dir, list(built.files))
-    return ArtifactRecord(**base, status="ok", sha256=sha, bytes=size, files=files, **common,
-                          seconds=_since(start)), probe_delta
+    return ArtifactRecord(
+        **base, status="ok", sha256=sha, bytes=size, files=files, **common, seconds=_since(start)
+    ), probe_delta
 
 
 def _drop_old(out_dir: Path, old: ArtifactRecord | None) -> None:
@@ -297,5 +346,11 @@ def _progress(enabled: bool):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=Console(stderr=True), transient=True)
+    return Progress(
+        TextColumn("{task.description:<22}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )

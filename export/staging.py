@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from facederm.runtime.card import ModelCard
+from facederm.runtime.errors import FacedermError
 from facederm.runtime.layout import (
     MANIFEST_FILE,
     STAGING_PREFIX,
@@ -27,7 +28,6 @@ from facederm.runtime.layout import (
     file_digest,
     resolve_inside,
 )
-from facederm.runtime.errors import FacedermError
 
 log = logging.getLogger("facederm.export")
 
@@ -110,6 +110,13 @@ class ManifestStore:
         """Before rebuilding ``key``: if it is listed ok, list it as failed (in progress) first."""
         old = next((a for a in self.manifest.artifacts if a.key == key), None)
         if old is not None and old.status == "ok":
-            self.put(ArtifactRecord(target=target, precision=precision, path=path, status="failed",
-                                    error="re-export in progress (interrupted if this remains)"))
+            self.put(
+                ArtifactRecord(
+                    target=target,
+                    precision=precision,
+                    path=path,
+                    status="failed",
+                    error="re-export in progress (interrupted if this remains)",
+                )
+            )
         return old

@@ -21,13 +21,29 @@ def summary_table(records: list[ArtifactRecord] | tuple[ArtifactRecord, ...], ti
     Reasons of skipped / failed rows are footnotes (see :func:`reasons`), so the table stays narrow.
     """
     table = Table(title=title, show_lines=False)
-    for name, justify in (("target", "left"), ("precision", "left"), ("path", "left"), ("MB", "right"),
-                          ("status", "left"), ("check", "left"), ("agree%", "right"), ("LB95%", "right"),
-                          ("n", "right"), ("flip m", "right"), ("recall pts", "right"),
-                          ("95% CI", "right"), ("s", "right")):
+    for name, justify in (
+        ("target", "left"),
+        ("precision", "left"),
+        ("path", "left"),
+        ("MB", "right"),
+        ("status", "left"),
+        ("check", "left"),
+        ("agree%", "right"),
+        ("LB95%", "right"),
+        ("n", "right"),
+        ("flip m", "right"),
+        ("recall pts", "right"),
+        ("95% CI", "right"),
+        ("s", "right"),
+    ):
         # Headers are short and never truncated (min_width = their length); the README explains them.
-        table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis" if name != "path" else "fold",
-                         min_width=24 if name == "path" else len(name))  # type: ignore[arg-type]
+        table.add_column(
+            name,
+            justify=justify,
+            no_wrap=True,
+            overflow="ellipsis" if name != "path" else "fold",
+            min_width=24 if name == "path" else len(name),
+        )  # type: ignore[arg-type]
     notes = reasons(records)
     for r in records:
         p = r.parity
@@ -37,13 +53,19 @@ def summary_table(records: list[ArtifactRecord] | tuple[ArtifactRecord, ...], ti
             ci = f"{_points(p.macro_recall_delta_ci[0])} .. {_points(p.macro_recall_delta_ci[1])}"
         size = r.bytes + sum(f.bytes for f in r.files)
         table.add_row(
-            escape(r.target), r.precision, escape(r.path) if r.status != "skipped" else "", f"{size / 1e6:.2f}" if size else "",
-            f"[{_STYLE[r.status]}]{status}[/]", r.validated if r.status != "skipped" else "",
+            escape(r.target),
+            r.precision,
+            escape(r.path) if r.status != "skipped" else "",
+            f"{size / 1e6:.2f}" if size else "",
+            f"[{_STYLE[r.status]}]{status}[/]",
+            r.validated if r.status != "skipped" else "",
             f"{p.agreement * 100:.1f}" if p else "",
             f"{p.agreement_lower_bound * 100:.1f}" if p and p.agreement_lower_bound is not None else "",
             str(p.n_pairs or p.n_images) if p else "",
             f"{max(f.fp32_margin for f in p.flips):.2f}" if p and p.flips else "",
-            _points(p.macro_recall_delta) if p else "", ci, f"{r.seconds:.1f}" if r.seconds is not None else "",
+            _points(p.macro_recall_delta) if p else "",
+            ci,
+            f"{r.seconds:.1f}" if r.seconds is not None else "",
         )
     return table
 
@@ -59,9 +81,14 @@ def targets_table() -> Table:
     for target in all_targets():
         precisions = ", ".join(dict.fromkeys(f"{v.precision}{'*' if v.default else ''}" for v in target.variants))
         missing = target.missing_requirements()
-        table.add_row(f"{target.name}\n({escape(target.title)})", ", ".join(target.aliases), precisions,
-                      escape(target.validation), escape(target.metadata),
-                      "[green]yes[/]" if not missing else f"[yellow]no[/]: {escape(missing[0])}")
+        table.add_row(
+            f"{target.name}\n({escape(target.title)})",
+            ", ".join(target.aliases),
+            precisions,
+            escape(target.validation),
+            escape(target.metadata),
+            "[green]yes[/]" if not missing else f"[yellow]no[/]: {escape(missing[0])}",
+        )
     return table
 
 

@@ -31,8 +31,11 @@ def static_same_padding(model: nn.Module, input_size: int) -> tuple[nn.Module, i
     hooks = []
     for name, module in model.named_modules():
         if _is_conv2d_same(module):
-            hooks.append(module.register_forward_pre_hook(
-                lambda _m, args, name=name: sizes.__setitem__(name, tuple(args[0].shape[-2:]))))
+            hooks.append(
+                module.register_forward_pre_hook(
+                    lambda _m, args, name=name: sizes.__setitem__(name, tuple(args[0].shape[-2:]))
+                )
+            )
     if not hooks:
         return model, 0
     with torch.inference_mode():
@@ -44,8 +47,16 @@ def static_same_padding(model: nn.Module, input_size: int) -> tuple[nn.Module, i
         assert isinstance(old, nn.Conv2d)
         top, bottom = _same_pad(height, old.kernel_size[0], old.stride[0], old.dilation[0])
         left, right = _same_pad(width, old.kernel_size[1], old.stride[1], old.dilation[1])
-        conv = nn.Conv2d(old.in_channels, old.out_channels, old.kernel_size, old.stride, 0, old.dilation,
-                         old.groups, old.bias is not None)
+        conv = nn.Conv2d(
+            old.in_channels,
+            old.out_channels,
+            old.kernel_size,
+            old.stride,
+            0,
+            old.dilation,
+            old.groups,
+            old.bias is not None,
+        )
         conv.load_state_dict(old.state_dict())
         replacement: nn.Module = conv
         if top or bottom or left or right:

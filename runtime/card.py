@@ -18,7 +18,6 @@ CARD_SCHEMA = "facederm.card/1"
 NOT_A_DIAGNOSIS = "facederm output is decision support for clinicians, not a diagnosis."
 
 
-
 @dataclass(frozen=True)
 class Preprocessing:
     """How an image becomes the model input. The graph input is RGB 0-255; normalization is baked in.
@@ -107,15 +106,16 @@ class ModelCard:
         return len(self.labels)
 
     def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
+        data: dict[str, Any] = to_dict(self)
+        return data
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "card") -> "ModelCard":
+    def from_dict(cls, data: Any, where: str = "card") -> ModelCard:
         check_schema(data, CARD_SCHEMA, where)
         return from_dict(cls, data, where)
 
     @classmethod
-    def load(cls, path: str | Path) -> "ModelCard":
+    def load(cls, path: str | Path) -> ModelCard:
         return cls.from_dict(read_json(path), where=str(path))
 
     def save(self, path: str | Path) -> None:
@@ -132,5 +132,3 @@ def check_schema(data: Any, expected: str, where: str) -> None:
         raise UnsupportedSchemaVersionError(
             f"{where}: schema {found!r} is not supported (this facederm reads {expected!r})"
         )
-
-

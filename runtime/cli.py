@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -36,8 +37,13 @@ EXIT_INPUT_FAILED = EXIT_PARTIAL  # at least one image could not be predicted
 @click.option("--target", help="Pick the export dir's artifact of this target (onnx, ort, openvino ...).")
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1), help="Labels listed per image.")
 @common_option("--json", "as_json", is_flag=True, help="One object per line.")
-@common_option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1),
-               help="Decoded and run together (memory is bounded by this).")
+@common_option(
+    "--batch-size",
+    default=16,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Decoded and run together (memory is bounded by this).",
+)
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the artifact against manifest.json.")
 @click.option("--threads", type=click.IntRange(min=1), help="Inference threads (default: the backend's).")
 @click.option("--precision-hint", help="OpenVINO compute precision, e.g. f32 (CPUs may default to bf16).")
@@ -74,8 +80,16 @@ def main(
             return
         if path is None or (not images and not self_test):
             raise click.UsageError("give an export dir (or artifact) and at least one image or folder")
-        options = {k: v for k, v in (("threads", threads), ("precision_hint", precision_hint)) if v}
-        model = load(path, backend, None if device in (None, "auto") else device, precision=precision, target=target, verify=not no_verify, **options)
+        options: dict[str, Any] = {k: v for k, v in (("threads", threads), ("precision_hint", precision_hint)) if v}
+        model = load(
+            path,
+            backend,
+            None if device in (None, "auto") else device,
+            precision=precision,
+            target=target,
+            verify=not no_verify,
+            **options,
+        )
         if self_test:
             result = model.self_test()
             err.print(str(result))
@@ -114,8 +128,14 @@ def _predict(
 
 def _progress(err: Console) -> Progress:
     return Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, transient=True, disable=not err.is_terminal,
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
     )
 
 
@@ -138,7 +158,7 @@ def _backends_table() -> Table:
     table = Table(title="facederm backends on this machine", title_justify="left")
     for column in ("backend", "available", "devices", "files", "why"):
         table.add_column(column, overflow="fold")
-    for info in backend_registry():
+    for info in backend_registry.backends():
         mark = "[green]yes[/green]" if info.available else "[red]no[/red]"
         table.add_row(info.name, mark, ", ".join(info.devices), ", ".join(info.suffixes), _escape(info.reason))
     return table
@@ -146,4 +166,3 @@ def _backends_table() -> Table:
 
 def _escape(text: str) -> str:
     return escape(text)
-

@@ -71,8 +71,9 @@ class VocabularyOption(click.Option):
             self.opts = shown
 
 
-def common_option(flag: str, *decls: str, help: str | None = None, old: tuple[str, ...] = (),
-                  **kwargs: Any) -> Callable[[F], F]:
+def common_option(
+    flag: str, *decls: str, help: str | None = None, old: tuple[str, ...] = (), **kwargs: Any
+) -> Callable[[F], F]:
     """``@common_option("--batch-size", default=16)``: the flag with its shared help text (``help`` is added after
     it, for what is particular to one command) and its old spellings (:data:`OLD_NAMES`, plus ``old`` for a
     command's own) as hidden aliases."""

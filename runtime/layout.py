@@ -200,28 +200,28 @@ class Manifest:
                 return a
         return None
 
-    def with_artifact(self, record: ArtifactRecord) -> "Manifest":
+    def with_artifact(self, record: ArtifactRecord) -> Manifest:
         """A copy with ``record`` added, replacing any record for the same target:precision."""
         kept = tuple(a for a in self.artifacts if a.key != record.key)
         return replace(self, artifacts=kept + (record,))
 
     def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
+        data: dict[str, Any] = to_dict(self)
+        return data
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "manifest") -> "Manifest":
+    def from_dict(cls, data: Any, where: str = "manifest") -> Manifest:
         check_schema(data, MANIFEST_SCHEMA, where)
         if isinstance(data.get("card"), dict):
             check_schema(data["card"], CARD_SCHEMA, f"{where}.card")
         return from_dict(cls, data, where)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Manifest":
+    def load(cls, path: str | Path) -> Manifest:
         return cls.from_dict(read_json(path), where=str(path))
 
     def save(self, path: str | Path) -> None:
         write_json_atomic(path, self.to_dict())
-
 
 
 def _check_sha256(value: str, path: str) -> None:

@@ -15,7 +15,6 @@ from typing import Any
 from .backends import all_backends, check_reads, readers
 from .backends import get as get_backend
 from .backends.base import Backend
-from .layout import ArtifactRecord, Manifest, file_digest, resolve_inside
 from .errors import (
     ArtifactError,
     BackendMismatchError,
@@ -25,7 +24,7 @@ from .errors import (
     IntegrityError,
     SchemaError,
 )
-from .layout import MANIFEST_FILE
+from .layout import MANIFEST_FILE, ArtifactRecord, Manifest, file_digest, resolve_inside
 from .metadata import check_agreement
 from .model import DEFAULT_MAX_BATCH, Model
 
@@ -76,7 +75,8 @@ def load(
         manifest_file = path / MANIFEST_FILE
         if not manifest_file.is_file():
             raise ArtifactError(f"{path}: not an export dir ({MANIFEST_FILE} is missing) and not an artifact")
-        manifest = Manifest.load(manifest_file)
+        manifest: Manifest | None = Manifest.load(manifest_file)
+        assert manifest is not None
         candidates = _export_dir_candidates(path, manifest, wanted, device, precision, target)
         root: Path | None = path
     else:
@@ -97,7 +97,8 @@ def _export_dir_candidates(
     target: str | None,
 ) -> list[_Candidate]:
     records = [
-        r for r in manifest.ok_artifacts()
+        r
+        for r in manifest.ok_artifacts()
         if (precision is None or r.precision == precision) and (target is None or r.target == target)
     ]
     if not records:
@@ -142,7 +143,9 @@ def _file_candidates(path: Path, record: ArtifactRecord | None, wanted: type[Bac
     found = readers(path, fmt)
     if not found:
         known = ", ".join(sorted({s for b in all_backends() for s in b.suffixes}))
-        raise BackendMismatchError(f"{path}: no backend reads {path.suffix or 'files without a suffix'}; known: {known}")
+        raise BackendMismatchError(
+            f"{path}: no backend reads {path.suffix or 'files without a suffix'}; known: {known}"
+        )
     return [_Candidate(record, path, b) for b in found]
 
 
@@ -217,7 +220,9 @@ def verify_artifact(root: Path, record: ArtifactRecord) -> None:
     for relative, expected in entries:
         file = resolve_inside(root, relative)
         if not file.exists():
-            raise IntegrityError(f"{file}: listed in {MANIFEST_FILE} but missing; re-export or copy the whole export dir")
+            raise IntegrityError(
+                f"{file}: listed in {MANIFEST_FILE} but missing; re-export or copy the whole export dir"
+            )
         actual, _ = file_digest(file)
         if actual != expected:
             raise IntegrityError(

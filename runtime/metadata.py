@@ -105,7 +105,7 @@ def tensorrt_sidecar(
 
 
 def _preprocessing_key(pre: Preprocessing) -> dict[str, Any]:
-    data = to_dict(pre)
+    data: dict[str, Any] = to_dict(pre)
     data["mean"] = [round(float(v), 6) for v in data["mean"]]
     data["std"] = [round(float(v), 6) for v in data["std"]]
     return data

@@ -15,8 +15,8 @@ import numpy as np
 
 from .backends.base import Session
 from .card import ModelCard
-from .layout import ArtifactRecord, Manifest
 from .errors import ArtifactError, FacedermInputError, MetadataMismatchError
+from .layout import ArtifactRecord, Manifest
 from .prediction import Prediction, SelfTestResult
 from .preprocess import describe_source, prepare_image, to_tensor
 from .probe import make_probe, tolerance_for
@@ -145,7 +145,8 @@ class Model:
         k = max(1, min(top_k, len(self.labels)))
         order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
         if self._referral.size:
-            refer = (probabilities[:, self._referral] >= self._referral_threshold).any(axis=1).tolist()
+            flags = (probabilities[:, self._referral] >= self._referral_threshold).any(axis=1)
+            refer = [bool(f) for f in np.asarray(flags).reshape(-1)]
         else:
             refer = [False] * len(probabilities)
         out = []
@@ -188,7 +189,7 @@ class Model:
         """Release native resources now (GPU memory); optional."""
         self._session.close()
 
-    def __enter__(self) -> "Model":
+    def __enter__(self) -> Model:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -13,7 +13,6 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -28,7 +27,7 @@ from .errors import (
     UnreadableImageError,
 )
 
-ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
+ImageSource = str | os.PathLike[str] | bytes | bytearray | memoryview | Image.Image | np.ndarray
 
 #: Refuse images with more pixels than this before decoding them (phones top out near 200 MP).
 DEFAULT_MAX_PIXELS = 200_000_000
@@ -77,11 +76,7 @@ def describe_source(source: object, name: str | None = None) -> str:
 
 
 def load_image(
-    source: ImageSource,
-    *,
-    name: str | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    draft_size: int | None = None,
+    source: ImageSource, *, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None
 ) -> np.ndarray:
     """Decode ``source`` to a uint8 HxWx3 RGB array, EXIF orientation applied.
 
@@ -124,8 +119,17 @@ def load_image(
         raise UnreadableImageError("not a recognised image format", label) from exc
     except MemoryError as exc:
         raise ImageTooLargeError("image too large to decode", label) from exc
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, KeyError, ZeroDivisionError,
-            struct.error) as exc:
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        EOFError,
+        IndexError,
+        TypeError,
+        KeyError,
+        ZeroDivisionError,
+        struct.error,
+    ) as exc:
         # PIL reports truncated/corrupt data through a zoo of exception types.
         raise UnreadableImageError(f"corrupt or truncated image ({type(exc).__name__}: {exc})", label) from exc
 
@@ -153,7 +157,9 @@ def _mode_to_rgb(img: Image.Image) -> np.ndarray:
         # High bit depth: scale to 0-255 rather than clip (PIL's convert('L') saturates at 255).
         arr = np.asarray(img, dtype=np.float64)
         arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
-        top = 65535.0 if mode.startswith("I;16") or (mode == "I" and arr.max(initial=0) <= 65535) else arr.max(initial=1)
+        top = (
+            65535.0 if mode.startswith("I;16") or (mode == "I" and arr.max(initial=0) <= 65535) else arr.max(initial=1)
+        )
         if mode == "F" and arr.max(initial=0) <= 1.0:
             top = 1.0
         gray = np.clip(arr / max(top, 1e-12) * 255.0 + 0.5, 0, 255).astype(np.uint8)
@@ -236,11 +242,7 @@ def _as_preprocessing(spec: Preprocessing | int) -> Preprocessing:
 
 
 def prepare_image(
-    source: ImageSource,
-    spec: Preprocessing | int,
-    *,
-    name: str | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    source: ImageSource, spec: Preprocessing | int, *, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> np.ndarray:
     """Decode and resize/crop one input: uint8 HxWx3 RGB at the model's input size.
 
@@ -257,11 +259,7 @@ def prepare_image(
 
 
 def preprocess(
-    source: ImageSource,
-    spec: Preprocessing | int,
-    *,
-    name: str | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    source: ImageSource, spec: Preprocessing | int, *, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> PreparedImage:
     """Preprocess one input for a model: see the module docstring.
 

@@ -53,7 +53,8 @@ def make_probe(seed: int = DEFAULT_SEED, batch: int = DEFAULT_BATCH, size: int =
     weights = _interpolation_matrix(size, _GRID)
     smooth = weights @ grid @ weights.T  # (batch, 3, size, size), separable bilinear upsampling
     texture = rng.normal(0.0, 6.0, size=(batch, 1, size, size))  # mild skin-like grain, shared by channels
-    return np.clip(np.rint(smooth + texture), 0.0, 255.0).astype(np.float32)
+    probe: np.ndarray = np.clip(np.rint(smooth + texture), 0.0, 255.0).astype(np.float32)
+    return probe
 
 
 def tolerance_for(precision: str | None, recorded: dict[str, float], compute_precision: str | None = None) -> float:
@@ -62,6 +63,7 @@ def tolerance_for(precision: str | None, recorded: dict[str, float], compute_pre
     When the device computes in a lower precision than the artifact (OpenVINO's bf16 on this CPU),
     the looser of the two applies, so an honest bf16 run of an fp32 IR is not reported as broken.
     """
+
     def one(p: str) -> float:
         return float(recorded.get(p, DEFAULT_TOLERANCE.get(p, DEFAULT_TOLERANCE["int8"])))
 

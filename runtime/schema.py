@@ -48,7 +48,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             allowed = ", ".join(repr(a) for a in get_args(tp))
             raise SchemaError(f"{where}: {value!r} is not one of {allowed}")
         return value
-    if dataclasses.is_dataclass(tp):
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return from_dict(tp, value, where)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):

@@ -10,8 +10,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -48,11 +49,25 @@ def make_manifest(make_card: Callable[..., ModelCard]) -> Callable[..., Manifest
         fields: dict[str, Any] = dict(
             card=make_card(),
             artifacts=(
-                ArtifactRecord(target="onnx", precision="fp32", path="model.onnx", status="ok", sha256=SHA_A,
-                               bytes=10, format="onnx"),
-                ArtifactRecord(target="openvino", precision="fp32", path="openvino/model.xml", status="ok",
-                               sha256=SHA_B, bytes=5, format="openvino",
-                               files=(FileEntry(path="openvino/model.bin", sha256=SHA_A, bytes=3),)),
+                ArtifactRecord(
+                    target="onnx",
+                    precision="fp32",
+                    path="model.onnx",
+                    status="ok",
+                    sha256=SHA_A,
+                    bytes=10,
+                    format="onnx",
+                ),
+                ArtifactRecord(
+                    target="openvino",
+                    precision="fp32",
+                    path="openvino/model.xml",
+                    status="ok",
+                    sha256=SHA_B,
+                    bytes=5,
+                    format="openvino",
+                    files=(FileEntry(path="openvino/model.bin", sha256=SHA_A, bytes=3),),
+                ),
             ),
             facederm_version="0.1.0",
         )
@@ -65,8 +80,13 @@ def make_manifest(make_card: Callable[..., ModelCard]) -> Callable[..., Manifest
 # --- native crashes: a check that can kill the interpreter runs in its own process -----------------------------
 #: Path fragments of a Python frame -> the native library that frame calls into (most specific first).
 _NATIVE_FRAMES = (
-    ("nncf", "NNCF / OpenVINO"), ("openvino", "OpenVINO"), ("onnxruntime", "ONNX Runtime"),
-    ("onnx_graph.py", "ONNX Runtime"), ("tensorrt", "TensorRT"), ("coreml", "coremltools"), ("torch", "torch"),
+    ("nncf", "NNCF / OpenVINO"),
+    ("openvino", "OpenVINO"),
+    ("onnxruntime", "ONNX Runtime"),
+    ("onnx_graph.py", "ONNX Runtime"),
+    ("tensorrt", "TensorRT"),
+    ("coreml", "coremltools"),
+    ("torch", "torch"),
 )
 _CHILD = """
 import faulthandler, importlib, json, os, pickle, sys, traceback
@@ -118,20 +138,28 @@ def run_isolated(fn: Callable[..., Any], *args: Any, what: str, timeout: float =
         job.write_bytes(pickle.dumps((module, fn.__qualname__, args, kwargs)))
         env = {**os.environ, "FACEDERM_ISOLATED_PATH": json.dumps([p for p in sys.path if p])}
         try:
-            done = subprocess.run([sys.executable, "-c", _CHILD, str(job), str(out)], capture_output=True,
-                                  text=True, timeout=timeout, env=env)
+            done = subprocess.run(
+                [sys.executable, "-c", _CHILD, str(job), str(out)],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=env,
+            )
         except subprocess.TimeoutExpired as exc:
-            pytest.fail(f"{what}: no answer within {timeout:.0f} s in its subprocess on CPU {cpu_description()}",
-                        pytrace=False)
+            pytest.fail(
+                f"{what}: no answer within {timeout:.0f} s in its subprocess on CPU {cpu_description()}", pytrace=False
+            )
             raise AssertionError from exc  # unreachable (pytest.fail raises); keeps type checkers calm
         sys.stdout.write(done.stdout)  # what the check printed shows up under the test, as in-process
         if done.returncode < 0 or not out.is_file():
             code = done.returncode
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}, no result"
             tail = "\n".join(done.stderr.strip().splitlines()[-25:])
-            pytest.fail(f"{what}: native crash ({how}) in {_native_library(done.stderr)} on CPU {cpu_description()}."
-                        f" It ran in its own process, so the rest of the suite went on. Its stderr ends:\n{tail}",
-                        pytrace=False)
+            pytest.fail(
+                f"{what}: native crash ({how}) in {_native_library(done.stderr)} on CPU {cpu_description()}."
+                f" It ran in its own process, so the rest of the suite went on. Its stderr ends:\n{tail}",
+                pytrace=False,
+            )
         sys.stderr.write(done.stderr)
         status, *payload = pickle.loads(out.read_bytes())
     if status == "error":
@@ -144,3 +172,34 @@ def run_isolated(fn: Callable[..., Any], *args: Any, what: str, timeout: float =
 def run_isolated_fixture() -> Callable[..., Any]:
     """:func:`run_isolated` as a fixture (session scope, so session fixtures can use it too)."""
     return run_isolated
+
+
+# --- shared built artifacts (session fixtures; the builders live in export_builders / runtime_builders) ---------
+@pytest.fixture(scope="session")
+def runtime_export(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny export dir with every format the runtime reads (built with torch in a few seconds)."""
+    from runtime_builders import build_runtime_export
+
+    return build_runtime_export(tmp_path_factory.mktemp("runtime"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny trained run dir (3 classes, 64 px, a few epochs on synthetic data)."""
+    from export_builders import make_tiny_run
+
+    return make_tiny_run(tmp_path_factory.mktemp("export-run") / "run")
+
+
+@pytest.fixture(scope="session")
+def full_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``export_run(tiny_run, targets=["all"])`` once per session. The gate is opened wide (a 3-class 64 px
+    net loses more to 4-bit weights than a real model): these tests check the artifacts; the gate has its own.
+    It runs in a subprocess (:func:`run_isolated`): a native crash in a backend fails these tests with the backend
+    and the CPU named instead of killing the test run."""
+    from export_builders import export_everything
+
+    out = tmp_path_factory.mktemp("export-all") / "out"
+    return run_isolated(
+        export_everything, tiny_run, out, what="export_run(tiny run, every target) with native int8 validation"
+    )

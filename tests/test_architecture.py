@@ -10,8 +10,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = {"runtime": "facederm.runtime", "training": "facederm.training", "export": "facederm.export",
-            "benchmarks": "facederm.benchmarks"}
+PACKAGES = {
+    "runtime": "facederm.runtime",
+    "training": "facederm.training",
+    "export": "facederm.export",
+    "benchmarks": "facederm.benchmarks",
+}
 #: An import may only go down this order (DESIGN.md, "Dependency direction").
 LAYER = {"facederm.runtime": 0, "facederm.training": 1, "facederm.export": 2, "facederm.benchmarks": 3}
 
@@ -53,8 +57,10 @@ def _imports(name: str, path: Path) -> set[str]:
 GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
 #: A package's ``__init__`` importing its own modules (re-exports, built-in registrations) is how Python packages
 #: work, not a circle of ideas: those edges are left out of the circle check.
-OWN = {name: {d for d in deps if d.startswith(name + ".")} if MODULES[name].name == "__init__.py" else set()
-       for name, deps in GRAPH.items()}
+OWN = {
+    name: {d for d in deps if d.startswith(name + ".")} if MODULES[name].name == "__init__.py" else set()
+    for name, deps in GRAPH.items()
+}
 
 
 def _layer(module: str) -> int:
@@ -98,8 +104,18 @@ def test_no_import_circle():
     assert not circles, "import circles:\n" + "\n".join(" <-> ".join(c) for c in circles)
 
 
-@pytest.mark.parametrize("name", ["manifest.json", "config.json", "model.safetensors", "metrics.json",
-                                  "splits.json", "history.json", "results.json"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "manifest.json",
+        "config.json",
+        "model.safetensors",
+        "metrics.json",
+        "splits.json",
+        "history.json",
+        "results.json",
+    ],
+)
 def test_layout_names_are_spelled_only_in_runtime_layout(name):
     pattern = re.compile(rf"[\"']{re.escape(name)}[\"']")
     spelled = [str(p.relative_to(ROOT)) for p in MODULES.values() if pattern.search(p.read_text(encoding="utf-8"))]

@@ -34,8 +34,12 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("bench")
     dataset = open_dataset(DATA)
     model = create_model(ARCH, len(dataset.labels)).eval()
-    card = ModelCard(arch=ARCH, labels=dataset.labels, preprocessing=default_preprocessing(ARCH, SIZE),
-                     data={"spec": DATA, "label_set": dataset.label_set.name})
+    card = ModelCard(
+        arch=ARCH,
+        labels=dataset.labels,
+        preprocessing=default_preprocessing(ARCH, SIZE),
+        data={"spec": DATA, "label_set": dataset.label_set.name},
+    )
     splits = split_by_patient(dataset.samples)
     save_run(root / "run", model, card, splits={k: [s.image_id for s in v] for k, v in splits.items()})
     export_run(root / "run", out_dir=root / "export", targets=["onnx", "openvino"], precisions=["fp32"])
@@ -51,14 +55,31 @@ def _with_twin_record(export_dir: Path, tmp_path: Path) -> Path:
     shutil.copytree(export_dir.parent / "run", tmp_path / "run")
     manifest = Manifest.load(copy / "manifest.json")
     labels = manifest.card.labels
-    parity = Parity(agreement=0.95, max_abs_prob_delta=0.02, macro_recall=0.5, macro_recall_delta=-0.004,
-                    per_class_recall_delta={label: 0.0 for label in labels}, macro_recall_delta_ci=(-0.02, 0.01),
-                    n_images=12, n_patients=6, eval_data=DATA)
+    parity = Parity(
+        agreement=0.95,
+        max_abs_prob_delta=0.02,
+        macro_recall=0.5,
+        macro_recall_delta=-0.004,
+        per_class_recall_delta={label: 0.0 for label in labels},
+        macro_recall_delta_ci=(-0.02, 0.01),
+        n_images=12,
+        n_patients=6,
+        eval_data=DATA,
+    )
     (copy / "model.mlpackage").mkdir()
     (copy / "model.mlpackage" / "x").write_text("stand-in")
-    record = ArtifactRecord(target="coreml", precision="fp16", path="model.mlpackage", status="ok", sha256="c" * 64,
-                            bytes=8, format="mlpackage", validated="twin",
-                            validated_reason="fp16 twin in torch", parity=parity)
+    record = ArtifactRecord(
+        target="coreml",
+        precision="fp16",
+        path="model.mlpackage",
+        status="ok",
+        sha256="c" * 64,
+        bytes=8,
+        format="mlpackage",
+        validated="twin",
+        validated_reason="fp16 twin in torch",
+        parity=parity,
+    )
     manifest.with_artifact(record).save(copy / "manifest.json")
     return copy
 
@@ -128,14 +149,22 @@ def test_csv_markdown_and_plots_are_written(bench_run) -> None:
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_missing_backend_is_a_skipped_row_and_twin_rows_say_twin(tiny_export: Path, tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_backend_is_a_skipped_row_and_twin_rows_say_twin(
+    tiny_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from facederm.runtime.backends import get
 
     export_dir = _with_twin_record(tiny_export, tmp_path)
     monkeypatch.setattr(get("openvino"), "availability", classmethod(lambda cls: (False, "openvino is not installed")))
-    outcome = run_bench(export_dir, BenchOptions(out=tmp_path / "out", plots=False,
-                                                 backends=["onnxruntime", "openvino", "coreml"], **{**FAST, "max_images": 6}))
+    outcome = run_bench(
+        export_dir,
+        BenchOptions(
+            out=tmp_path / "out",
+            plots=False,
+            backends=["onnxruntime", "openvino", "coreml"],
+            **{**FAST, "max_images": 6},
+        ),
+    )
     rows = {r.artifact + "@" + r.backend: r for r in outcome.results.rows}
     ov = rows["openvino:fp32@openvino"]
     assert ov.status == "skipped" and "openvino is not installed" in ov.reason and ov.latency_ms == {}
@@ -150,9 +179,27 @@ def test_cli_runs_and_failures_are_one_line(tiny_export: Path, tmp_path: Path) -
     runner = CliRunner()
     bad = runner.invoke(bench_cli, [str(tmp_path / "nothing-here"), "--out", str(tmp_path / "o")])
     assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1 and "nothing-here" in bad.output
-    ok = runner.invoke(bench_cli, [str(tiny_export), "--out", str(tmp_path / "cli"), "--iterations", "3",
-                                   "--warmup", "1", "--repeats", "1", "--batch", "2", "--backends", "onnxruntime",
-                                   "--max-images", "6", "--no-plots"])
+    ok = runner.invoke(
+        bench_cli,
+        [
+            str(tiny_export),
+            "--out",
+            str(tmp_path / "cli"),
+            "--iterations",
+            "3",
+            "--warmup",
+            "1",
+            "--repeats",
+            "1",
+            "--batch",
+            "2",
+            "--backends",
+            "onnxruntime",
+            "--max-images",
+            "6",
+            "--no-plots",
+        ],
+    )
     assert ok.exit_code == 0, ok.output
     assert "report:" in ok.output and (tmp_path / "cli" / "results.json").is_file()
     rows = BenchResults.load(tmp_path / "cli" / "results.json").rows

@@ -9,23 +9,31 @@ import io
 from rich.console import Console
 
 from facederm.benchmarks.report import write_reports
-from facederm.benchmarks.table import (WIDTH, gate_verdict, reasons, results_table, row_name, shown_rows,
-                                              speedup)
-from facederm.benchmarks.schema import (Accuracy, BenchConfig, BenchResults, Environment, EvalInfo, Row, Stat,
-                                        ToolResult)
+from facederm.benchmarks.schema import Accuracy, BenchConfig, BenchResults, Environment, EvalInfo, Row, Stat, ToolResult
+from facederm.benchmarks.table import WIDTH, gate_verdict, reasons, results_table, row_name, shown_rows, speedup
 
 LABELS = ("AK", "BCC", "MEL", "NEV", "SCC", "SK")
-COREML_SKIP = ("speed skipped: coreml unavailable: Core ML predicts only on macOS (coremltools "
-               "MLModel.predict); this is Linux: pip install coremltools on a Mac")
-TRT_SKIP = ("export skipped it: TensorRT is not installed: pip install 'facederm[tensorrt]' --extra-index-url "
-            "https://pypi.nvidia.com (and a CUDA GPU)")
-GATE_AGREE = ("export failed: fidelity gate: agreement 93.8% of 157 inputs (10 changed), 95% lower bound 89.7% < "
-              "--min-agreement 96% (only 157 inputs, < 300: an artifact that truly agrees 99% passes with probability "
-              "0.35)")
-GATE_HARM = ("export failed: fidelity gate: harm shown: macro recall delta -3.57 points, 95% CI [-6.10, -1.02] on 157 "
-             "test images lies entirely below 0")
-GATE_BOTH = ("export failed: parity gate: argmax agreement 48.7% (< --min-agreement 98%); macro recall dropped 14.36 "
-             "points (> --max-drop 1); MEL recall dropped 33.33 points (> --max-class-drop MEL=1)")
+COREML_SKIP = (
+    "speed skipped: coreml unavailable: Core ML predicts only on macOS (coremltools "
+    "MLModel.predict); this is Linux: pip install coremltools on a Mac"
+)
+TRT_SKIP = (
+    "export skipped it: TensorRT is not installed: pip install 'facederm[tensorrt]' --extra-index-url "
+    "https://pypi.nvidia.com (and a CUDA GPU)"
+)
+GATE_AGREE = (
+    "export failed: fidelity gate: agreement 93.8% of 157 inputs (10 changed), 95% lower bound 89.7% < "
+    "--min-agreement 96% (only 157 inputs, < 300: an artifact that truly agrees 99% passes with probability "
+    "0.35)"
+)
+GATE_HARM = (
+    "export failed: fidelity gate: harm shown: macro recall delta -3.57 points, 95% CI [-6.10, -1.02] on 157 "
+    "test images lies entirely below 0"
+)
+GATE_BOTH = (
+    "export failed: parity gate: argmax agreement 48.7% (< --min-agreement 98%); macro recall dropped 14.36 "
+    "points (> --max-drop 1); MEL recall dropped 33.33 points (> --max-class-drop MEL=1)"
+)
 
 
 def _stat(value: float, spread: float = 0.1) -> Stat:
@@ -36,30 +44,74 @@ def _accuracy(recall: float, agreement: float, delta: float, validated: str = "n
     return Accuracy(
         validated=validated,  # type: ignore[arg-type]
         source="test split" if validated == "native" else "export parity (twin)",
-        n_images=157, n_patients=96, macro_recall=recall, macro_precision=recall - 0.02, auc_macro=0.93,
-        per_class_recall={c: recall for c in LABELS}, agreement=agreement, delta_macro_recall=delta,
-        delta_macro_recall_ci=(delta - 0.0262, delta + 0.011), per_class_recall_delta={c: delta for c in LABELS},
-        max_abs_prob_delta=0.04, reference="torch:fp32@torch/cpu",
+        n_images=157,
+        n_patients=96,
+        macro_recall=recall,
+        macro_precision=recall - 0.02,
+        auc_macro=0.93,
+        per_class_recall={c: recall for c in LABELS},
+        agreement=agreement,
+        delta_macro_recall=delta,
+        delta_macro_recall_ci=(delta - 0.0262, delta + 0.011),
+        per_class_recall_delta={c: delta for c in LABELS},
+        max_abs_prob_delta=0.04,
+        reference="torch:fp32@torch/cpu",
     )
 
 
-def _row(artifact: str, backend: str, device: str = "cpu", *, p50: float | None = None, status: str = "ok",
-         reason: str = "", validated: str = "native", accuracy: Accuracy | None = None,
-         tool: tuple[str, float] | None = None, mb: float | None = 13.4, note: str = "") -> Row:
+def _row(
+    artifact: str,
+    backend: str,
+    device: str = "cpu",
+    *,
+    p50: float | None = None,
+    status: str = "ok",
+    reason: str = "",
+    validated: str = "native",
+    accuracy: Accuracy | None = None,
+    tool: tuple[str, float] | None = None,
+    mb: float | None = 13.4,
+    note: str = "",
+) -> Row:
     target, _, precision = artifact.partition(":")
     speed: dict = {}
     if p50 is not None:
-        speed = dict(speed_status="ok", compute_precision="f32", cold_load_ms=_stat(312.0),
-                     latency_ms={"p50": _stat(p50), "p90": _stat(p50 * 1.2), "p99": _stat(p50 * 1.9)},
-                     throughput_ips=_stat(8000 / p50), peak_rss_mb=_stat(1070.0))
+        speed = dict(
+            speed_status="ok",
+            compute_precision="f32",
+            cold_load_ms=_stat(312.0),
+            latency_ms={"p50": _stat(p50), "p90": _stat(p50 * 1.2), "p99": _stat(p50 * 1.9)},
+            throughput_ips=_stat(8000 / p50),
+            peak_rss_mb=_stat(1070.0),
+        )
     tools = ()
     if tool is not None and p50 is not None:
-        tools = (ToolResult(tool=tool[0], status="ok", command=f"{tool[0]} -m model",
-                            latency_p50_ms=_stat(p50 / tool[1]), latency_ratio=tool[1]),)
-    return Row(key=f"{artifact}@{backend}/{device}", artifact=artifact, target=target,
-               precision=precision.split("/")[0], backend=backend, device=device, path=f"{target}.{precision}",
-               status=status, reason=reason, validated=validated, note=note, size_mb=mb,  # type: ignore[arg-type]
-               accuracy=accuracy, tools=tools, **speed)
+        tools = (
+            ToolResult(
+                tool=tool[0],
+                status="ok",
+                command=f"{tool[0]} -m model",
+                latency_p50_ms=_stat(p50 / tool[1]),
+                latency_ratio=tool[1],
+            ),
+        )
+    return Row(
+        key=f"{artifact}@{backend}/{device}",
+        artifact=artifact,
+        target=target,
+        precision=precision.split("/")[0],
+        backend=backend,
+        device=device,
+        path=f"{target}.{precision}",
+        status=status,
+        reason=reason,
+        validated=validated,
+        note=note,
+        size_mb=mb,  # type: ignore[arg-type]
+        accuracy=accuracy,
+        tools=tools,
+        **speed,
+    )
 
 
 def realistic_results(isa: dict[str, bool] | None = None) -> BenchResults:
@@ -71,45 +123,147 @@ def realistic_results(isa: dict[str, bool] | None = None) -> BenchResults:
         _row("torch:fp32", "torch", p50=9.08, accuracy=ok, mb=13.4),
         _row("onnx:fp32", "onnxruntime", p50=1.54, accuracy=ok, tool=("ort_bare", 1.02)),
         _row("onnx:fp16", "onnxruntime", p50=1.91, accuracy=fp16, tool=("ort_bare", 1.04), mb=6.7),
-        _row("onnx:int8", "onnxruntime", p50=1.25, accuracy=_accuracy(0.861, 0.987, -0.0099),
-             tool=("ort_bare", 0.99), mb=3.6),
+        _row(
+            "onnx:int8",
+            "onnxruntime",
+            p50=1.25,
+            accuracy=_accuracy(0.861, 0.987, -0.0099),
+            tool=("ort_bare", 0.99),
+            mb=3.6,
+        ),
         _row("onnx-mobile:fp32", "onnxruntime", p50=5.47, accuracy=ok, tool=("ort_bare", 1.01)),
-        _row("openvino:fp32", "openvino", "CPU", p50=2.41, accuracy=ok, tool=("benchmark_app", 1.13),
-             note="INFERENCE_PRECISION_HINT=f32"),
+        _row(
+            "openvino:fp32",
+            "openvino",
+            "CPU",
+            p50=2.41,
+            accuracy=ok,
+            tool=("benchmark_app", 1.13),
+            note="INFERENCE_PRECISION_HINT=f32",
+        ),
         _row("openvino:fp16", "openvino", "CPU", p50=1.52, accuracy=fp16, tool=("benchmark_app", 1.36), mb=6.8),
-        _row("openvino:int8", "openvino", "CPU", p50=1.01, accuracy=_accuracy(0.863, 0.981, -0.0099),
-             tool=("benchmark_app", 0.99), mb=3.9),
-        _row("coreml:fp32", "-", "-", status="skipped", validated="none", mb=None,
-             reason="export skipped it: coreml has no fp32 (it has fp16, int8-weights, palettize6, palettize4)"),
-        _row("coreml:fp16", "coreml", "-", reason=COREML_SKIP, validated="twin", mb=6.6,
-             accuracy=_accuracy(0.873, 0.994, 0.0, "twin")),
-        _row("coreml:int8-weights", "coreml", "-", reason=COREML_SKIP, validated="twin", mb=3.5,
-             accuracy=_accuracy(0.880, 0.981, 0.0056, "twin")),
-        _row("coreml:palettize6", "coreml", "-", status="failed", validated="none", mb=None,  # an older export
-             reason="export failed: parity gate: argmax agreement 92.0% (< --min-agreement 98%)"),
+        _row(
+            "openvino:int8",
+            "openvino",
+            "CPU",
+            p50=1.01,
+            accuracy=_accuracy(0.863, 0.981, -0.0099),
+            tool=("benchmark_app", 0.99),
+            mb=3.9,
+        ),
+        _row(
+            "coreml:fp32",
+            "-",
+            "-",
+            status="skipped",
+            validated="none",
+            mb=None,
+            reason="export skipped it: coreml has no fp32 (it has fp16, int8-weights, palettize6, palettize4)",
+        ),
+        _row(
+            "coreml:fp16",
+            "coreml",
+            "-",
+            reason=COREML_SKIP,
+            validated="twin",
+            mb=6.6,
+            accuracy=_accuracy(0.873, 0.994, 0.0, "twin"),
+        ),
+        _row(
+            "coreml:int8-weights",
+            "coreml",
+            "-",
+            reason=COREML_SKIP,
+            validated="twin",
+            mb=3.5,
+            accuracy=_accuracy(0.880, 0.981, 0.0056, "twin"),
+        ),
+        _row(
+            "coreml:palettize6",
+            "coreml",
+            "-",
+            status="failed",
+            validated="none",
+            mb=None,  # an older export
+            reason="export failed: parity gate: argmax agreement 92.0% (< --min-agreement 98%)",
+        ),
         _row("openvino:int8-ac", "openvino", "CPU", status="failed", validated="native", mb=None, reason=GATE_HARM),
         _row("coreml:palettize4", "coreml", "-", status="failed", validated="none", mb=None, reason=GATE_BOTH),
-        _row("tensorrt:fp32", "-", "-", status="skipped", validated="none", mb=None,
-             reason="export skipped it: tensorrt has no fp32 (it has fp16, int8)"),
-        _row("tensorrt:fp16", "onnxruntime", p50=2.02, validated="twin", mb=6.7,
-             accuracy=_accuracy(0.873, 0.994, 0.0, "twin"),
-             note="TensorRT's ONNX graph run by onnxruntime: the twin's numbers, NOT TensorRT speed"),
+        _row(
+            "tensorrt:fp32",
+            "-",
+            "-",
+            status="skipped",
+            validated="none",
+            mb=None,
+            reason="export skipped it: tensorrt has no fp32 (it has fp16, int8)",
+        ),
+        _row(
+            "tensorrt:fp16",
+            "onnxruntime",
+            p50=2.02,
+            validated="twin",
+            mb=6.7,
+            accuracy=_accuracy(0.873, 0.994, 0.0, "twin"),
+            note="TensorRT's ONNX graph run by onnxruntime: the twin's numbers, NOT TensorRT speed",
+        ),
         _row("tensorrt:int8", "onnxruntime", status="failed", validated="none", mb=None, reason=GATE_AGREE),
         _row("tensorrt-engine:fp16", "-", "-", status="skipped", validated="none", mb=None, reason=TRT_SKIP),
         _row("tensorrt-engine:int8", "-", "-", status="skipped", validated="none", mb=None, reason=TRT_SKIP),
-        _row("tensorrt:int8/qdq-onnx", "onnxruntime", p50=3.3, validated="twin", mb=3.7,
-             accuracy=_accuracy(0.86, 0.975, -0.0105, "twin")),
+        _row(
+            "tensorrt:int8/qdq-onnx",
+            "onnxruntime",
+            p50=3.3,
+            validated="twin",
+            mb=3.7,
+            accuracy=_accuracy(0.86, 0.975, -0.0105, "twin"),
+        ),
     )
-    env = Environment(cpu_model="AMD EPYC 9B14", logical_cpus=2, physical_cores=1, usable_cpus=2,
-                      isa={"avx2": True, "avx512f": True, "amx_int8": True} if isa is None else isa, os="Linux",
-                      python="3.11", versions={"onnxruntime": "1.32.0"}, threads=2)
-    config = BenchConfig(source="(demo)", source_kind="default", export_dir="/tmp/x/export", run_dir="/tmp/x/run",
-                         data="", batch=8, iterations=None, seconds=1.0, warmup=5, threads=2, repeats=2, backends=(),
-                         tool_seconds=1.0, command="facederm-bench")
-    ev = EvalInfo(spec="synthetic:800,size=128,seed=0", selection="test split of the run", synthetic=True,
-                  n_images=157, n_patients=96, labels=LABELS, class_counts={c: 26 for c in LABELS})
-    results = BenchResults(created="2025-01-01T00:00:00+00:00", facederm_version="0", config=config, environment=env,
-                           eval=ev, reference=rows[0].key, rows=rows)
+    env = Environment(
+        cpu_model="AMD EPYC 9B14",
+        logical_cpus=2,
+        physical_cores=1,
+        usable_cpus=2,
+        isa={"avx2": True, "avx512f": True, "amx_int8": True} if isa is None else isa,
+        os="Linux",
+        python="3.11",
+        versions={"onnxruntime": "1.32.0"},
+        threads=2,
+    )
+    config = BenchConfig(
+        source="(demo)",
+        source_kind="default",
+        export_dir="/tmp/x/export",
+        run_dir="/tmp/x/run",
+        data="",
+        batch=8,
+        iterations=None,
+        seconds=1.0,
+        warmup=5,
+        threads=2,
+        repeats=2,
+        backends=(),
+        tool_seconds=1.0,
+        command="facederm-bench",
+    )
+    ev = EvalInfo(
+        spec="synthetic:800,size=128,seed=0",
+        selection="test split of the run",
+        synthetic=True,
+        n_images=157,
+        n_patients=96,
+        labels=LABELS,
+        class_counts={c: 26 for c in LABELS},
+    )
+    results = BenchResults(
+        created="2025-01-01T00:00:00+00:00",
+        facederm_version="0",
+        config=config,
+        environment=env,
+        eval=ev,
+        reference=rows[0].key,
+        rows=rows,
+    )
     return BenchResults.from_dict(results.to_dict())  # what a results.json holds (strictly validated)
 
 

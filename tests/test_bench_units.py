@@ -11,8 +11,9 @@ from click.testing import CliRunner
 from facederm.benchmarks.default_model import cache_dir, recipe_key
 from facederm.benchmarks.environment import describe_environment
 from facederm.benchmarks.plots import pareto_front
-from facederm.benchmarks.schema import (Accuracy, BenchConfig, BenchResults, Environment, Row, Stat, ToolResult)
-from facederm.benchmarks.targets import check_targets, main as targets_cli
+from facederm.benchmarks.schema import Accuracy, BenchConfig, BenchResults, Environment, Row, Stat, ToolResult
+from facederm.benchmarks.targets import check_targets
+from facederm.benchmarks.targets import main as targets_cli
 from facederm.runtime.backends.openvino import BenchmarkApp
 
 BENCHMARK_APP_OUTPUT = """
@@ -48,36 +49,89 @@ def test_cache_dir_honours_the_override_then_xdg(monkeypatch: pytest.MonkeyPatch
 
 def test_environment_reads_isa_flags(tmp_path: Path) -> None:
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu avx2 avx512f amx_tile amx_int8\n"
-                       "core id\t\t: 0\n\nprocessor\t: 1\nmodel name\t: Test CPU\ncore id\t\t: 0\n")
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu avx2 avx512f amx_tile amx_int8\n"
+        "core id\t\t: 0\n\nprocessor\t: 1\nmodel name\t: Test CPU\ncore id\t\t: 0\n"
+    )
     env = describe_environment(threads=2, cpuinfo=cpuinfo)
     assert env.cpu_model == "Test CPU" and env.physical_cores == 1 and env.threads == 2
     assert env.isa["avx512f"] and env.isa["amx_int8"] and not env.isa["avx512_vnni"]
 
 
-def _row(target: str, precision: str, backend: str, p50: float, delta: float | None = None,
-         tool_ratio: float | None = None) -> Row:
+def _row(
+    target: str, precision: str, backend: str, p50: float, delta: float | None = None, tool_ratio: float | None = None
+) -> Row:
     accuracy = None
     if delta is not None:
-        accuracy = Accuracy(validated="native", source="test", n_images=100, n_patients=50, macro_recall=0.7,
-                            macro_precision=0.7, auc_macro=0.9, per_class_recall={}, agreement=0.99,
-                            delta_macro_recall=delta, delta_macro_recall_ci=(delta - 0.01, delta + 0.01),
-                            per_class_recall_delta={}, max_abs_prob_delta=0.05, reference="torch")
+        accuracy = Accuracy(
+            validated="native",
+            source="test",
+            n_images=100,
+            n_patients=50,
+            macro_recall=0.7,
+            macro_precision=0.7,
+            auc_macro=0.9,
+            per_class_recall={},
+            agreement=0.99,
+            delta_macro_recall=delta,
+            delta_macro_recall_ci=(delta - 0.01, delta + 0.01),
+            per_class_recall_delta={},
+            max_abs_prob_delta=0.05,
+            reference="torch",
+        )
     tools = (ToolResult(tool="benchmark_app", status="ok", latency_ratio=tool_ratio),) if tool_ratio else ()
-    return Row(key=f"{target}:{precision}@{backend}/cpu", artifact=f"{target}:{precision}", target=target,
-               precision=precision, backend=backend, device="cpu", path="x", status="ok", reason="",
-               validated="native", latency_ms={"p50": Stat(p50, p50, p50, 1)}, accuracy=accuracy, tools=tools)
+    return Row(
+        key=f"{target}:{precision}@{backend}/cpu",
+        artifact=f"{target}:{precision}",
+        target=target,
+        precision=precision,
+        backend=backend,
+        device="cpu",
+        path="x",
+        status="ok",
+        reason="",
+        validated="native",
+        latency_ms={"p50": Stat(p50, p50, p50, 1)},
+        accuracy=accuracy,
+        tools=tools,
+    )
 
 
 def _results(int8_p50: float, delta: float, tool_ratio: float) -> BenchResults:
-    env = Environment(cpu_model="t", logical_cpus=2, physical_cores=2, usable_cpus=2, isa={}, os="t", python="3",
-                      versions={}, threads=2)
-    config = BenchConfig(source="x", source_kind="export", export_dir="x", run_dir="", data="", batch=8,
-                         iterations=None, seconds=1.0, warmup=1, threads=2, repeats=1, backends=(), tool_seconds=1.0)
-    rows = (_row("torch", "fp32", "torch", 30.0), _row("openvino", "fp32", "openvino", 10.0, tool_ratio=1.02),
-            _row("openvino", "int8", "openvino", int8_p50, delta=delta, tool_ratio=tool_ratio))
-    return BenchResults(created="now", facederm_version="0", config=config, environment=env, eval=None,
-                        reference=rows[0].key, rows=rows)
+    env = Environment(
+        cpu_model="t",
+        logical_cpus=2,
+        physical_cores=2,
+        usable_cpus=2,
+        isa={},
+        os="t",
+        python="3",
+        versions={},
+        threads=2,
+    )
+    config = BenchConfig(
+        source="x",
+        source_kind="export",
+        export_dir="x",
+        run_dir="",
+        data="",
+        batch=8,
+        iterations=None,
+        seconds=1.0,
+        warmup=1,
+        threads=2,
+        repeats=1,
+        backends=(),
+        tool_seconds=1.0,
+    )
+    rows = (
+        _row("torch", "fp32", "torch", 30.0),
+        _row("openvino", "fp32", "openvino", 10.0, tool_ratio=1.02),
+        _row("openvino", "int8", "openvino", int8_p50, delta=delta, tool_ratio=tool_ratio),
+    )
+    return BenchResults(
+        created="now", facederm_version="0", config=config, environment=env, eval=None, reference=rows[0].key, rows=rows
+    )
 
 
 def test_targets_pass_and_fail_from_results(tmp_path: Path) -> None:

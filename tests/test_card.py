@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from facederm.runtime.card import CARD_SCHEMA, ModelCard
-from facederm.runtime.layout import ArtifactRecord, FileEntry, MANIFEST_SCHEMA, Manifest
 from facederm.runtime.errors import SchemaError, UnsafePathError, UnsupportedSchemaVersionError
+from facederm.runtime.layout import MANIFEST_SCHEMA, ArtifactRecord, FileEntry, Manifest
 
 
 def _json_round_trip(data: Any) -> Any:
@@ -260,8 +260,7 @@ def test_safe_relative_paths_accepted(good):
 
 
 @pytest.mark.parametrize(
-    "sha",
-    ["", "abc", "A" * 64, "g" * 64, "a" * 63, "a" * 65, " " + "a" * 63, "sha256:" + "a" * 57],
+    "sha", ["", "abc", "A" * 64, "g" * 64, "a" * 63, "a" * 65, " " + "a" * 63, "sha256:" + "a" * 57]
 )
 def test_bad_sha256_refused_naming_file(make_manifest, sha):
     data = make_manifest().to_dict()
@@ -275,8 +274,9 @@ def test_bad_sha256_refused_naming_file(make_manifest, sha):
 
 
 def test_failed_artifact_needs_no_digest_but_keeps_its_error():
-    record = ArtifactRecord(target="coreml", precision="fp16", path="model.mlpackage", status="failed",
-                            error="converter crashed")
+    record = ArtifactRecord(
+        target="coreml", precision="fp16", path="model.mlpackage", status="failed", error="converter crashed"
+    )
     assert record.sha256 == ""
     with pytest.raises(SchemaError, match="sha256"):
         ArtifactRecord(target="coreml", precision="fp16", path="model.mlpackage", status="ok")
@@ -291,8 +291,7 @@ def test_file_entry_checks_itself():
 
 # --- files on disk --------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "text",
-    ['{"schema": "facederm.manifest/1", ', "", "not json", "{'single': 'quotes'}", '{"a": NaN'],
+    "text", ['{"schema": "facederm.manifest/1", ', "", "not json", "{'single': 'quotes'}", '{"a": NaN']
 )
 def test_malformed_json_file_refused_naming_it(tmp_path: Path, text):
     path = tmp_path / "manifest.json"

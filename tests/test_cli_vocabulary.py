@@ -5,20 +5,40 @@ from __future__ import annotations
 
 import importlib
 import re
-import tomllib
 from pathlib import Path
 
 import click
+import click.testing
 import pytest
+import tomllib
 
 from facederm.runtime.cli_support import OLD_NAMES, VOCABULARY, VocabularyOption
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = {"runtime": "facederm.runtime", "training": "facederm.training", "export": "facederm.export",
-            "benchmarks": "facederm.benchmarks"}
+PACKAGES = {
+    "runtime": "facederm.runtime",
+    "training": "facederm.training",
+    "export": "facederm.export",
+    "benchmarks": "facederm.benchmarks",
+}
 #: Spellings of vocabulary things that no command may show (use the canonical flag instead).
-SYNONYMS = {"--batch", "--bs", "--backends", "--output", "--output-dir", "--out-dir", "--outdir", "--data-dir",
-            "--dataset", "--gpu", "--cuda", "--verbose-json", "--as-json", "--traceback", "--face-sites"}
+SYNONYMS = {
+    "--batch",
+    "--bs",
+    "--backends",
+    "--output",
+    "--output-dir",
+    "--out-dir",
+    "--outdir",
+    "--data-dir",
+    "--dataset",
+    "--gpu",
+    "--cuda",
+    "--verbose-json",
+    "--as-json",
+    "--traceback",
+    "--face-sites",
+}
 
 
 def _scripts() -> dict[str, click.Command]:

@@ -69,7 +69,9 @@ def test_verify_reports_an_unreadable_image_and_strict_fails_in_one_line(tmp_pat
 def test_errors_are_one_line_and_debug_shows_the_traceback(tmp_path):
     result = run(f"pad-ufes-20:{tmp_path / 'nowhere'}")
     assert result.exit_code != 0
-    assert result.output.strip().splitlines() == [f"facederm-data: error: pad-ufes-20:{tmp_path / 'nowhere'}: no such directory"]
+    assert result.output.strip().splitlines() == [
+        f"facederm-data: error: pad-ufes-20:{tmp_path / 'nowhere'}: no such directory"
+    ]
     debug = run(f"pad-ufes-20:{tmp_path / 'nowhere'}", "--debug")
     assert debug.exit_code != 0 and debug.exception is not None
 
@@ -78,7 +80,9 @@ def test_console_script_is_installed():
     exe = shutil.which("facederm-data")
     if exe is None:
         pytest.skip("facederm-data is not on PATH (package not installed)")
-    done = subprocess.run([exe, "inspect", "synthetic:30,size=16", "--json"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [exe, "inspect", "synthetic:30,size=16", "--json"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["images"] == 30
 

@@ -38,12 +38,25 @@ def write_pad(root: Path, rows: list[dict], image_dir_of=lambda i: "images") -> 
 
 
 def pad_row(patient: int, label: str, region: str = "ARM", n: int = 0, **extra) -> dict:
-    return {"patient_id": f"PAT_{patient}", "lesion_id": str(patient * 10), "region": region,
-            "diagnostic": label, "img_id": f"PAT_{patient}_{patient * 10}_{n}.png", **extra}
+    return {
+        "patient_id": f"PAT_{patient}",
+        "lesion_id": str(patient * 10),
+        "region": region,
+        "diagnostic": label,
+        "img_id": f"PAT_{patient}_{patient * 10}_{n}.png",
+        **extra,
+    }
 
 
-GOOD_ROWS = [pad_row(1, "ACK", "FACE"), pad_row(1, "ACK", "FACE", 1), pad_row(2, "SEK", "NOSE"),
-             pad_row(3, "BCC", "BACK"), pad_row(4, "NEV", "arm"), pad_row(5, "MEL", "EAR"), pad_row(6, "SCC", "LIP")]
+GOOD_ROWS = [
+    pad_row(1, "ACK", "FACE"),
+    pad_row(1, "ACK", "FACE", 1),
+    pad_row(2, "SEK", "NOSE"),
+    pad_row(3, "BCC", "BACK"),
+    pad_row(4, "NEV", "arm"),
+    pad_row(5, "MEL", "EAR"),
+    pad_row(6, "SCC", "LIP"),
+]
 
 
 # --- PAD-UFES-20 ---------------------------------------------------------------------------------
@@ -138,7 +151,10 @@ def test_csv_reader_relative_paths_and_optional_columns(tmp_path):
     )
     ds = open_dataset(f"csv:{tmp_path / 'data' / 'list.csv'}")
     assert [(s.label, s.patient_id, s.region, s.lesion_id) for s in ds.samples] == [
-        ("BCC", "P1", "NOSE", "L1"), ("SK", "P1", "BACK", "L2"), ("AK", "P2", "", "L3")]
+        ("BCC", "P1", "NOSE", "L1"),
+        ("SK", "P1", "BACK", "L2"),
+        ("AK", "P2", "", "L3"),
+    ]
     assert Path(ds.samples[0].path) == tmp_path / "data" / "img" / "a.png"
     assert ds.report.count == 0 and not ds.report.notes
 

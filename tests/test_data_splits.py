@@ -25,8 +25,14 @@ LABELS = ("AK", "BCC", "MEL", "NEV", "SCC", "SK")
 
 
 def make(patient: str, label: str, index: int, region: str = "ARM") -> Sample:
-    return Sample(path=f"/x/{patient}_{index}.png", label=label, patient_id=patient,
-                  lesion_id=f"{patient}-{label}", region=region, image_id=f"{patient}_{index}.png")
+    return Sample(
+        path=f"/x/{patient}_{index}.png",
+        label=label,
+        patient_id=patient,
+        lesion_id=f"{patient}-{label}",
+        region=region,
+        image_id=f"{patient}_{index}.png",
+    )
 
 
 def patients_of(samples) -> set[str]:
@@ -77,13 +83,17 @@ def test_fractions_are_validated():
 @settings(max_examples=60, deadline=None)
 @given(
     structure=st.lists(  # one entry per patient: their images' labels (1-4 images)
-        st.lists(st.sampled_from(LABELS), min_size=1, max_size=4), min_size=1, max_size=60),
+        st.lists(st.sampled_from(LABELS), min_size=1, max_size=4), min_size=1, max_size=60
+    ),
     seed=st.integers(0, 5),
     shuffle_seed=st.integers(0, 1000),
 )
 def test_split_properties_over_random_patient_structures(structure, seed, shuffle_seed):
-    samples = [make(f"P{p}", label, i, region=("FACE" if (p + i) % 3 == 0 else "ARM"))
-               for p, labels in enumerate(structure) for i, label in enumerate(labels)]
+    samples = [
+        make(f"P{p}", label, i, region=("FACE" if (p + i) % 3 == 0 else "ARM"))
+        for p, labels in enumerate(structure)
+        for i, label in enumerate(labels)
+    ]
     splits = split_by_patient(samples, seed=seed)
     parts = dict(splits.items())
     # nothing lost, nothing duplicated, no patient in two splits
@@ -111,8 +121,12 @@ def test_check_disjoint_patients_names_the_count_unless_forced():
 
 
 def test_select_sites():
-    samples = [make("P1", "AK", 0, "FACE"), make("P2", "AK", 0, "nose"), make("P3", "AK", 0, "ARM"),
-               make("P4", "AK", 0, "")]
+    samples = [
+        make("P1", "AK", 0, "FACE"),
+        make("P2", "AK", 0, "nose"),
+        make("P3", "AK", 0, "ARM"),
+        make("P4", "AK", 0, ""),
+    ]
     assert patients_of(select_sites(samples, "face")) == {"P1", "P2"}
     assert patients_of(select_sites(samples, "other")) == {"P3", "P4"}  # unknown region counts as other
     assert len(select_sites(samples, "all")) == 4

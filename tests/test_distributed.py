@@ -19,10 +19,32 @@ def test_two_cpu_ranks_end_with_identical_weights(tmp_path):
     out, hashes = tmp_path / "run", tmp_path / "hashes"
     env = dict(os.environ, **{STATE_HASH_ENV: str(hashes), "OMP_NUM_THREADS": "1"})
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "facederm.training.cli_train",
-        "--data", "synthetic:64", "--arch", "mobilenetv3_small_050", "--protocol", "all", "--epochs", "1",
-        "--img-size", "32", "--batch-size", "8", "--n-boot", "20", "--device", "cpu", "--quiet", "--out", str(out),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "facederm.training.cli_train",
+        "--data",
+        "synthetic:64",
+        "--arch",
+        "mobilenetv3_small_050",
+        "--protocol",
+        "all",
+        "--epochs",
+        "1",
+        "--img-size",
+        "32",
+        "--batch-size",
+        "8",
+        "--n-boot",
+        "20",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        str(out),
     ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

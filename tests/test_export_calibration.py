@@ -16,8 +16,16 @@ def _samples():
     for label, patients, per_patient in (("A", 30, 3), ("B", 10, 2), ("C", 3, 1)):
         for p in range(patients):
             for i in range(per_patient):
-                out.append(Sample(path=f"{label}{p}-{i}.png", label=label, patient_id=f"{label}P{p}",
-                                  lesion_id=f"{label}L{p}", region="FACE", image_id=f"{label}{p}-{i}"))
+                out.append(
+                    Sample(
+                        path=f"{label}{p}-{i}.png",
+                        label=label,
+                        patient_id=f"{label}P{p}",
+                        lesion_id=f"{label}L{p}",
+                        region="FACE",
+                        image_id=f"{label}{p}-{i}",
+                    )
+                )
     return out
 
 
@@ -36,8 +44,9 @@ def test_never_an_evaluation_image_or_patient():
     samples = _samples()
     eval_ids = [s.image_id for s in samples[:5]]
     eval_patients = ["BP0", "BP1"]
-    chosen = select_calibration(samples, ["A", "B", "C"], size=1000, exclude_ids=eval_ids,
-                                exclude_patients=eval_patients)
+    chosen = select_calibration(
+        samples, ["A", "B", "C"], size=1000, exclude_ids=eval_ids, exclude_patients=eval_patients
+    )
     assert not {s.image_id for s in chosen} & set(eval_ids)
     assert not {s.patient_id for s in chosen} & set(eval_patients)
     assert len(chosen) == len(samples) - 5 - 4  # everything else (size is only a cap)

@@ -15,15 +15,22 @@ from click.testing import CliRunner
 
 from facederm.export import ExportOptions, export_run, registry
 from facederm.export.cli import main
-from facederm.runtime.layout import Manifest, file_digest
 from facederm.runtime.errors import ConfigError
+from facederm.runtime.layout import Manifest, file_digest
 
-from export_fixtures import tiny_run  # noqa: F401  (session fixture)
 
-
-@pytest.mark.parametrize("alias, name", [("ort", "onnx"), ("ov", "openvino"), ("ios", "coreml"),
-                                         ("mlpackage", "coreml"), ("trt", "tensorrt"), ("engine", "tensorrt"),
-                                         ("ONNX", "onnx")])
+@pytest.mark.parametrize(
+    "alias, name",
+    [
+        ("ort", "onnx"),
+        ("ov", "openvino"),
+        ("ios", "coreml"),
+        ("mlpackage", "coreml"),
+        ("trt", "tensorrt"),
+        ("engine", "tensorrt"),
+        ("ONNX", "onnx"),
+    ],
+)
 def test_aliases(alias, name):
     assert registry.get_target(alias).name == name
 
@@ -70,8 +77,22 @@ def _ok_records_are_complete(out_dir):
 
 def test_killed_export_lists_only_complete_artifacts_and_a_rerun_completes(tiny_run, tmp_path):
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "facederm.export.cli", str(tiny_run), "--target", "onnx", "--target", "openvino",
-            "--precision", "fp32", "--precision", "fp16", "--out", str(out)]
+    args = [
+        sys.executable,
+        "-m",
+        "facederm.export.cli",
+        str(tiny_run),
+        "--target",
+        "onnx",
+        "--target",
+        "openvino",
+        "--precision",
+        "fp32",
+        "--precision",
+        "fp16",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
@@ -107,8 +128,16 @@ def test_unknown_coreml_target_is_a_config_error(tiny_run, tmp_path):
 
 def int8_search_record(tiny_run, out):
     """Runs in its own process (ONNX Runtime int8 kernels are native code picked per CPU)."""
-    result = export_run(tiny_run, out_dir=out, targets=["onnx"], precisions=["int8"], int8_search=True,
-                        calib_size=24, max_drop=100.0, min_agreement=0.0)
+    result = export_run(
+        tiny_run,
+        out_dir=out,
+        targets=["onnx"],
+        precisions=["int8"],
+        int8_search=True,
+        calib_size=24,
+        max_drop=100.0,
+        min_agreement=0.0,
+    )
     return result.manifest.find("onnx", "int8")
 
 
@@ -120,11 +149,18 @@ def test_int8_search_records_both_candidates(tiny_run, tmp_path, run_isolated):
 
 
 # -- ExportOptions: validated once, carried into the manifest -------------------------------------------------
-@pytest.mark.parametrize(("change", "flag"), [({"calib_size": 0}, "--calib-size"), ({"eval_views": 7}, "--eval-views"),
-                                              ({"min_agreement": 101}, "--min-agreement"),
-                                              ({"max_drop": -1}, "--max-drop"), ({"coreml_target": "iOS12"},
-                                                                                  "--coreml-target"),
-                                              ({"batch_size": 0}, "--batch-size"), ({"targets": ()}, "target")])
+@pytest.mark.parametrize(
+    ("change", "flag"),
+    [
+        ({"calib_size": 0}, "--calib-size"),
+        ({"eval_views": 7}, "--eval-views"),
+        ({"min_agreement": 101}, "--min-agreement"),
+        ({"max_drop": -1}, "--max-drop"),
+        ({"coreml_target": "iOS12"}, "--coreml-target"),
+        ({"batch_size": 0}, "--batch-size"),
+        ({"targets": ()}, "target"),
+    ],
+)
 def test_export_options_refuse_bad_values_naming_the_flag(change, flag):
     with pytest.raises(ConfigError, match=flag):
         ExportOptions(**change)
@@ -133,7 +169,11 @@ def test_export_options_refuse_bad_values_naming_the_flag(change, flag):
 def test_export_options_normalise_and_refuse_unknown_names():
     options = ExportOptions(targets="onnx", precisions=["int8"], coreml_target="ios18", eval_views="2")
     assert (options.targets, options.precisions, options.coreml_target, options.eval_views) == (
-        ("onnx",), ("int8",), "iOS18", 2)
+        ("onnx",),
+        ("int8",),
+        "iOS18",
+        2,
+    )
     with pytest.raises(ConfigError, match="unknown export option.*calib_sise"):
         options.replace(calib_sise=10)
 

@@ -8,20 +8,29 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from facederm.export import export_run
-from facederm.export import registry
+from facederm.export import export_run, registry
 from facederm.export.cli import main
 from facederm.export.parity import check_gate, compute_parity, parse_class_drops
 from facederm.runtime.errors import ConfigError
-
-from export_fixtures import tiny_run  # noqa: F401  (session fixture)
 
 
 def test_impossible_threshold_fails_the_artifact_and_the_cli(tiny_run, tmp_path):
     # --min-agreement 100 asks the one-sided 95% lower bound of agreement to reach 100%: on finitely many inputs even
     # a perfect copy's bound is below it (0.05 ** (1 / n)), so the faithful fp32 graph fails on any CPU.
-    result = CliRunner().invoke(main, [str(tiny_run), "--target", "onnx", "--precision", "fp32",
-                                       "--min-agreement", "100", "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        main,
+        [
+            str(tiny_run),
+            "--target",
+            "onnx",
+            "--precision",
+            "fp32",
+            "--min-agreement",
+            "100",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code == 1, result.output
     assert "fidelity gate" in result.output
     from facederm.runtime.layout import Manifest
@@ -71,8 +80,13 @@ def test_corrupted_artifact_is_caught_by_the_gate(tiny_run, tmp_path, monkeypatc
 def test_class_threshold_names_the_class():
     from facederm.runtime.layout import Parity
 
-    parity = Parity(agreement=0.9, max_abs_prob_delta=0.3, macro_recall=0.7, macro_recall_delta=-0.004,
-                    per_class_recall_delta={"BCC": -0.05, "NEV": 0.0})
+    parity = Parity(
+        agreement=0.9,
+        max_abs_prob_delta=0.3,
+        macro_recall=0.7,
+        macro_recall_delta=-0.004,
+        per_class_recall_delta={"BCC": -0.05, "NEV": 0.0},
+    )
     assert check_gate(parity, 1.0, {}) is None
     reason = check_gate(parity, 1.0, {"BCC": 2.0})
     assert reason and "BCC recall dropped 5.00 points" in reason

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from runtime_builders import CROP, _set_onnx_metadata, tiny_card
 
 from facederm.runtime.metadata import INPUT_NAME, OUTPUT_NAME, card_to_metadata
-from runtime_fixtures import CROP, _set_onnx_metadata, tiny_card
 
 pytest.importorskip("onnxruntime")
 
@@ -24,22 +24,36 @@ def _depthwise_onnx(path: Path) -> Path:
     torch.manual_seed(0)
     card = tiny_card()
     net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 16, 3, stride=2, padding=1), torch.nn.ReLU6(),
-        torch.nn.Conv2d(16, 16, 3, padding=1, groups=16), torch.nn.ReLU6(),
-        torch.nn.Conv2d(16, 32, 1), torch.nn.ReLU6(),
-        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, len(card.labels)), torch.nn.Softmax(-1),
+        torch.nn.Conv2d(3, 16, 3, stride=2, padding=1),
+        torch.nn.ReLU6(),
+        torch.nn.Conv2d(16, 16, 3, padding=1, groups=16),
+        torch.nn.ReLU6(),
+        torch.nn.Conv2d(16, 32, 1),
+        torch.nn.ReLU6(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(32, len(card.labels)),
+        torch.nn.Softmax(-1),
     ).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
-        torch.onnx.export(net, torch.zeros(1, 3, CROP, CROP), str(path), input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], dynamic_axes=axes, dynamo=False)
+        torch.onnx.export(
+            net,
+            torch.zeros(1, 3, CROP, CROP),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes=axes,
+            dynamo=False,
+        )
     _set_onnx_metadata(path, card_to_metadata(card))
     return path
 
 
-def test_ort_file_is_portable_runs_like_the_onnx_and_records_how_it_was_built(tmp_path: Path,
-                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ort_file_is_portable_runs_like_the_onnx_and_records_how_it_was_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import onnxruntime as ort
 
     monkeypatch.delenv("ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL", raising=False)

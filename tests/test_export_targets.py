@@ -10,16 +10,20 @@ import pytest
 from facederm.runtime.layout import Manifest, file_digest
 from facederm.runtime.metadata import CARD_KEY, INPUT_NAME, LABELS_KEY, OUTPUT_NAME, PREPROCESSING_KEY
 
-from export_fixtures import full_export, tiny_run  # noqa: F401  (session fixtures)
-
 EXPECTED = {
-    "onnx:fp32": "model.onnx", "onnx:fp16": "model.fp16.onnx", "onnx:int8": "model.int8.onnx",
+    "onnx:fp32": "model.onnx",
+    "onnx:fp16": "model.fp16.onnx",
+    "onnx:int8": "model.int8.onnx",
     "onnx-mobile:fp32": "model.ort",
-    "openvino:fp32": "openvino/model.xml", "openvino:fp16": "openvino/model.fp16.xml",
+    "openvino:fp32": "openvino/model.xml",
+    "openvino:fp16": "openvino/model.fp16.xml",
     "openvino:int8": "openvino/model.int8.xml",
-    "coreml:fp16": "model.mlpackage", "coreml:int8-weights": "model.int8.mlpackage",
-    "coreml:palettize6": "model.palettize6.mlpackage", "coreml:palettize4": "model.palettize4.mlpackage",
-    "tensorrt:fp16": "tensorrt/model.fp16.onnx", "tensorrt:int8": "tensorrt/model.int8.qdq.onnx",
+    "coreml:fp16": "model.mlpackage",
+    "coreml:int8-weights": "model.int8.mlpackage",
+    "coreml:palettize6": "model.palettize6.mlpackage",
+    "coreml:palettize4": "model.palettize4.mlpackage",
+    "tensorrt:fp16": "tensorrt/model.fp16.onnx",
+    "tensorrt:int8": "tensorrt/model.int8.qdq.onnx",
 }
 
 
@@ -72,8 +76,13 @@ def test_onnx_graphs_have_the_contract(full_export):
     import onnxruntime as ort
 
     out = full_export.out_dir
-    for path in ("model.onnx", "model.fp16.onnx", "model.int8.onnx", "tensorrt/model.fp16.onnx",
-                 "tensorrt/model.int8.qdq.onnx"):
+    for path in (
+        "model.onnx",
+        "model.fp16.onnx",
+        "model.int8.onnx",
+        "tensorrt/model.fp16.onnx",
+        "tensorrt/model.int8.qdq.onnx",
+    ):
         model = onnx.load(str(out / path))
         props = {p.key: p.value for p in model.metadata_props}
         assert {CARD_KEY, LABELS_KEY, PREPROCESSING_KEY} <= set(props)
@@ -100,8 +109,13 @@ def test_tensorrt_qdq_is_symmetric_int8_with_per_channel_weights(full_export):
         if len(node.input) > 2 and node.input[2] in inits:
             zero_point = inits[node.input[2]]
             assert zero_point.dtype == np.int8 and not zero_point.any(), node.name
-    per_channel = [n for n in qs if any(a.name == "axis" for a in n.attribute) and inits.get(n.input[1]) is not None
-                   and inits[n.input[1]].size > 1]
+    per_channel = [
+        n
+        for n in qs
+        if any(a.name == "axis" for a in n.attribute)
+        and inits.get(n.input[1]) is not None
+        and inits[n.input[1]].size > 1
+    ]
     assert per_channel, "weights must be quantized per output channel"
     # Q/DQ only on the inputs of Conv / Gemm / MatMul: a Q/DQ between a Conv and its ReLU6 quantized the
     # pre-activation range symmetrically (the cause of 51-58% agreement with fp32 on Lite0).
@@ -133,13 +147,17 @@ def test_coreml_package_is_an_image_classifier_with_metadata(full_export):
     meta = spec.description.metadata
     assert CARD_KEY in meta.userDefined and "not a diagnosis" in meta.shortDescription
     assert spec.WhichOneof("Type") == "mlProgram"
-    sizes = {p: sum(f.stat().st_size for f in (full_export.out_dir / p).rglob("*") if f.is_file())
-             for p in ("model.mlpackage", "model.palettize4.mlpackage")}
+    sizes = {
+        p: sum(f.stat().st_size for f in (full_export.out_dir / p).rglob("*") if f.is_file())
+        for p in ("model.mlpackage", "model.palettize4.mlpackage")
+    }
     assert sizes["model.palettize4.mlpackage"] < sizes["model.mlpackage"]
 
 
-@pytest.mark.skipif(__import__("sys").platform != "darwin",
-                    reason="Core ML predicts only on macOS (MLModel.predict); Linux validates the twin")
+@pytest.mark.skipif(
+    __import__("sys").platform != "darwin",
+    reason="Core ML predicts only on macOS (MLModel.predict); Linux validates the twin",
+)
 def test_coreml_native_predict_matches_the_twin(full_export, tiny_run):  # pragma: no cover - macOS only
     from facederm.export.targets.coreml import _native
 
@@ -168,23 +186,35 @@ def validation_and_runtime_int8(out_dir):
         record = manifest.find(key, "int8")
         predict = make_predict(out_dir / record.path)
         shipped = rt.load(out_dir, target=key, precision="int8", **options)
-        row = {"validation": [predict(x) for x in batches], "runtime": [shipped.run(x) for x in batches],
-               "models": {"validation": predict.model.backend_name, "runtime": shipped.backend_name},
-               "compute": {"validation": predict.model.compute_precision, "runtime": shipped.compute_precision}}
+        row = {
+            "validation": [predict(x) for x in batches],
+            "runtime": [shipped.run(x) for x in batches],
+            "models": {"validation": predict.model.backend_name, "runtime": shipped.backend_name},
+            "compute": {"validation": predict.model.compute_precision, "runtime": shipped.compute_precision},
+        }
         if key == "openvino":  # what was compiled: one entry per batch size, input shape as OpenVINO reports it
             row["ir_static_batch"] = shipped._session.static_batch
-            row["compiled"] = {name: {batch: (str(entry[0].inputs[0].get_partial_shape()),
-                                              entry[0].inputs[0].get_partial_shape().is_static)
-                                      for batch, entry in model._session._by_batch.items()}
-                               for name, model in (("validation", predict.model), ("runtime", shipped))}
+            row["compiled"] = {
+                name: {
+                    batch: (
+                        str(entry[0].inputs[0].get_partial_shape()),
+                        entry[0].inputs[0].get_partial_shape().is_static,
+                    )
+                    for batch, entry in model._session._by_batch.items()
+                }
+                for name, model in (("validation", predict.model), ("runtime", shipped))
+            }
         out[key] = row
     return out
 
 
 def test_int8_validation_runs_the_artifact_as_the_runtime_does(full_export, run_isolated):
     # The gate must test what ships: same backend session, same static shapes, same precision hint.
-    got = run_isolated(validation_and_runtime_int8, full_export.out_dir,
-                       what="OpenVINO / ONNX Runtime int8 inference (export validation vs facederm.runtime)")
+    got = run_isolated(
+        validation_and_runtime_int8,
+        full_export.out_dir,
+        what="OpenVINO / ONNX Runtime int8 inference (export validation vs facederm.runtime)",
+    )
     size = full_export.manifest.card.input_size
     for key, backend in (("openvino", "openvino"), ("onnx", "onnxruntime")):
         row = got[key]

@@ -101,8 +101,9 @@ def test_flips_are_listed_with_their_fp32_margin_largest_first():
 def test_per_class_deltas_carry_patient_bootstrap_cis():
     reference = _confident(120, seed=3)
     y = reference.argmax(1)
-    parity = compute_parity(reference, _swap_top(reference, range(0, 120, 7)), y, [f"p{i // 3}" for i in range(120)],
-                            LABELS, n_boot=200)
+    parity = compute_parity(
+        reference, _swap_top(reference, range(0, 120, 7)), y, [f"p{i // 3}" for i in range(120)], LABELS, n_boot=200
+    )
     for label in LABELS:
         low, high = parity.per_class_recall_delta_ci[label]
         assert low <= parity.per_class_recall_delta[label] <= high
@@ -122,8 +123,9 @@ def test_too_few_inputs_for_any_bound_judge_the_point_estimate_and_say_so():
     parity = compute_parity(reference, reference, reference.argmax(1), ids, LABELS, n_boot=50)
     reason, decision = gate_verdict(parity, GateRules())
     assert reason is None and "point estimate was judged" in decision
-    worse = compute_parity(reference, _swap_top(reference, range(0, 60, 6)), reference.argmax(1), ids, LABELS,
-                           n_boot=50)
+    worse = compute_parity(
+        reference, _swap_top(reference, range(0, 60, 6)), reference.argmax(1), ids, LABELS, n_boot=50
+    )
     assert "< --min-agreement" in (gate_verdict(worse, GateRules(max_drop=100))[0] or "")
 
 

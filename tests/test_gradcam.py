@@ -36,8 +36,17 @@ def test_localization_compares_energy_inside_the_mask_with_its_area():
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cam") / "run"
-    config = TrainConfig(data="synthetic:60", out=out, arch="resnet10t", epochs=1, img_size=64, batch_size=16,
-                         n_boot=10, device="cpu", progress=False)
+    config = TrainConfig(
+        data="synthetic:60",
+        out=out,
+        arch="resnet10t",
+        epochs=1,
+        img_size=64,
+        batch_size=16,
+        n_boot=10,
+        device="cpu",
+        progress=False,
+    )
     return train(config).run_dir
 
 
@@ -103,4 +112,6 @@ def test_explain_writes_overlays_and_mask_scores(run_dir, tmp_path):
 def test_explain_cli_errors_are_one_line(tmp_path):
     result = CliRunner().invoke(explain_cli, [str(tmp_path / "nope"), str(tmp_path / "x.png"), "--out", str(tmp_path)])
     assert result.exit_code != 0
-    assert result.output.strip().startswith("facederm-explain: error: ") and len(result.output.strip().splitlines()) == 1
+    assert (
+        result.output.strip().startswith("facederm-explain: error: ") and len(result.output.strip().splitlines()) == 1
+    )

@@ -27,7 +27,9 @@ def test_a_result_comes_back() -> None:
 
 
 def test_an_exception_is_a_failure_with_its_traceback() -> None:
-    with pytest.raises(pytest.fail.Exception, match=r"(?s)raising check raised in its subprocess: ValueError: bad input 7.*raises"):
+    with pytest.raises(
+        pytest.fail.Exception, match=r"(?s)raising check raised in its subprocess: ValueError: bad input 7.*raises"
+    ):
         run_isolated(raises, what="raising check")
 
 

@@ -74,8 +74,7 @@ def test_all_source_kinds_agree(tmp_path: Path):
 
 
 @pytest.mark.parametrize(
-    ("shape", "expected_first"),
-    [((6, 8), (9, 9, 9)), ((6, 8, 1), (9, 9, 9)), ((6, 8, 3), (9, 9, 9))],
+    ("shape", "expected_first"), [((6, 8), (9, 9, 9)), ((6, 8, 1), (9, 9, 9)), ((6, 8, 3), (9, 9, 9))]
 )
 def test_array_layouts(shape, expected_first):
     arr = np.full(shape, 9, np.uint8)
@@ -189,8 +188,28 @@ def _mode_image(mode: str) -> tuple[Image.Image, tuple[int, int, int]]:
     raise AssertionError(mode)
 
 
-MODES = ["1", "L", "LA", "LA-transparent", "P", "P-transparent", "PA", "RGBA", "RGBA-half", "RGBX", "RGBa", "CMYK",
-         "YCbCr", "HSV", "I;16", "I;16-mid", "I;16B", "I", "F", "F-half"]
+MODES = [
+    "1",
+    "L",
+    "LA",
+    "LA-transparent",
+    "P",
+    "P-transparent",
+    "PA",
+    "RGBA",
+    "RGBA-half",
+    "RGBX",
+    "RGBa",
+    "CMYK",
+    "YCbCr",
+    "HSV",
+    "I;16",
+    "I;16-mid",
+    "I;16B",
+    "I",
+    "F",
+    "F-half",
+]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -204,8 +223,20 @@ def test_every_mode_to_plausible_rgb(mode):
 
 @pytest.mark.parametrize(
     ("mode", "fmt"),
-    [("I;16", "PNG"), ("P-transparent", "PNG"), ("LA", "PNG"), ("CMYK", "JPEG"), ("1", "PNG"), ("F", "TIFF"),
-     ("I;16", "TIFF"), ("RGBA", "WEBP"), ("P", "GIF"), ("L", "JPEG"), ("RGBA", "TIFF"), ("YCbCr", "JPEG")],
+    [
+        ("I;16", "PNG"),
+        ("P-transparent", "PNG"),
+        ("LA", "PNG"),
+        ("CMYK", "JPEG"),
+        ("1", "PNG"),
+        ("F", "TIFF"),
+        ("I;16", "TIFF"),
+        ("RGBA", "WEBP"),
+        ("P", "GIF"),
+        ("L", "JPEG"),
+        ("RGBA", "TIFF"),
+        ("YCbCr", "JPEG"),
+    ],
 )
 def test_modes_survive_encoding(mode, fmt):
     img, expected = _mode_image(mode)
@@ -309,7 +340,7 @@ def test_preprocess_returns_image_and_matching_tensor(tmp_path: Path):
     assert prepared.tensor.dtype == np.float32 and prepared.tensor.shape == (1, 3, 32, 32)
     assert prepared.tensor.flags.c_contiguous
     np.testing.assert_array_equal(prepared.tensor[0], prepared.image.transpose(2, 0, 1).astype(np.float32))
-    assert 0 <= prepared.tensor.min() and prepared.tensor.max() <= 255 and prepared.tensor.max() > 1
+    assert prepared.tensor.min() >= 0 and prepared.tensor.max() <= 255 and prepared.tensor.max() > 1
     assert prepared.source == str(path)
     np.testing.assert_array_equal(prepare_image(path, spec), prepared.image)
     np.testing.assert_array_equal(preprocess(path.read_bytes(), spec).image, prepared.image)
@@ -337,8 +368,7 @@ def test_empty_inputs(tmp_path: Path):
 
 
 @pytest.mark.parametrize(
-    "data",
-    [b"hello world, not an image", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"\xff\xd8\xff", b"%PDF-1.4\n" + b"0" * 100],
+    "data", [b"hello world, not an image", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"\xff\xd8\xff", b"%PDF-1.4\n" + b"0" * 100]
 )
 def test_non_image_bytes(data, tmp_path: Path):
     with pytest.raises(UnreadableImageError, match=f"<{len(data)} bytes>"):

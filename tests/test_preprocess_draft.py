@@ -41,7 +41,9 @@ def test_a_large_jpeg_gives_one_crop_in_runtime_training_export_and_bench(tmp_pa
     training = list(preprocess_samples(dataset, samples, PRE))  # training evaluation and the torch reference
     export = ImageSet(dataset, samples, np.array([0, 1]), PRE).images()  # export calibration and parity
     card = ModelCard(arch="test", labels=("BCC", "SCC"), preprocessing=PRE)
-    bench = np.load(prepare_eval(f"folder:{tmp_path / 'data'}", card, {}, tmp_path / "bench", have_run=False).tensor_path)
+    bench = np.load(
+        prepare_eval(f"folder:{tmp_path / 'data'}", card, {}, tmp_path / "bench", have_run=False).tensor_path
+    )
     bench_by_name = dict(zip(sorted(Path(s.path).name for s in dataset.samples), bench.transpose(0, 2, 3, 1)))
     for i, path in enumerate(paths):
         assert runtime[i].shape == (64, 64, 3) and runtime[i].dtype == np.uint8

@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from runtime_fixtures import runtime_export  # noqa: F401  (session fixture)
 
 from facederm.runtime import load
 
@@ -24,10 +23,7 @@ def _inputs(export) -> list:
     return [str(p) for p in export.images] + [export.images[0].read_bytes()] + arrays
 
 
-@pytest.mark.parametrize(
-    ("backend", "target"),
-    [("onnxruntime", "onnx"), ("openvino", "openvino")],
-)
+@pytest.mark.parametrize(("backend", "target"), [("onnxruntime", "onnx"), ("openvino", "openvino")])
 def test_threads_share_one_model(runtime_export, backend: str, target: str):
     if backend == "openvino":
         pytest.importorskip("openvino")

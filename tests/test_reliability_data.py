@@ -20,8 +20,16 @@ def _leaky_samples(patients: int = 45, per_patient: int = 6) -> list[Sample]:
     for k in range(per_patient):
         for p in range(patients):
             label = LABELS[p % 3] if k % 3 else LABELS[(p + 1) % 3]  # patients with two diagnoses, too
-            out.append(Sample(path=f"img/p{p}_{k}.jpg", label=label, patient_id=f"P{p:03d}", lesion_id=f"L{p}-{k % 2}",
-                              region="FACE" if (p + k) % 2 else "BACK", image_id=f"p{p}_{k}"))
+            out.append(
+                Sample(
+                    path=f"img/p{p}_{k}.jpg",
+                    label=label,
+                    patient_id=f"P{p:03d}",
+                    lesion_id=f"L{p}-{k % 2}",
+                    region="FACE" if (p + k) % 2 else "BACK",
+                    image_id=f"p{p}_{k}",
+                )
+            )
     return out
 
 
@@ -29,8 +37,11 @@ def _naive_split(samples: list[Sample], seed: int) -> dict[str, list[Sample]]:
     shuffled = list(samples)
     random.Random(seed).shuffle(shuffled)
     n = len(shuffled)
-    return {"train": shuffled[: int(0.65 * n)], "val": shuffled[int(0.65 * n) : int(0.8 * n)],
-            "test": shuffled[int(0.8 * n) :]}
+    return {
+        "train": shuffled[: int(0.65 * n)],
+        "val": shuffled[int(0.65 * n) : int(0.8 * n)],
+        "test": shuffled[int(0.8 * n) :],
+    }
 
 
 def test_the_data_would_leak_under_a_naive_split():
@@ -46,8 +57,11 @@ def test_split_by_patient_never_shares_a_patient(seed: int):
     parts = splits.as_dict()
     assert check_disjoint_patients(parts) == 0
     patients = {name: {s.patient_id for s in part} for name, part in parts.items()}
-    assert not (patients["train"] & patients["val"] or patients["train"] & patients["test"]
-                or patients["val"] & patients["test"])
+    assert not (
+        patients["train"] & patients["val"]
+        or patients["train"] & patients["test"]
+        or patients["val"] & patients["test"]
+    )
     kept = sorted(s.image_id for part in parts.values() for s in part)
     assert kept == sorted(s.image_id for s in samples), "a split must lose and duplicate nothing"
     assert all(parts.values()), "every split gets patients"
@@ -79,9 +93,11 @@ def test_a_broken_splitter_would_be_caught_at_creation(monkeypatch):
 
 def test_user_split_sharing_patients_is_refused_with_the_count():
     user = _naive_split(_leaky_samples(), 3)
-    expected = len({s.patient_id for s in user["train"]} & ({s.patient_id for s in user["val"]}
-                                                          | {s.patient_id for s in user["test"]})
-                   | ({s.patient_id for s in user["val"]} & {s.patient_id for s in user["test"]}))
+    expected = len(
+        {s.patient_id for s in user["train"]}
+        & ({s.patient_id for s in user["val"]} | {s.patient_id for s in user["test"]})
+        | ({s.patient_id for s in user["val"]} & {s.patient_id for s in user["test"]})
+    )
     with pytest.raises(DataLeakageError, match=f"{expected} patient"):
         check_disjoint_patients(user)
     assert check_disjoint_patients(user, force=True) == expected

@@ -69,8 +69,14 @@ def untrained_run(tmp_path_factory) -> Path:
     dataset = open_dataset(SPEC)
     splits = split_by_patient(dataset.samples, seed=0)
     model = create_model(ARCH, len(dataset.labels), head_hidden=32).eval()
-    card = ModelCard(arch=ARCH, labels=dataset.labels, preprocessing=default_preprocessing(ARCH, SIZE),
-                     model_args={"head_hidden": 32}, data={"spec": SPEC}, seed=0)
+    card = ModelCard(
+        arch=ARCH,
+        labels=dataset.labels,
+        preprocessing=default_preprocessing(ARCH, SIZE),
+        model_args={"head_hidden": 32},
+        data={"spec": SPEC},
+        seed=0,
+    )
     ids = {name: [s.image_id for s in part] for name, part in splits.items()}
     return save_run(tmp_path_factory.mktemp("run") / "run", model, card, splits=ids)
 
@@ -103,13 +109,21 @@ def test_killed_export_leaves_only_complete_listed_artifacts(untrained_run: Path
     interrupted, seen_ok = 0, []
     for attempt in range(2):
         before = (out_dir / "manifest.json").stat().st_mtime_ns if (out_dir / "manifest.json").exists() else None
-        proc = subprocess.Popen([sys.executable, "-c", EXPORT_CHILD, str(untrained_run), str(out_dir)],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", EXPORT_CHILD, str(untrained_run), str(out_dir)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         try:
             assert proc.stdout.readline().strip() == "READY", f"export child failed to start (seed {SEED})"
             # Wait until this run has started writing (the manifest is (re)written first), then a random delay.
-            _wait_for(lambda: (out_dir / "manifest.json").exists()
-                      and (out_dir / "manifest.json").stat().st_mtime_ns != before, proc)
+            _wait_for(
+                lambda before=before: (
+                    (out_dir / "manifest.json").exists() and (out_dir / "manifest.json").stat().st_mtime_ns != before
+                ),
+                proc,
+            )
             time.sleep(rng.uniform(0.0, 4.0) if attempt == 0 else rng.uniform(0.0, 1.5))  # fresh dir; re-export
         finally:
             interrupted += _kill(proc)
@@ -136,14 +150,35 @@ def test_killed_export_leaves_only_complete_listed_artifacts(untrained_run: Path
 # --- training -----------------------------------------------------------------------------------------------
 # Four epochs: the kill lands early in epoch 2, and the epochs after it leave a wide margin before the run
 # could finish, however fast this machine is (with two epochs a quiet machine sometimes finished first).
-TRAIN_ARGS = ["--data", SPEC, "--arch", ARCH, "--img-size", str(SIZE), "--epochs", "4", "--batch-size", "8",
-              "--n-boot", "20", "--seed", "5", "--patience", "0", "--quiet"]
+TRAIN_ARGS = [
+    "--data",
+    SPEC,
+    "--arch",
+    ARCH,
+    "--img-size",
+    str(SIZE),
+    "--epochs",
+    "4",
+    "--batch-size",
+    "8",
+    "--n-boot",
+    "20",
+    "--seed",
+    "5",
+    "--patience",
+    "0",
+    "--quiet",
+]
 
 
 def _train(out: Path, *extra: str) -> subprocess.Popen:
     code = "from facederm.training.cli_train import main; main()"
-    return subprocess.Popen([sys.executable, "-c", code, *TRAIN_ARGS, "--out", str(out), *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *TRAIN_ARGS, "--out", str(out), *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_training_killed_in_epoch_two_resumes_to_the_same_result(tmp_path: Path):
@@ -176,7 +211,10 @@ def test_training_killed_in_epoch_two_resumes_to_the_same_result(tmp_path: Path)
     ref_metrics = json.loads((reference_dir / "metrics.json").read_text())
     got_metrics = json.loads((victim_dir / "metrics.json").read_text())
     assert got_metrics == ref_metrics
-    ref_weights, got_weights = load_file(reference_dir / "model.safetensors"), load_file(victim_dir / "model.safetensors")
+    ref_weights, got_weights = (
+        load_file(reference_dir / "model.safetensors"),
+        load_file(victim_dir / "model.safetensors"),
+    )
     assert ref_weights.keys() == got_weights.keys()
     assert all((ref_weights[k] == got_weights[k]).all() for k in ref_weights), "weights differ after resume"
 

@@ -16,8 +16,9 @@ LIMIT_MB_PER_2000 = 20.0
 
 def _run_json(module: str, *args: str, timeout: int = 300) -> dict:
     # A fresh process: RSS then measures facederm alone, not whatever the test session allocated before.
-    proc = subprocess.run([sys.executable, "-m", module, *args, "--json"], capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args, "--json"], capture_output=True, text=True, timeout=timeout
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert lines, f"{module} printed no result (exit {proc.returncode}): {proc.stderr[-2000:]}"
     return json.loads(lines[-1])
@@ -28,8 +29,17 @@ def test_repeated_predictions_do_not_grow_rss(backend: str):
     if backend == "openvino":
         pytest.importorskip("openvino")
     iterations = 400
-    result = _run_json("facederm.runtime.reliability.leak", "--iterations", str(iterations), "--warmup", "100",
-                       "--every", "50", "--backend", backend)
+    result = _run_json(
+        "facederm.runtime.reliability.leak",
+        "--iterations",
+        str(iterations),
+        "--warmup",
+        "100",
+        "--every",
+        "50",
+        "--backend",
+        backend,
+    )
     bound = LIMIT_MB_PER_2000 * iterations / 2000  # the 2,000-prediction budget, scaled down
     assert result["backend"] == backend
     assert result["growth_mb"] < bound, result

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from runtime_fixtures import RuntimeExport, runtime_export  # noqa: F401  (fixture)
+from runtime_builders import RuntimeExport
 
 from facederm.runtime.card import NOT_A_DIAGNOSIS
 from facederm.runtime.cli import main
@@ -64,8 +64,11 @@ def test_an_empty_folder_is_reported(runtime_export: RuntimeExport, tmp_path: Pa
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["{missing}", "{image}"], "no such export dir"), (["{root}", "{image}", "--backend", "coreml"], "coreml"),
-     (["{root}", "{image}", "--backend", "nope"], "unknown backend")],
+    [
+        (["{missing}", "{image}"], "no such export dir"),
+        (["{root}", "{image}", "--backend", "coreml"], "coreml"),
+        (["{root}", "{image}", "--backend", "nope"], "unknown backend"),
+    ],
 )
 def test_fatal_errors_are_one_line_without_traceback(
     runtime_export: RuntimeExport, tmp_path: Path, args: list[str], message: str

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runtime_fixtures import RuntimeExport, rewrite_manifest, runtime_export  # noqa: F401  (fixture)
+from runtime_builders import RuntimeExport, rewrite_manifest
 
 import facederm.runtime as rt
 from facederm.runtime.backends.tensorrt import check_engine_compatible
-from facederm.runtime.layout import Manifest
 from facederm.runtime.errors import (
     ArtifactError,
     BackendMismatchError,
@@ -26,6 +25,7 @@ from facederm.runtime.errors import (
     SchemaError,
     UnsafePathError,
 )
+from facederm.runtime.layout import Manifest
 
 RUNNABLE_HERE = [  # (target, precision, backend that must run it)
     ("onnx", "fp32", "onnxruntime"),
@@ -64,8 +64,14 @@ def artifact_outputs(root: Path, images: tuple[Path, ...], target: str, precisio
     reference = rt.load(root, target="onnx", precision="fp32").predict(list(images))
     model = rt.load(root, target=target, precision=precision)
     check = model.self_test()
-    return {"backend": model.backend_name, "key": model.artifact.key, "labels": _labels(model, images),
-            "reference": [p.probabilities for p in reference], "self_test": check.passed, "tolerance": check.tolerance}
+    return {
+        "backend": model.backend_name,
+        "key": model.artifact.key,
+        "labels": _labels(model, images),
+        "reference": [p.probabilities for p in reference],
+        "self_test": check.passed,
+        "tolerance": check.tolerance,
+    }
 
 
 @pytest.mark.parametrize(("target", "precision", "backend"), RUNNABLE_HERE)
@@ -105,8 +111,11 @@ def test_openvino_precision_hint_f32_matches_onnx_closely(runtime_export: Runtim
 
 @pytest.mark.parametrize(
     ("relative", "backend", "suggested"),
-    [("openvino/model.xml", "onnxruntime", "openvino"), ("model.onnx", "openvino", "onnxruntime"),
-     ("model.onnx", "tensorrt", "onnxruntime")],
+    [
+        ("openvino/model.xml", "onnxruntime", "openvino"),
+        ("model.onnx", "openvino", "onnxruntime"),
+        ("model.onnx", "tensorrt", "onnxruntime"),
+    ],
 )
 def test_wrong_backend_for_a_file_names_the_right_one(
     runtime_export: RuntimeExport, relative: str, backend: str, suggested: str

@@ -21,6 +21,11 @@ def test_overhead_benchmark_reports_both_backends(tmp_path: Path) -> None:
 
 
 def test_help_works_without_running_anything() -> None:
-    done = subprocess.run([sys.executable, "-m", "facederm.benchmarks.runtime_overhead", "--help"],
-                          capture_output=True, text=True, timeout=60, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "facederm.benchmarks.runtime_overhead", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert "--iterations" in done.stdout

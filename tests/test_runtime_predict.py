@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from runtime_fixtures import RuntimeExport, runtime_export  # noqa: F401  (fixture)
+from runtime_builders import RuntimeExport
 
 import facederm.runtime as rt
 from facederm.runtime.errors import ImageNotFoundError, UnreadableImageError
@@ -26,8 +26,13 @@ def test_every_input_kind_gives_the_same_prediction(model: rt.Model, runtime_exp
     data = path.read_bytes()
     with Image.open(path) as img:
         pil = img.copy()
-    by_kind = [model.predict(path), model.predict(str(path)), model.predict(data), model.predict(pil),
-               model.predict(np.asarray(pil))]
+    by_kind = [
+        model.predict(path),
+        model.predict(str(path)),
+        model.predict(data),
+        model.predict(pil),
+        model.predict(np.asarray(pil)),
+    ]
     first = by_kind[0]
     for prediction in by_kind:
         assert prediction.label == first.label

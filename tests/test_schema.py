@@ -11,8 +11,8 @@ from typing import Literal
 
 import pytest
 
-from facederm.runtime.layout import check_relative_path, file_digest, resolve_inside
 from facederm.runtime.errors import SchemaError, UnsafePathError
+from facederm.runtime.layout import check_relative_path, file_digest, resolve_inside
 from facederm.runtime.schema import from_dict, read_json, to_dict, write_json_atomic
 
 

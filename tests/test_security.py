@@ -12,17 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from runtime_fixtures import RuntimeExport, runtime_export  # noqa: F401  (session fixture)
+from runtime_builders import RuntimeExport
 
 from facederm.runtime import load
+from facederm.runtime.errors import BackendUnavailableError, FacedermError, IntegrityError, SchemaError, UnsafePathError
 from facederm.runtime.layout import Manifest
-from facederm.runtime.errors import (
-    BackendUnavailableError,
-    FacedermError,
-    IntegrityError,
-    SchemaError,
-    UnsafePathError,
-)
 from facederm.runtime.loader import verify_artifact
 from facederm.training.models import create_model
 from facederm.training.weights import UnsafeCheckpointError, read_state_dict
@@ -93,10 +87,22 @@ def test_corrupt_safetensors_is_a_clear_error(tmp_path: Path):
         read_state_dict(path)
 
 
-_UNPICKLERS = {("pickle", "load"), ("pickle", "loads"), ("pickle", "Unpickler"), ("cPickle", "load"),
-               ("dill", "load"), ("dill", "loads"), ("cloudpickle", "load"), ("cloudpickle", "loads"),
-               ("joblib", "load"), ("marshal", "load"), ("marshal", "loads"), ("shelve", "open"),
-               ("pd", "read_pickle"), ("pandas", "read_pickle")}
+_UNPICKLERS = {
+    ("pickle", "load"),
+    ("pickle", "loads"),
+    ("pickle", "Unpickler"),
+    ("cPickle", "load"),
+    ("dill", "load"),
+    ("dill", "loads"),
+    ("cloudpickle", "load"),
+    ("cloudpickle", "loads"),
+    ("joblib", "load"),
+    ("marshal", "load"),
+    ("marshal", "loads"),
+    ("shelve", "open"),
+    ("pd", "read_pickle"),
+    ("pandas", "read_pickle"),
+}
 
 
 def unsafe_loads(source: str, filename: str = "<src>") -> list[str]:
@@ -121,8 +127,11 @@ def unsafe_loads(source: str, filename: str = "<src>") -> list[str]:
             found.append(f"{where}: {owner}.{name}")
         elif owner == "torch" and name == "load" and not is_true(keywords.get("weights_only")):
             found.append(f"{where}: torch.load without weights_only=True")
-        elif owner in ("np", "numpy") and name == "load" and "allow_pickle" in keywords and not (
-            isinstance(keywords["allow_pickle"], ast.Constant) and keywords["allow_pickle"].value is False
+        elif (
+            owner in ("np", "numpy")
+            and name == "load"
+            and "allow_pickle" in keywords
+            and not (isinstance(keywords["allow_pickle"], ast.Constant) and keywords["allow_pickle"].value is False)
         ):
             found.append(f"{where}: numpy.load with allow_pickle")
         elif owner == "yaml" and name in ("load", "unsafe_load", "full_load") and "Safe" not in ast.dump(node):
@@ -249,8 +258,11 @@ def _listed_files(root: Path) -> list[tuple[str, str, str]]:
         paths = [record.path, *(f.path for f in record.files)]
         for rel in paths:
             if (root / rel).is_dir():  # a bundle (.mlpackage): every file inside is covered by its digest
-                out += [(record.target, record.precision, p.relative_to(root).as_posix())
-                        for p in sorted((root / rel).rglob("*")) if p.is_file()]
+                out += [
+                    (record.target, record.precision, p.relative_to(root).as_posix())
+                    for p in sorted((root / rel).rglob("*"))
+                    if p.is_file()
+                ]
             else:
                 out.append((record.target, record.precision, rel))
     return out

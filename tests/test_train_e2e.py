@@ -24,8 +24,18 @@ DATA = "synthetic:96"
 
 
 def _config(out: Path, **overrides) -> TrainConfig:
-    options = dict(data=DATA, out=out, arch="mobilenetv3_small_050", epochs=2, img_size=32, batch_size=16,
-                   n_boot=50, device="cpu", progress=False, patience=0)
+    options = dict(
+        data=DATA,
+        out=out,
+        arch="mobilenetv3_small_050",
+        epochs=2,
+        img_size=32,
+        batch_size=16,
+        n_boot=50,
+        device="cpu",
+        progress=False,
+        patience=0,
+    )
     options.update(overrides)
     return TrainConfig(**options)
 
@@ -40,8 +50,16 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize("protocol", ["all", "face-only", "face-transfer"])
 def test_run_dir_is_complete_and_reloads_to_the_same_outputs(runs, protocol):
     run_dir = runs[protocol]
-    for name in ("model.safetensors", "config.json", "metrics.json", "splits.json", "history.json",
-                 "confusion_test.png", "roc_test.png", "history.png"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "metrics.json",
+        "splits.json",
+        "history.json",
+        "confusion_test.png",
+        "roc_test.png",
+        "history.png",
+    ):
         assert (run_dir / name).is_file(), name
     card = ModelCard.load(run_dir / "config.json")
     assert card.protocol == protocol and card.data["synthetic"] is True and card.data["spec"] == DATA
@@ -138,8 +156,10 @@ def test_cli_unknown_arch_prints_one_line_and_fails(tmp_path):
 
 
 def test_cli_bad_data_names_it(tmp_path):
-    result = CliRunner().invoke(train_cli, ["--data", f"folder:{tmp_path}/missing", "--arch", "resnet10t",
-                                            "--out", str(tmp_path / "x"), "--quiet"])
+    result = CliRunner().invoke(
+        train_cli,
+        ["--data", f"folder:{tmp_path}/missing", "--arch", "resnet10t", "--out", str(tmp_path / "x"), "--quiet"],
+    )
     assert result.exit_code != 0
     assert result.output.startswith("facederm-train: error: ") and "missing" in result.output
     assert len(result.output.strip().splitlines()) == 1
@@ -147,9 +167,29 @@ def test_cli_bad_data_names_it(tmp_path):
 
 def test_cli_trains_a_run(tmp_path):
     out = tmp_path / "cli"
-    result = CliRunner().invoke(train_cli, ["--data", "synthetic:60", "--arch", "resnet10t", "--epochs", "1",
-                                            "--img-size", "32", "--batch-size", "16", "--out", str(out),
-                                            "--n-boot", "20", "--device", "cpu", "--protocol", "face-only"])
+    result = CliRunner().invoke(
+        train_cli,
+        [
+            "--data",
+            "synthetic:60",
+            "--arch",
+            "resnet10t",
+            "--epochs",
+            "1",
+            "--img-size",
+            "32",
+            "--batch-size",
+            "16",
+            "--out",
+            str(out),
+            "--n-boot",
+            "20",
+            "--device",
+            "cpu",
+            "--protocol",
+            "face-only",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "random init" in result.output  # the CLI says how the backbone started
     assert json.loads((out / "metrics.json").read_text())["protocol"] == "face-only"
@@ -158,8 +198,16 @@ def test_cli_trains_a_run(tmp_path):
 def test_resume_of_a_finished_run_is_a_no_op(tmp_path: Path) -> None:
     from facederm.training import train
 
-    config = dict(data="synthetic:60,size=32", out=tmp_path / "run", arch="mobilenetv3_small_050", img_size=32,
-                  epochs=1, batch_size=16, n_boot=10, progress=False)
+    config = dict(
+        data="synthetic:60,size=32",
+        out=tmp_path / "run",
+        arch="mobilenetv3_small_050",
+        img_size=32,
+        epochs=1,
+        batch_size=16,
+        n_boot=10,
+        progress=False,
+    )
     first = train(TrainConfig(**config))
     again = train(TrainConfig(**config, resume=True))
     assert again.metrics == first.metrics

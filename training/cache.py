@@ -24,8 +24,9 @@ class ImageCache:
     Returned arrays are read-only: copy before changing them in place.
     """
 
-    def __init__(self, dataset: DataSet, shorter_side: int, max_bytes: int = 4 << 30,
-                 interpolation: str = "bilinear") -> None:
+    def __init__(
+        self, dataset: DataSet, shorter_side: int, max_bytes: int = 4 << 30, interpolation: str = "bilinear"
+    ) -> None:
         if shorter_side < 1:
             raise ValueError(f"shorter_side must be >= 1, got {shorter_side}")
         self.dataset = dataset
@@ -75,6 +76,7 @@ class ImageCache:
         """Decode ``samples`` (default: the whole data set) now, with a progress bar."""
         from rich.progress import track
 
-        for sample in track(samples or self.dataset.samples, description="decoding images",
-                            disable=not progress, transient=True):
+        for sample in track(
+            samples or self.dataset.samples, description="decoding images", disable=not progress, transient=True
+        ):
             self.get(sample)

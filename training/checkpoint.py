@@ -21,7 +21,6 @@ from facederm.runtime.layout import CHECKPOINT_DIR, CHECKPOINT_STATE_FILE
 from facederm.runtime.schema import read_json, write_json_atomic
 
 
-
 def _optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     state = optimizer.state_dict()
     tensors, scalars = {}, {}
@@ -109,7 +108,9 @@ def load_checkpoint(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, dict
     """(state, tensors by group: "model", "best", "optimizer", "rng") of the last completed epoch."""
     folder = Path(run_dir) / CHECKPOINT_DIR
     if not has_checkpoint(run_dir):
-        raise ConfigError(f"{run_dir}: nothing to resume (no {CHECKPOINT_DIR}/{CHECKPOINT_STATE_FILE}); run without --resume")
+        raise ConfigError(
+            f"{run_dir}: nothing to resume (no {CHECKPOINT_DIR}/{CHECKPOINT_STATE_FILE}); run without --resume"
+        )
     state = read_json(folder / CHECKPOINT_STATE_FILE)
     if state.get("finished"):  # a finished run keeps only its state (the tensors were deleted at the end)
         return state, {}
@@ -141,7 +142,9 @@ def mark_finished(run_dir: str | Path) -> None:
     if not (folder / CHECKPOINT_STATE_FILE).is_file():
         return
     state = read_json(folder / CHECKPOINT_STATE_FILE)
-    write_json_atomic(folder / CHECKPOINT_STATE_FILE, {"finished": True, "config": state.get("config", {}),
-                                            "history": state.get("history", [])})
+    write_json_atomic(
+        folder / CHECKPOINT_STATE_FILE,
+        {"finished": True, "config": state.get("config", {}), "history": state.get("history", [])},
+    )
     for old in folder.glob("tensors-*.safetensors"):
         old.unlink(missing_ok=True)

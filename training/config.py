@@ -65,7 +65,9 @@ class TrainConfig:
         if self.imagenet_weights is None:
             self.imagenet_weights = spec.local_weights is not None and not self.pretrained and self.weights is None
         elif self.imagenet_weights and spec.local_weights is None and not self.pretrained:
-            raise ConfigError(f"{self.arch} has no bundled ImageNet weights; use --pretrained (network) or --weights FILE")
+            raise ConfigError(
+                f"{self.arch} has no bundled ImageNet weights; use --pretrained (network) or --weights FILE"
+            )
         for name in ("epochs", "img_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .data_stats import class_weights, fingerprint, site_of
 from .dataset import DataSet, Sample
@@ -27,12 +28,7 @@ def _part_summary(samples: Sequence[Sample], labels: Sequence[str], face_regions
 
 
 def summarize(
-    dataset: DataSet,
-    *,
-    site: Site = "all",
-    seed: int = 0,
-    val_fraction: float = 0.15,
-    test_fraction: float = 0.2,
+    dataset: DataSet, *, site: Site = "all", seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.2
 ) -> dict[str, Any]:
     """Counts per class x site x split, patients, class weights (of the train split) and problems.
 
@@ -41,14 +37,18 @@ def summarize(
     face_regions = dataset.face_regions or FACE_REGIONS
     labels = list(dataset.labels)
     samples = select_sites(dataset.samples, site, face_regions)
-    splits = split_by_patient(samples, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
-                              face_regions=face_regions)
+    splits = split_by_patient(
+        samples, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, face_regions=face_regions
+    )
     summary = {
         "source": dataset.spec,
         "synthetic": dataset.synthetic,
         "verified": dataset.verified,
-        "label_set": {"name": dataset.label_set.name, "labels": labels,
-                      "long_names": {c: dataset.label_set.long_name(c) for c in labels}},
+        "label_set": {
+            "name": dataset.label_set.name,
+            "labels": labels,
+            "long_names": {c: dataset.label_set.long_name(c) for c in labels},
+        },
         "site": site,
         "face_regions": list(face_regions),
         "seed": seed,
@@ -76,6 +76,7 @@ def inspect_data(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Open ``spec`` and :func:`summarize` it (what ``facederm-data inspect --json`` prints)."""
-    dataset = open_dataset(spec, label_set=label_set, strict=strict, verify=verify,
-                           face_regions=face_regions, progress=progress)
+    dataset = open_dataset(
+        spec, label_set=label_set, strict=strict, verify=verify, face_regions=face_regions, progress=progress
+    )
     return summarize(dataset, site=site, seed=seed)

@@ -36,13 +36,24 @@ def plot_summary(summary: dict[str, Any], path: str | os.PathLike) -> Path:
         face = [by_site[label]["face"] for label in labels]
         other = [by_site[label]["other"] for label in labels]
         ax.bar(xs, face, width, color=colors[j], label=f"{split} face", **_SITE_STYLE["face"])
-        ax.bar(xs, other, width, bottom=face, color=colors[j], label=f"{split} other", edgecolor="white",
-               **_SITE_STYLE["other"])
+        ax.bar(
+            xs,
+            other,
+            width,
+            bottom=face,
+            color=colors[j],
+            label=f"{split} other",
+            edgecolor="white",
+            **_SITE_STYLE["other"],
+        )
     ax.set_xticks(range(len(labels)), labels)
     ax.set_ylabel("images")
     kind = "SYNTHETIC data" if summary["synthetic"] else "data"
-    ax.set_title(f"{kind}: {summary['source']}\n{summary['images']} images, {summary['patients']} patients, "
-                 f"site {summary['site']}, seed {summary['seed']}", fontsize=9)
+    ax.set_title(
+        f"{kind}: {summary['source']}\n{summary['images']} images, {summary['patients']} patients, "
+        f"site {summary['site']}, seed {summary['seed']}",
+        fontsize=9,
+    )
     ax.legend(fontsize=7, ncol=len(SPLIT_NAMES))
     fig.tight_layout()
     path = Path(path)

@@ -10,12 +10,7 @@ from typing import Any, Literal
 from facederm.runtime.errors import DataError
 
 ProblemKind = Literal[
-    "missing_file",
-    "unreadable_image",
-    "unknown_label",
-    "duplicate_image_id",
-    "missing_patient_id",
-    "bad_row",
+    "missing_file", "unreadable_image", "unknown_label", "duplicate_image_id", "missing_patient_id", "bad_row"
 ]
 PROBLEM_KINDS: tuple[str, ...] = ProblemKind.__args__  # type: ignore[attr-defined]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .dataset import DataSet, Sample
 from .labels import FACE_REGIONS
@@ -22,7 +23,7 @@ def class_weights(samples: Sequence[Sample], labels: Sequence[str]) -> dict[str,
 
 
 def site_of(sample: Sample, face_regions: Sequence[str] = FACE_REGIONS) -> str:
-    """"face" or "other"."""
+    """ "face" or "other"."""
     return "face" if sample.is_face(face_regions) else "other"
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from rich.progress import track
@@ -72,11 +72,11 @@ class DataSet:
         counts = Counter(s.label for s in self.samples)
         return {label: counts.get(label, 0) for label in self.labels}
 
-    def with_samples(self, samples: Iterable[Sample]) -> "DataSet":
+    def with_samples(self, samples: Iterable[Sample]) -> DataSet:
         """The same data set limited to ``samples`` (label set kept, so class indices stay stable)."""
         return replace(self, samples=list(samples))
 
-    def verify(self, progress: bool = True) -> "DataSet":
+    def verify(self, progress: bool = True) -> DataSet:
         """Decode every image; undecodable ones become ``unreadable_image`` problems and are dropped.
 
         Costly (every file is decoded), which is why opening a data set only checks existence.
@@ -99,4 +99,4 @@ def _without_source(exc: FacedermInputError) -> str:
     """The error message without the ``<source>: `` prefix (the report names the item already)."""
     text = str(exc)
     prefix = f"{exc.source}: " if exc.source else ""
-    return text[len(prefix):] if prefix and text.startswith(prefix) else text
+    return text[len(prefix) :] if prefix and text.startswith(prefix) else text

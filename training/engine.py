@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -44,7 +44,9 @@ class SeededSampler(Sampler):
     augmentation seed derived from (run seed, epoch key, index)."""
 
     def __init__(self, n: int, world: World, seed: int) -> None:
-        self.inner = DistributedSampler(range(n), num_replicas=world.world_size, rank=world.rank, shuffle=True, seed=seed)
+        self.inner = DistributedSampler(
+            range(n), num_replicas=world.world_size, rank=world.rank, shuffle=True, seed=seed
+        )
         self.seed = seed
         self.epoch_key = 0
 
@@ -61,8 +63,9 @@ class SeededSampler(Sampler):
             yield index, (base + index) % (2**63)
 
 
-def make_loader(train_set: AugmentedSet, world: World, seed: int, batch_size: int, workers: int,
-                pin_memory: bool) -> tuple[DataLoader, SeededSampler]:
+def make_loader(
+    train_set: AugmentedSet, world: World, seed: int, batch_size: int, workers: int, pin_memory: bool
+) -> tuple[DataLoader, SeededSampler]:
     sampler = SeededSampler(len(train_set), world, seed)
     loader = DataLoader(
         train_set,
@@ -142,8 +145,9 @@ def train_one_epoch(
     return EpochResult(loss, total_images, time.perf_counter() - start)
 
 
-def predict_sharded(model: nn.Module, images: np.ndarray, preprocessing, world: World, *, batch_size: int,
-                    device: torch.device) -> np.ndarray:
+def predict_sharded(
+    model: nn.Module, images: np.ndarray, preprocessing, world: World, *, batch_size: int, device: torch.device
+) -> np.ndarray:
     """Probabilities for preprocessed images, each rank predicting a shard, gathered on every rank."""
     index = shard(world, len(images))
     local = predict_array(model, images[index], preprocessing, batch_size=batch_size, device=device)

@@ -3,7 +3,8 @@ of a split. Export parity and the benchmark baseline call :func:`predict_probabi
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,11 +29,14 @@ def prepare_sample(dataset: DataSet, sample: Sample, preprocessing: Preprocessin
     """
     if dataset.loader is load_file:
         return prepare_image(sample.path, preprocessing)
-    return resize_and_crop(dataset.load_rgb(sample), preprocessing.crop, preprocessing.resize_shorter,
-                           preprocessing.interpolation)
+    return resize_and_crop(
+        dataset.load_rgb(sample), preprocessing.crop, preprocessing.resize_shorter, preprocessing.interpolation
+    )
 
 
-def preprocess_samples(dataset: DataSet, samples: Sequence[Sample], preprocessing: Preprocessing) -> Iterator[np.ndarray]:
+def preprocess_samples(
+    dataset: DataSet, samples: Sequence[Sample], preprocessing: Preprocessing
+) -> Iterator[np.ndarray]:
     """uint8 HWC model inputs, one per sample (see :func:`prepare_sample`)."""
     for sample in samples:
         yield prepare_sample(dataset, sample, preprocessing)

@@ -7,9 +7,10 @@ what a map spread uniformly (chance) would score.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,8 +61,13 @@ class GradCAM:
         cam = cam / cam.max() if cam.max() > 0 else cam
         labels = self.card.labels
         values = probs.detach().cpu().numpy()
-        return CamResult(image, cam.astype(np.float32), labels[target], float(values[target]),
-                         {label: float(v) for label, v in zip(labels, values)})
+        return CamResult(
+            image,
+            cam.astype(np.float32),
+            labels[target],
+            float(values[target]),
+            {label: float(v) for label, v in zip(labels, values)},
+        )
 
 
 def localization(heatmap: np.ndarray, mask: np.ndarray) -> dict[str, float]:
@@ -152,8 +158,13 @@ def explain(
         prepared = prepare_image(image_path, card.preprocessing)
         result = cam(prepared)
         overlay = render_overlay(result, card, out_dir / f"{image_path.stem}_gradcam.png", image_path.name)
-        row: dict[str, Any] = {"image": str(image_path), "overlay": overlay.name, "label": result.label,
-                               "probability": result.probability, "probabilities": result.probabilities}
+        row: dict[str, Any] = {
+            "image": str(image_path),
+            "overlay": overlay.name,
+            "label": result.label,
+            "probability": result.probability,
+            "probabilities": result.probabilities,
+        }
         if masks_dir is not None:
             path = mask_path(masks_dir, image_path)
             try:
@@ -172,4 +183,3 @@ def explain(
         summary["n_missing_masks"] = len(rows) - len(scored)
     write_json_atomic(out_dir / "explain.json", summary)
     return summary
-

@@ -4,8 +4,8 @@ codes that map onto them (PAD-UFES-20 writes ACK and SEK where the reference stu
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from facederm.runtime.errors import ConfigError
 
@@ -45,7 +45,7 @@ class LabelSet:
             return None
         return self._lookup().get(str(raw).strip().upper())
 
-    def restrict(self, present: Iterable[str]) -> "LabelSet":
+    def restrict(self, present: Iterable[str]) -> LabelSet:
         """This set limited to the codes in ``present``, order kept (a model needs no empty classes)."""
         keep = set(present)
         labels = tuple(code for code in self.labels if code in keep)

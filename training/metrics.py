@@ -8,7 +8,8 @@ sample has no recall (NaN) and is left out of the macro averages ("over classes 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -8,9 +8,9 @@ a 1024-d fully connected layer, then the class layer. Softmax is applied outside
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import timm
 import torch

@@ -3,19 +3,20 @@ matplotlib with the Agg backend (no display needed)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from .metrics import binary_auc, roc_curve  # noqa: E402
+from .metrics import binary_auc, roc_curve
 
 
-def _save(fig: "plt.Figure", path: str | Path) -> Path:
+def _save(fig: plt.Figure, path: str | Path) -> Path:
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=120, bbox_inches="tight")

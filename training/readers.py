@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from facederm.runtime.errors import DataError
 
@@ -73,7 +73,7 @@ def _existing_dir(location: str, what: str) -> Path:
 def _read_csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
     """(line number, row) for each data row; a missing file or column raises :class:`DataError`."""
     try:
-        handle = open(path, newline="", encoding="utf-8-sig")
+        handle = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115  (closed by the with below; only the open's error is ours)
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     with handle:
@@ -138,8 +138,15 @@ def read_pad_ufes_20(request: ReadRequest) -> ReadResult:
             request.report.add("missing_file", image_id, f"listed in {item} but not found under {root}")
             continue
         records.append(
-            RawRecord(item=image_id, path=path, label=row["diagnostic"], patient_id=row["patient_id"],
-                      lesion_id=row["lesion_id"], region=row["region"], image_id=image_id)
+            RawRecord(
+                item=image_id,
+                path=path,
+                label=row["diagnostic"],
+                patient_id=row["patient_id"],
+                lesion_id=row["lesion_id"],
+                region=row["region"],
+                image_id=image_id,
+            )
         )
     return ReadResult(records=records, label_set=get_label_set("pad"))
 
@@ -155,8 +162,15 @@ def read_folder(request: ReadRequest) -> ReadResult:
                 continue
             image_id = path.relative_to(root).as_posix()
             records.append(
-                RawRecord(item=str(path), path=str(path), label=class_dir.name, patient_id=image_id,
-                          lesion_id=image_id, region="", image_id=image_id)
+                RawRecord(
+                    item=str(path),
+                    path=str(path),
+                    label=class_dir.name,
+                    patient_id=image_id,
+                    lesion_id=image_id,
+                    region="",
+                    image_id=image_id,
+                )
             )
     notes = ["no patient ids in a folder data set: each image counts as its own patient, so the split is by image"]
     return ReadResult(records=records, notes=notes)
@@ -186,12 +200,21 @@ def read_csv(request: ReadRequest) -> ReadResult:
             request.report.add("missing_file", written, f"listed in {item} but {path} does not exist")
             continue
         image_id = Path(written).as_posix()
-        patient = row["patient_id"] if "patient_id" in row else image_id
+        patient = row.get("patient_id", image_id)
         records.append(
-            RawRecord(item=written, path=str(path), label=row["label"], patient_id=patient,
-                      lesion_id=row.get("lesion_id") or image_id, region=row.get("region", ""), image_id=image_id)
+            RawRecord(
+                item=written,
+                path=str(path),
+                label=row["label"],
+                patient_id=patient,
+                lesion_id=row.get("lesion_id") or image_id,
+                region=row.get("region", ""),
+                image_id=image_id,
+            )
         )
-    notes = [] if has_patients else [
-        f"{table.name} has no patient_id column: each image counts as its own patient, so the split is by image"
-    ]
+    notes = (
+        []
+        if has_patients
+        else [f"{table.name} has no patient_id column: each image counts as its own patient, so the split is by image"]
+    )
     return ReadResult(records=records, notes=notes)

@@ -22,7 +22,9 @@ import click
 from facederm.runtime.cli_support import common_option, debug_option, one_line_errors
 from facederm.runtime.layout import CARD_FILE, HISTORY_FILE, METRICS_FILE
 
-DEFAULT_DATA = "pad-ufes-20:" + str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pad-ufes-20-subset")
+DEFAULT_DATA = "pad-ufes-20:" + str(
+    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pad-ufes-20-subset"
+)
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,10 @@ class RunSpec:
 
     def command(self, data: str, runs: str) -> str:
         extra = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in self.options.items())
-        return (f"facederm-train --data {data} --arch {self.arch} --protocol {self.protocol} --epochs {self.epochs} "
-                f"--img-size {self.img_size} --batch-size {self.batch_size} --out {runs}/{self.name} {extra}").strip()
+        return (
+            f"facederm-train --data {data} --arch {self.arch} --protocol {self.protocol} --epochs {self.epochs} "
+            f"--img-size {self.img_size} --batch-size {self.batch_size} --out {runs}/{self.name} {extra}"
+        ).strip()
 
 
 def _protocol_trio(arch: str, prefix: str, **kw: Any) -> list[RunSpec]:
@@ -58,18 +62,39 @@ SETS: dict[str, list[RunSpec]] = {
 }
 
 
-def run(set_name: str, runs: str | Path, data: str = DEFAULT_DATA, device: str = "auto", workers: int = 0,
-        progress: bool = True, **overrides: Any) -> list[Path]:
+def run(
+    set_name: str,
+    runs: str | Path,
+    data: str = DEFAULT_DATA,
+    device: str = "auto",
+    workers: int = 0,
+    progress: bool = True,
+    **overrides: Any,
+) -> list[Path]:
     """Train every configuration of ``SETS[set_name]`` into ``runs/<name>`` (finished runs are kept)."""
     from facederm.training.config import TrainConfig
     from facederm.training.trainer import train
 
     done = []
     for spec in SETS[set_name]:
-        options = {"epochs": spec.epochs, "img_size": spec.img_size, "batch_size": spec.batch_size,
-                   **spec.options, **overrides}
-        config = TrainConfig(data=data, out=Path(runs) / spec.name, arch=spec.arch, protocol=spec.protocol,
-                             device=device, workers=workers, resume=True, progress=progress, **options)
+        options = {
+            "epochs": spec.epochs,
+            "img_size": spec.img_size,
+            "batch_size": spec.batch_size,
+            **spec.options,
+            **overrides,
+        }
+        config = TrainConfig(
+            data=data,
+            out=Path(runs) / spec.name,
+            arch=spec.arch,
+            protocol=spec.protocol,
+            device=device,
+            workers=workers,
+            resume=True,
+            progress=progress,
+            **options,
+        )
         done.append(train(config).run_dir)
     return done
 
@@ -86,8 +111,10 @@ def _ci(ci: list[float | None] | None) -> str:
 
 
 def _load(run_dir: Path) -> dict[str, Any] | None:
-    files = {name: run_dir / file for name, file in (("config", CARD_FILE), ("metrics", METRICS_FILE),
-                                                      ("history", HISTORY_FILE))}
+    files = {
+        name: run_dir / file
+        for name, file in (("config", CARD_FILE), ("metrics", METRICS_FILE), ("history", HISTORY_FILE))
+    }
     if not all(p.is_file() for p in files.values()):
         return None
     return {name: json.loads(p.read_text()) for name, p in files.items()} | {"dir": run_dir}
@@ -102,11 +129,15 @@ def _face_split(run: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 def _per_class_table(split: dict[str, Any]) -> list[str]:
     rows = ["| class | support | recall [95% CI] | precision | F1 | AUC |", "|---|---|---|---|---|---|"]
     for label, c in split["per_class"].items():
-        rows.append(f"| {label} | {c['support']} | {_fmt(c['recall'])}{_ci(c['recall_ci'])} | {_fmt(c['precision'])} "
-                    f"| {_fmt(c['f1'])} | {_fmt(c['auc'])} |")
-    rows.append(f"| **mean** | {split['n_images']} ({split['n_patients']} patients) | "
-                f"**{_fmt(split['macro_recall'])}**{_ci(split['macro_recall_ci'])} | "
-                f"**{_fmt(split['macro_precision'])}** | | {_fmt(split['auc_macro'])} |")
+        rows.append(
+            f"| {label} | {c['support']} | {_fmt(c['recall'])}{_ci(c['recall_ci'])} | {_fmt(c['precision'])} "
+            f"| {_fmt(c['f1'])} | {_fmt(c['auc'])} |"
+        )
+    rows.append(
+        f"| **mean** | {split['n_images']} ({split['n_patients']} patients) | "
+        f"**{_fmt(split['macro_recall'])}**{_ci(split['macro_recall_ci'])} | "
+        f"**{_fmt(split['macro_precision'])}** | | {_fmt(split['auc_macro'])} |"
+    )
     return rows
 
 
@@ -117,10 +148,12 @@ def _summary_row(run: dict[str, Any]) -> str:
     per_epoch = [h["seconds"] for h in history]
     epoch_s = sorted(per_epoch)[len(per_epoch) // 2] if per_epoch else None
     stages = " + ".join(f"{s['name']} {s['train_images']}" for s in card["data"].get("stages", []))
-    return (f"| {run['dir'].name} | {card['arch']} | {training.get('init', '?')} | {card['protocol']} | {stages} | "
-            f"{len(history)} | {face['n_images']} | {_fmt(face['macro_recall'])}{_ci(face['macro_recall_ci'])} | "
-            f"{_fmt(face['macro_precision'])} | {_fmt(face['auc_macro'])} | {_fmt(epoch_s, 1)} | "
-            f"{_fmt(card.get('wall_time_s'), 0)} |")
+    return (
+        f"| {run['dir'].name} | {card['arch']} | {training.get('init', '?')} | {card['protocol']} | {stages} | "
+        f"{len(history)} | {face['n_images']} | {_fmt(face['macro_recall'])}{_ci(face['macro_recall_ci'])} | "
+        f"{_fmt(face['macro_precision'])} | {_fmt(face['auc_macro'])} | {_fmt(epoch_s, 1)} | "
+        f"{_fmt(card.get('wall_time_s'), 0)} |"
+    )
 
 
 def _labelled(spec: str) -> tuple[Path, str]:
@@ -141,32 +174,44 @@ def _findings(runs: list[dict[str, Any]]) -> list[str]:
         if "face-only" in protocols and "face-transfer" in protocols:
             only, transfer = protocols["face-only"], protocols["face-transfer"]
             delta = (transfer["macro_recall"] or 0) - (only["macro_recall"] or 0)
-            overlap = (transfer["macro_recall_ci"][0] or 0) <= (only["macro_recall_ci"][1] or 1) and \
-                (only["macro_recall_ci"][0] or 0) <= (transfer["macro_recall_ci"][1] or 1)
-            line += (f". Transfer minus face-only: {delta:+.2f} mean recall"
-                     f"{' (CIs overlap: not a measured difference)' if overlap else ''}.")
+            overlap = (transfer["macro_recall_ci"][0] or 0) <= (only["macro_recall_ci"][1] or 1) and (
+                only["macro_recall_ci"][0] or 0
+            ) <= (transfer["macro_recall_ci"][1] or 1)
+            line += (
+                f". Transfer minus face-only: {delta:+.2f} mean recall"
+                f"{' (CIs overlap: not a measured difference)' if overlap else ''}."
+            )
         lines.append(line)
     best = max(runs, key=lambda r: _face_split(r)[1]["macro_recall"] or 0)
     best_face = _face_split(best)[1]
     reached = (best_face["macro_recall"] or 0) >= 0.70
-    lines += ["", f"Best configuration on the face test images: {best['where']} {best['dir'].name}, mean recall "
-              f"{_fmt(best_face['macro_recall'])}{_ci(best_face['macro_recall_ci'])}: the 0.70 target is "
-              f"{'reached' if reached else 'NOT reached'}."]
+    lines += [
+        "",
+        f"Best configuration on the face test images: {best['where']} {best['dir'].name}, mean recall "
+        f"{_fmt(best_face['macro_recall'])}{_ci(best_face['macro_recall_ci'])}: the 0.70 target is "
+        f"{'reached' if reached else 'NOT reached'}.",
+    ]
     return lines
 
 
 def _throughput_lines(files: list[tuple[Path, str]]) -> list[str]:
     if not files:
         return []
-    lines = ["## Training throughput: facederm vs a bare timm loop", "",
-             "`python -m facederm.benchmarks.train_throughput` (medians of alternating runs; the bare loop feeds",
-             "pre-made tensors, so the ratio is facederm's whole data + augmentation + loss overhead).", "",
-             "| where | arch | input | batch | workers | facederm img/s | bare loop img/s | ratio |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Training throughput: facederm vs a bare timm loop",
+        "",
+        "`python -m facederm.benchmarks.train_throughput` (medians of alternating runs; the bare loop feeds",
+        "pre-made tensors, so the ratio is facederm's whole data + augmentation + loss overhead).",
+        "",
+        "| where | arch | input | batch | workers | facederm img/s | bare loop img/s | ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for path, label in files:
         t = json.loads(path.read_text())
-        lines.append(f"| {label} | {t['arch']} | {t['img_size']} | {t['batch_size']} | {t['workers']} | "
-                     f"{t['facederm_images_per_s']:.1f} | {t['bare_images_per_s']:.1f} | {t['ratio']:.2f} |")
+        lines.append(
+            f"| {label} | {t['arch']} | {t['img_size']} | {t['batch_size']} | {t['workers']} | "
+            f"{t['facederm_images_per_s']:.1f} | {t['bare_images_per_s']:.1f} | {t['ratio']:.2f} |"
+        )
     return lines + [""]
 
 
@@ -211,52 +256,83 @@ def render(runs_dirs: list[tuple[Path, str]], throughput: list[tuple[Path, str]]
     for run in runs:
         split_name, face = _face_split(run)
         card = run["config"]
-        lines += [f"### {run['where']} {run['dir'].name}: {card['arch']}, {card['protocol']}, evaluated on "
-                  f"`{split_name}`", ""]
+        lines += [
+            f"### {run['where']} {run['dir'].name}: {card['arch']}, {card['protocol']}, evaluated on `{split_name}`",
+            "",
+        ]
         lines += _per_class_table(face)
         if "test_face" in run["metrics"]:
             everything = run["metrics"]["test"]
-            lines += ["", f"All test sites ({everything['n_images']} images): mean recall "
-                      f"{_fmt(everything['macro_recall'])}{_ci(everything['macro_recall_ci'])}, mean precision "
-                      f"{_fmt(everything['macro_precision'])}."]
+            lines += [
+                "",
+                f"All test sites ({everything['n_images']} images): mean recall "
+                f"{_fmt(everything['macro_recall'])}{_ci(everything['macro_recall_ci'])}, mean precision "
+                f"{_fmt(everything['macro_precision'])}.",
+            ]
         lines.append("")
-    lines += ["## Reproduce", "",
-              "Each configuration is one `facederm-train` command (the `run` subcommand runs a whole set and resumes",
-              "interrupted runs; `--device auto` uses CUDA when present):", "", "```bash"]
+    lines += [
+        "## Reproduce",
+        "",
+        "Each configuration is one `facederm-train` command (the `run` subcommand runs a whole set and resumes",
+        "interrupted runs; `--device auto` uses CUDA when present):",
+        "",
+        "```bash",
+    ]
     for set_name in ("cpu", "gpu"):
-        lines.append(f"# set {set_name}: python -m facederm.training.results run --set {set_name} --runs runs/{set_name}")
-        lines += [spec.command("pad-ufes-20:../shared/data/pad-ufes-20-subset", f"runs/{set_name}")
-                  for spec in SETS[set_name]]
-    lines += ["python -m facederm.training.results report --runs runs/pad=CPU --runs runs/gpu/pad=H200 \\",
-              "    --throughput runs/throughput_cpu.json=CPU --throughput runs/gpu/throughput_h200.json=H200 \\",
-              "    --out docs/RESULTS.md",
-              "```", ""]
+        lines.append(
+            f"# set {set_name}: python -m facederm.training.results run --set {set_name} --runs runs/{set_name}"
+        )
+        lines += [
+            spec.command("pad-ufes-20:../shared/data/pad-ufes-20-subset", f"runs/{set_name}") for spec in SETS[set_name]
+        ]
+    lines += [
+        "python -m facederm.training.results report --runs runs/pad=CPU --runs runs/gpu/pad=H200 \\",
+        "    --throughput runs/throughput_cpu.json=CPU --throughput runs/gpu/throughput_h200.json=H200 \\",
+        "    --out docs/RESULTS.md",
+        "```",
+        "",
+    ]
     first = runs[0]["config"]
     counts = first["data"]["counts"]
-    lines += ["## Why the face figures are fragile", "",
-              "Face images per class in the final stage's splits (from the run's model card):", "",
-              "| class | train | val | test |", "|---|---|---|---|"]
+    lines += [
+        "## Why the face figures are fragile",
+        "",
+        "Face images per class in the final stage's splits (from the run's model card):",
+        "",
+        "| class | train | val | test |",
+        "|---|---|---|---|",
+    ]
     for label in first["labels"]:
-        lines.append(f"| {label} | " + " | ".join(str(counts[s][label]["face"]) for s in ("train", "val", "test")) + " |")
+        lines.append(
+            f"| {label} | " + " | ".join(str(counts[s][label]["face"]) for s in ("train", "val", "test")) + " |"
+        )
     test_classes = [label for label in first["labels"] if counts["test"][label]["face"]]
     untrained = [label for label in test_classes if not counts["train"][label]["face"]]
     if untrained:
         ceiling = (len(test_classes) - len(untrained)) / len(test_classes)
-        lines += ["", f"{', '.join(untrained)} {'has' if len(untrained) == 1 else 'have'} face test images but no face "
-                  "training image in this patient split. A model whose last stage sees only face images gets no "
-                  "gradient for them (their class weight is 0), so for face-only the mean recall over the "
-                  f"{len(test_classes)} test classes is at most {len(test_classes) - len(untrained)}/"
-                  f"{len(test_classes)} = {ceiling:.2f}, whatever the network. face-transfer learns them on other "
-                  "sites in stage 1, but stage 2 fine-tunes on face images alone and can forget them "
-                  "(`--finetune-lr-scale` lowers stage 2's learning rate: 1.0 in the H200 runs, 0.1 in the CPU "
-                  "face-transfer run; each run's value is in its config.json); protocol `all` keeps them in "
-                  "every batch."]
-    lines += ["", "A class with 1-4 face test images moves the mean recall by 1/6 per image: the CIs above are the",
-              "honest reading. Compare protocols by their CIs, not by their point estimates.", "",
-              "## Environment", "",
-              f"- report written on {platform.node() or 'unknown host'}, {os.cpu_count()} CPUs visible; "
-              "the runs' versions are in their config.json.",
-              ""]
+        lines += [
+            "",
+            f"{', '.join(untrained)} {'has' if len(untrained) == 1 else 'have'} face test images but no face "
+            "training image in this patient split. A model whose last stage sees only face images gets no "
+            "gradient for them (their class weight is 0), so for face-only the mean recall over the "
+            f"{len(test_classes)} test classes is at most {len(test_classes) - len(untrained)}/"
+            f"{len(test_classes)} = {ceiling:.2f}, whatever the network. face-transfer learns them on other "
+            "sites in stage 1, but stage 2 fine-tunes on face images alone and can forget them "
+            "(`--finetune-lr-scale` lowers stage 2's learning rate: 1.0 in the H200 runs, 0.1 in the CPU "
+            "face-transfer run; each run's value is in its config.json); protocol `all` keeps them in "
+            "every batch.",
+        ]
+    lines += [
+        "",
+        "A class with 1-4 face test images moves the mean recall by 1/6 per image: the CIs above are the",
+        "honest reading. Compare protocols by their CIs, not by their point estimates.",
+        "",
+        "## Environment",
+        "",
+        f"- report written on {platform.node() or 'unknown host'}, {os.cpu_count()} CPUs visible; "
+        "the runs' versions are in their config.json.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -273,16 +349,23 @@ def main() -> None:
 @click.option("--workers", type=int, default=0, show_default=True, help="Data loader workers.")
 @click.option("--epochs", type=int, help="Override every configuration's epochs.")
 @debug_option()
-def run_command(set_name: str, runs: str, data: str, device: str, workers: int, epochs: int | None,
-                debug: bool) -> None:
+def run_command(
+    set_name: str, runs: str, data: str, device: str, workers: int, epochs: int | None, debug: bool
+) -> None:
     """Train a set of configurations (finished runs are kept, interrupted ones resumed)."""
     with one_line_errors("results run", debug):
         run(set_name, runs, data, device, workers, **({"epochs": epochs} if epochs else {}))
 
 
 @main.command("report")
-@click.option("--runs", "runs_dirs", multiple=True, default=["runs/pad"], show_default=True,
-              help="Run folders, each DIR or DIR=LABEL (repeatable).")
+@click.option(
+    "--runs",
+    "runs_dirs",
+    multiple=True,
+    default=["runs/pad"],
+    show_default=True,
+    help="Run folders, each DIR or DIR=LABEL (repeatable).",
+)
 @click.option("--throughput", multiple=True, help="train_throughput JSON files, FILE=LABEL (repeatable).")
 @common_option("--out", default="docs/RESULTS.md", show_default=True)
 @debug_option()

@@ -24,7 +24,6 @@ from facederm.runtime.schema import read_json, write_json_atomic
 from .models import FacedermClassifier, create_model
 
 
-
 def save_weights(model: torch.nn.Module, path: str | Path) -> None:
     """Write ``model``'s state dict as safetensors, atomically."""
     path = Path(path)
@@ -86,15 +85,21 @@ TRAINING_KEY = "training"
 HELDOUT_KEY = "heldout"
 
 
-def recorded_splits(train: Sequence[Any], val: Sequence[Any], test: Sequence[Any], *, training: Sequence[Any],
-                    heldout: Sequence[Any]) -> dict[str, list[str]]:
+def recorded_splits(
+    train: Sequence[Any], val: Sequence[Any], test: Sequence[Any], *, training: Sequence[Any], heldout: Sequence[Any]
+) -> dict[str, list[str]]:
     """The splits.json content for samples (anything with ``image_id``); ids in first-seen order, once each."""
 
     def ids(samples: Sequence[Any]) -> list[str]:
         return list(dict.fromkeys(s.image_id for s in samples))
 
-    return {"train": ids(train), "val": ids(val), "test": ids(test), TRAINING_KEY: ids(training),
-            HELDOUT_KEY: ids(heldout)}
+    return {
+        "train": ids(train),
+        "val": ids(val),
+        "test": ids(test),
+        TRAINING_KEY: ids(training),
+        HELDOUT_KEY: ids(heldout),
+    }
 
 
 def load_splits(run_dir: str | Path) -> dict[str, list[str]]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from facederm.runtime.errors import ConfigError, DataError
 
@@ -96,15 +96,26 @@ def _checked_samples(records: list[RawRecord], label_set: LabelSet, report: Data
         label = label_set.canonical(record.label)
         if label is None:
             known = ", ".join(label_set.labels)
-            report.add("unknown_label", record.item,
-                       f"label {record.label!r} is not in label set {label_set.name!r} ({known})")
+            report.add(
+                "unknown_label", record.item, f"label {record.label!r} is not in label set {label_set.name!r} ({known})"
+            )
             continue
         if record.image_id in seen:
-            report.add("duplicate_image_id", record.item, f"image id {record.image_id!r} already used by {seen[record.image_id]}")
+            report.add(
+                "duplicate_image_id",
+                record.item,
+                f"image id {record.image_id!r} already used by {seen[record.image_id]}",
+            )
             continue
         seen[record.image_id] = record.item
         samples.append(
-            Sample(path=record.path, label=label, patient_id=record.patient_id, lesion_id=record.lesion_id,
-                   region=record.region.strip().upper(), image_id=record.image_id)
+            Sample(
+                path=record.path,
+                label=label,
+                patient_id=record.patient_id,
+                lesion_id=record.lesion_id,
+                region=record.region.strip().upper(),
+                image_id=record.image_id,
+            )
         )
     return samples

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Literal, Mapping, Sequence
+from typing import Literal
 
 from facederm.runtime.errors import ConfigError, DataLeakageError
 

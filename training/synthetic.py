@@ -44,12 +44,12 @@ class ClassLook:
 
 # Six hand-set looks (index = position in the label set); more classes get generated ones.
 _LOOKS = (
-    ClassLook((190, 95, 85), 0.14, 0.45, 0.20, 0.30, 9.0, 1.0),   # scaly red, blurry edge
+    ClassLook((190, 95, 85), 0.14, 0.45, 0.20, 0.30, 9.0, 1.0),  # scaly red, blurry edge
     ClassLook((222, 175, 170), 0.06, 0.12, 0.24, 0.08, 3.0, 1.4),  # pearly pink, sharp rolled edge
-    ClassLook((55, 35, 35), 0.32, 0.20, 0.27, 0.18, 5.0, 0.6),     # dark, very irregular
-    ClassLook((135, 85, 55), 0.03, 0.15, 0.16, 0.04, 2.0, 1.3),    # brown, round, small
-    ClassLook((175, 55, 60), 0.22, 0.30, 0.29, 0.35, 13.0, 0.5),   # red, irregular, crusted
-    ClassLook((105, 85, 60), 0.10, 0.10, 0.25, 0.50, 17.0, 1.0),   # grey-brown, warty texture
+    ClassLook((55, 35, 35), 0.32, 0.20, 0.27, 0.18, 5.0, 0.6),  # dark, very irregular
+    ClassLook((135, 85, 55), 0.03, 0.15, 0.16, 0.04, 2.0, 1.3),  # brown, round, small
+    ClassLook((175, 55, 60), 0.22, 0.30, 0.29, 0.35, 13.0, 0.5),  # red, irregular, crusted
+    ClassLook((105, 85, 60), 0.10, 0.10, 0.25, 0.50, 17.0, 1.0),  # grey-brown, warty texture
 )
 
 
@@ -58,8 +58,10 @@ def class_look(index: int) -> ClassLook:
     if index < len(_LOOKS):
         return _LOOKS[index]
     rng = np.random.default_rng([4242, index])
-    return ClassLook(tuple(rng.uniform(40, 230, 3).round()), *rng.uniform([0.02, 0.1, 0.15, 0.05, 2, 0.5],
-                                                                          [0.35, 0.5, 0.3, 0.5, 18, 1.5]))
+    return ClassLook(
+        tuple(rng.uniform(40, 230, 3).round()),
+        *rng.uniform([0.02, 0.1, 0.15, 0.05, 2, 0.5], [0.35, 0.5, 0.3, 0.5, 18, 1.5]),
+    )
 
 
 def parse_synthetic_spec(location: str) -> tuple[int, int, int]:
@@ -99,8 +101,16 @@ def make_samples(count: int, label_set: LabelSet, seed: int = 0) -> list[Sample]
         for image in range(min(n_images, count - len(samples))):
             lesion_id, label, region = lesions[image % n_lesions]
             index = len(samples)
-            samples.append(Sample(path=f"synthetic:{seed}/{index}", label=label, patient_id=f"SYN_{patient:05d}",
-                                  lesion_id=lesion_id, region=region, image_id=f"synthetic_{seed}_{index:06d}.png"))
+            samples.append(
+                Sample(
+                    path=f"synthetic:{seed}/{index}",
+                    label=label,
+                    patient_id=f"SYN_{patient:05d}",
+                    lesion_id=lesion_id,
+                    region=region,
+                    image_id=f"synthetic_{seed}_{index:06d}.png",
+                )
+            )
     return samples
 
 
@@ -132,8 +142,10 @@ def render(sample: Sample, label_set: LabelSet, size: int = DEFAULT_SIZE, seed: 
     dy, dx = yy - cy, xx - cx
     dist, theta = np.hypot(dx, dy), np.arctan2(dy, dx)
     radius = look.radius * rng.uniform(0.85, 1.15)
-    wobble = sum(look.irregularity * rng.uniform(0.3, 1.0) / k * np.sin(k * theta + rng.uniform(0, 2 * np.pi))
-                 for k in (2, 3, 5, 7))
+    wobble = sum(
+        look.irregularity * rng.uniform(0.3, 1.0) / k * np.sin(k * theta + rng.uniform(0, 2 * np.pi))
+        for k in (2, 3, 5, 7)
+    )
     border = radius * (1.0 + wobble)
     alpha = np.clip((border - dist) / (look.edge * radius + 1e-3) + 0.5, 0.0, 1.0)[..., None]
     # Texture: oriented ripples at the class frequency plus blotches.
@@ -164,8 +176,15 @@ def read_synthetic(request: ReadRequest) -> ReadResult:
     count, size, seed = parse_synthetic_spec(request.location)
     label_set = request.label_set or get_label_set("pad")
     records = [
-        RawRecord(item=s.image_id, path=s.path, label=s.label, patient_id=s.patient_id,
-                  lesion_id=s.lesion_id, region=s.region, image_id=s.image_id)
+        RawRecord(
+            item=s.image_id,
+            path=s.path,
+            label=s.label,
+            patient_id=s.patient_id,
+            lesion_id=s.lesion_id,
+            region=s.region,
+            image_id=s.image_id,
+        )
         for s in make_samples(count, label_set, seed)
     ]
 

@@ -7,15 +7,15 @@ evaluate on the test patients' images of the protocol's site, and write the run 
 
 from __future__ import annotations
 
-
 import json
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +30,17 @@ from facederm.runtime.version import __version__
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .data import FACE_REGIONS, DataSet, ImageCache, Sample, class_weights, fingerprint, open_dataset, select_sites, split_by_patient
+from .data import (
+    FACE_REGIONS,
+    DataSet,
+    ImageCache,
+    Sample,
+    class_weights,
+    fingerprint,
+    open_dataset,
+    select_sites,
+    split_by_patient,
+)
 from .distributed import World, barrier, close_world, init_world, write_state_hash
 from .engine import AugmentedSet, make_loader, make_optimizer, predict_sharded, train_one_epoch, warmup_cosine
 from .evaluate import preprocess_samples, resolve_device, split_metrics
@@ -43,9 +53,26 @@ from .transforms import Normalize, TrainAugment
 
 MALIGNANT = ("BCC", "MEL", "SCC")
 #: Options that must match when resuming (the rest, e.g. workers or device, may change).
-RESUME_KEYS = ("data", "arch", "protocol", "epochs", "img_size", "batch_size", "lr", "finetune_lr_scale", "pixel_noise",
-               "label_smoothing", "seed", "label_set", "face_regions",
-               "val_fraction", "test_fraction", "weights", "pretrained", "imagenet_weights")
+RESUME_KEYS = (
+    "data",
+    "arch",
+    "protocol",
+    "epochs",
+    "img_size",
+    "batch_size",
+    "lr",
+    "finetune_lr_scale",
+    "pixel_noise",
+    "label_smoothing",
+    "seed",
+    "label_set",
+    "face_regions",
+    "val_fraction",
+    "test_fraction",
+    "weights",
+    "pretrained",
+    "imagenet_weights",
+)
 
 EpochCallback = Callable[[dict[str, Any]], None]
 
@@ -77,8 +104,9 @@ def _seed_everything(seed: int) -> None:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:
@@ -89,8 +117,13 @@ def _git_commit() -> str | None:
 def _versions() -> dict[str, str]:
     import timm
 
-    return {"facederm": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "timm": timm.__version__, "numpy": np.__version__}
+    return {
+        "facederm": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "numpy": np.__version__,
+    }
 
 
 def _stage_data(protocol: Protocol, splits, dataset: DataSet) -> list[_StageData]:
@@ -99,8 +132,9 @@ def _stage_data(protocol: Protocol, splits, dataset: DataSet) -> list[_StageData
         train = select_sites(splits.train, stage.site, dataset.face_regions)
         val = select_sites(splits.val, stage.site, dataset.face_regions)
         if not train:
-            raise DataError(f"{dataset.spec}: protocol {protocol.name!r} stage {stage.name!r} has no "
-                            f"{stage.site} training images")
+            raise DataError(
+                f"{dataset.spec}: protocol {protocol.name!r} stage {stage.name!r} has no {stage.site} training images"
+            )
         stages.append(_StageData(stage, train, val))
     return stages
 
@@ -108,8 +142,11 @@ def _stage_data(protocol: Protocol, splits, dataset: DataSet) -> list[_StageData
 def _check_resumable(config: TrainConfig, state: dict[str, Any]) -> None:
     # An option a run from an older facederm did not record had its default value then (pixel noise came
     # later, with a default of 12: before it there was none).
-    defaults = {**{f.name: f.default for f in fields(TrainConfig)}, "pixel_noise": 0.0,
-                "face_regions": list(FACE_REGIONS)}
+    defaults = {
+        **{f.name: f.default for f in fields(TrainConfig)},
+        "pixel_noise": 0.0,
+        "face_regions": list(FACE_REGIONS),
+    }
     saved = {k: state.get("config", {}).get(k, defaults.get(k)) for k in RESUME_KEYS}
     current = config.to_dict()
     changed = [k for k in RESUME_KEYS if saved[k] != current.get(k)]
@@ -125,15 +162,22 @@ class _Reporter:
         self.enabled = enabled
         self.console = console or Console(stderr=True)
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, disable=not enabled, transient=False,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            disable=not enabled,
+            transient=False,
         )
 
     def log(self, message: str) -> None:
         if self.enabled:
             self.console.print(message)
 
-    def __enter__(self) -> "_Reporter":
+    def __enter__(self) -> _Reporter:
         self.progress.__enter__()
         return self
 
@@ -141,7 +185,9 @@ class _Reporter:
         self.progress.__exit__(*exc)
 
 
-def train(config: TrainConfig, *, on_epoch_end: EpochCallback | None = None, console: Console | None = None) -> TrainResult:
+def train(
+    config: TrainConfig, *, on_epoch_end: EpochCallback | None = None, console: Console | None = None
+) -> TrainResult:
     """Train ``config.arch`` on ``config.data`` with ``config.protocol`` and write ``config.out``.
 
     ``on_epoch_end`` gets each history row after its checkpoint is written (tests use it to interrupt
@@ -163,8 +209,15 @@ def train(config: TrainConfig, *, on_epoch_end: EpochCallback | None = None, con
         close_world(world)
 
 
-def _train(config: TrainConfig, run_dir: Path, device: torch.device, world: World, reporter: _Reporter,
-           started: float, on_epoch_end: EpochCallback | None) -> TrainResult:
+def _train(
+    config: TrainConfig,
+    run_dir: Path,
+    device: torch.device,
+    world: World,
+    reporter: _Reporter,
+    started: float,
+    on_epoch_end: EpochCallback | None,
+) -> TrainResult:
     state: dict[str, Any] | None = None
     groups: dict[str, dict[str, torch.Tensor]] = {}
     if config.resume and ckpt.has_checkpoint(run_dir):
@@ -184,28 +237,45 @@ def _train(config: TrainConfig, run_dir: Path, device: torch.device, world: Worl
     labels = dataset.labels
     if len(labels) < 2:
         raise DataError(f"{config.data}: only one class ({labels[0]}) present; a classifier needs at least two")
-    splits = split_by_patient(dataset.samples, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
-                              seed=config.seed, face_regions=dataset.face_regions)
+    splits = split_by_patient(
+        dataset.samples,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+        face_regions=dataset.face_regions,
+    )
     stages = _stage_data(protocol, splits, dataset)
     test = select_sites(splits.test, protocol.eval_site, dataset.face_regions)
     preprocessing = default_preprocessing(config.arch, config.img_size)
     model_args = {"head_hidden": config.head_hidden, "head_dropout": config.head_dropout}
-    model = create_model(config.arch, len(labels), pretrained=config.pretrained, weights=config.weights,
-                         imagenet_weights=bool(config.imagenet_weights), **model_args)
+    model = create_model(
+        config.arch,
+        len(labels),
+        pretrained=config.pretrained,
+        weights=config.weights,
+        imagenet_weights=bool(config.imagenet_weights),
+        **model_args,
+    )
     model = model.to(device).to(memory_format=torch.channels_last)
     normalize = Normalize(preprocessing).to(device)
     cache = ImageCache(dataset, config.img_size, config.cache_bytes)
     augment = TrainAugment(config.img_size, pixel_noise=config.pixel_noise)
 
     if state is None:
-        reporter.log(f"[bold]facederm-train[/] {config.arch} ({config.init_description}), protocol {protocol.name}: "
-                     f"{protocol.description}")
-        reporter.log(f"data {config.data}: {len(dataset)} images, {len(dataset.patients)} patients, labels "
-                     f"{', '.join(labels)}{' [SYNTHETIC]' if dataset.synthetic else ''}; device {device}, "
-                     f"{world.world_size} process(es)")
+        reporter.log(
+            f"[bold]facederm-train[/] {config.arch} ({config.init_description}), protocol {protocol.name}: "
+            f"{protocol.description}"
+        )
+        reporter.log(
+            f"data {config.data}: {len(dataset)} images, {len(dataset.patients)} patients, labels "
+            f"{', '.join(labels)}{' [SYNTHETIC]' if dataset.synthetic else ''}; device {device}, "
+            f"{world.world_size} process(es)"
+        )
         for sd in stages:
             reporter.log(f"  stage {sd.stage.name}: {len(sd.train)} train / {len(sd.val)} val images ({sd.stage.site})")
-        reporter.log(f"  test: {len(test)} images ({protocol.eval_site}) of {len({s.patient_id for s in test})} patients")
+        reporter.log(
+            f"  test: {len(test)} images ({protocol.eval_site}) of {len({s.patient_id for s in test})} patients"
+        )
 
     history: list[dict[str, Any]] = list(state["history"]) if state else []
     best_state: dict[str, torch.Tensor] | None = None
@@ -220,9 +290,27 @@ def _train(config: TrainConfig, run_dir: Path, device: torch.device, world: Worl
                 continue
             if stage_index > 0 and best_state is not None and not resume_here:
                 model.load_state_dict(best_state)  # fine-tune from the previous stage's best epoch
-            best_state = _run_stage(config, stage_index, sd, model, normalize, cache, augment, labels, preprocessing,
-                                    dataset, device, world, reporter, history, state if resume_here else None,
-                                    groups if resume_here else {}, on_epoch_end, run_dir, len(stages))
+            best_state = _run_stage(
+                config,
+                stage_index,
+                sd,
+                model,
+                normalize,
+                cache,
+                augment,
+                labels,
+                preprocessing,
+                dataset,
+                device,
+                world,
+                reporter,
+                history,
+                state if resume_here else None,
+                groups if resume_here else {},
+                on_epoch_end,
+                run_dir,
+                len(stages),
+            )
             state = None
     model.load_state_dict(best_state)
 
@@ -236,8 +324,9 @@ def _train(config: TrainConfig, run_dir: Path, device: torch.device, world: Worl
     bare = model
     for name, samples in evaluated.items():
         images = _preprocessed(dataset, samples, preprocessing)
-        probabilities[name] = predict_sharded(bare, images, preprocessing, world, batch_size=config.batch_size,
-                                              device=device)
+        probabilities[name] = predict_sharded(
+            bare, images, preprocessing, world, batch_size=config.batch_size, device=device
+        )
         metrics[name] = split_metrics(probabilities[name], samples, labels, n_boot=config.n_boot, seed=config.seed)
     metrics["protocol"] = protocol.name
     metrics["site_eval"] = protocol.eval_site
@@ -247,18 +336,35 @@ def _train(config: TrainConfig, run_dir: Path, device: torch.device, world: Worl
     card = None
     if world.is_main:
         wall = time.time() - started
-        card = _card(config, dataset, protocol, stages, test, labels, preprocessing, model_args, wall,
-                     f"{device.type} x{world.world_size}")
-        split_ids = recorded_splits(final.train, final.val, test,
-                                    training=[s for sd in stages for s in sd.train], heldout=[*splits.val, *splits.test])
+        card = _card(
+            config,
+            dataset,
+            protocol,
+            stages,
+            test,
+            labels,
+            preprocessing,
+            model_args,
+            wall,
+            f"{device.type} x{world.world_size}",
+        )
+        split_ids = recorded_splits(
+            final.train,
+            final.val,
+            test,
+            training=[s for sd in stages for s in sd.train],
+            heldout=[*splits.val, *splits.test],
+        )
         save_run(run_dir, bare.cpu() if device.type != "cpu" else bare, card, metrics, split_ids)
         write_json_atomic(run_dir / HISTORY_FILE, history)
         _write_plots(run_dir, metrics, probabilities, evaluated, labels, history)
         ckpt.mark_finished(run_dir)
         summary = metrics["test"]
-        reporter.log(f"test ({protocol.eval_site}, {summary['n_images']} images): macro recall "
-                     f"{_fmt(summary['macro_recall'])} CI {_fmt_ci(summary['macro_recall_ci'])}, macro precision "
-                     f"{_fmt(summary['macro_precision'])}; wrote {run_dir}")
+        reporter.log(
+            f"test ({protocol.eval_site}, {summary['n_images']} images): macro recall "
+            f"{_fmt(summary['macro_recall'])} CI {_fmt_ci(summary['macro_recall_ci'])}, macro precision "
+            f"{_fmt(summary['macro_precision'])}; wrote {run_dir}"
+        )
     barrier(world)
     return TrainResult(run_dir, metrics, history, card)
 
@@ -269,23 +375,48 @@ def _preprocessed(dataset: DataSet, samples: list[Sample], preprocessing) -> np.
     return np.stack(list(preprocess_samples(dataset, samples, preprocessing)))
 
 
-def _run_stage(config: TrainConfig, stage_index: int, sd: _StageData, model, normalize, cache, augment, labels,
-               preprocessing, dataset, device, world: World, reporter: _Reporter, history: list[dict[str, Any]],
-               state: dict[str, Any] | None, groups: dict[str, dict[str, torch.Tensor]],
-               on_epoch_end: EpochCallback | None, run_dir: Path, n_stages: int) -> dict[str, torch.Tensor]:
+def _run_stage(
+    config: TrainConfig,
+    stage_index: int,
+    sd: _StageData,
+    model,
+    normalize,
+    cache,
+    augment,
+    labels,
+    preprocessing,
+    dataset,
+    device,
+    world: World,
+    reporter: _Reporter,
+    history: list[dict[str, Any]],
+    state: dict[str, Any] | None,
+    groups: dict[str, dict[str, torch.Tensor]],
+    on_epoch_end: EpochCallback | None,
+    run_dir: Path,
+    n_stages: int,
+) -> dict[str, torch.Tensor]:
     """Train one stage; returns its best weights (by validation macro recall)."""
     train_set = AugmentedSet(sd.train, labels, cache, augment)
-    loader, sampler = make_loader(train_set, world, config.seed + 7919 * stage_index, config.batch_size,
-                                  config.workers, pin_memory=device.type == "cuda")
+    loader, sampler = make_loader(
+        train_set,
+        world,
+        config.seed + 7919 * stage_index,
+        config.batch_size,
+        config.workers,
+        pin_memory=device.type == "cuda",
+    )
     weights = class_weights(sd.train, labels)
-    criterion = torch.nn.CrossEntropyLoss(weight=torch.tensor([weights[label] for label in labels],
-                                                              dtype=torch.float32, device=device),
-                                          label_smoothing=config.label_smoothing)
+    criterion = torch.nn.CrossEntropyLoss(
+        weight=torch.tensor([weights[label] for label in labels], dtype=torch.float32, device=device),
+        label_smoothing=config.label_smoothing,
+    )
     ddp_model = model
     if world.distributed:
         # Some timm backbones keep head layers that forward_features never reaches (MobileNetV3's conv_head).
         ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
     # A stage that starts from the previous stage's weights may fine-tune them at a lower peak rate
     # (--finetune-lr-scale), so classes the new sites lack (PAD's face images: MEL, SCC) fade less.
     lr = config.lr * (config.finetune_lr_scale if stage_index > 0 else 1.0)
@@ -318,10 +449,21 @@ def _run_stage(config: TrainConfig, stage_index: int, sd: _StageData, model, nor
         def on_step(loss: float) -> None:
             reporter.progress.update(steps_task, advance=1, info=f"loss {loss:.3f}")
 
-        result = train_one_epoch(ddp_model, normalize, loader, criterion, optimizer, scheduler, device, world,
-                                 amp=config.amp and device.type == "cuda", on_step=on_step)
-        val_probs = predict_sharded(model, val_images, preprocessing, world, batch_size=config.batch_size,
-                                    device=device)
+        result = train_one_epoch(
+            ddp_model,
+            normalize,
+            loader,
+            criterion,
+            optimizer,
+            scheduler,
+            device,
+            world,
+            amp=config.amp and device.type == "cuda",
+            on_step=on_step,
+        )
+        val_probs = predict_sharded(
+            model, val_images, preprocessing, world, batch_size=config.batch_size, device=device
+        )
         score = macro_recall(val_true, val_probs) if len(val_true) else float("nan")
         # No validation images: keep the last epoch (nothing to choose with).
         improved = bool(np.isnan(score) or score > best_score)
@@ -331,56 +473,103 @@ def _run_stage(config: TrainConfig, stage_index: int, sd: _StageData, model, nor
             bad_epochs = 0
         else:
             bad_epochs += 1
-        row = {"stage": sd.stage.name, "epoch": epoch + 1, "loss": result.loss,
-               "val_macro_recall": None if np.isnan(score) else float(score), "best": improved,
-               "lr": optimizer.param_groups[0]["lr"], "seconds": result.seconds,
-               "images_per_s": result.images * world.world_size / max(result.seconds, 1e-9)}
+        row = {
+            "stage": sd.stage.name,
+            "epoch": epoch + 1,
+            "loss": result.loss,
+            "val_macro_recall": None if np.isnan(score) else float(score),
+            "best": improved,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": result.seconds,
+            "images_per_s": result.images * world.world_size / max(result.seconds, 1e-9),
+        }
         history.append(row)
         stopped_early = config.patience > 0 and bad_epochs >= config.patience and epoch + 1 < config.epochs
         if world.is_main:
-            ckpt.save_checkpoint(run_dir, model=model, best_model_state=best_state, optimizer=optimizer,
-                                 scheduler=scheduler, state={
-                                     "stage": stage_index, "epoch": epoch, "best_score": best_score,
-                                     "bad_epochs": bad_epochs, "history": history, "config": config.to_dict(),
-                                     "stage_done": stopped_early or epoch + 1 == config.epochs})
+            ckpt.save_checkpoint(
+                run_dir,
+                model=model,
+                best_model_state=best_state,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                state={
+                    "stage": stage_index,
+                    "epoch": epoch,
+                    "best_score": best_score,
+                    "bad_epochs": bad_epochs,
+                    "history": history,
+                    "config": config.to_dict(),
+                    "stage_done": stopped_early or epoch + 1 == config.epochs,
+                },
+            )
         barrier(world)
-        reporter.progress.update(epochs_task, advance=1, info=f"loss {result.loss:.3f}  val macro recall "
-                                 f"{_fmt(row['val_macro_recall'])}  best {_fmt(max(best_score, 0.0))}")
-        reporter.log(f"  {sd.stage.name} epoch {epoch + 1}/{config.epochs}: loss {result.loss:.3f}, val macro recall "
-                     f"{_fmt(row['val_macro_recall'])}{' (best)' if improved else ''}, {result.seconds:.0f} s "
-                     f"({row['images_per_s']:.1f} img/s)")
+        reporter.progress.update(
+            epochs_task,
+            advance=1,
+            info=f"loss {result.loss:.3f}  val macro recall "
+            f"{_fmt(row['val_macro_recall'])}  best {_fmt(max(best_score, 0.0))}",
+        )
+        reporter.log(
+            f"  {sd.stage.name} epoch {epoch + 1}/{config.epochs}: loss {result.loss:.3f}, val macro recall "
+            f"{_fmt(row['val_macro_recall'])}{' (best)' if improved else ''}, {result.seconds:.0f} s "
+            f"({row['images_per_s']:.1f} img/s)"
+        )
         if on_epoch_end is not None:
             on_epoch_end(row)
         if stopped_early:
-            reporter.log(f"  early stop after epoch {epoch + 1}: no better validation macro recall in "
-                         f"{config.patience} epochs")
+            reporter.log(
+                f"  early stop after epoch {epoch + 1}: no better validation macro recall in {config.patience} epochs"
+            )
             break
     reporter.progress.remove_task(steps_task)
     model.load_state_dict(best_state)
     return best_state
 
 
-def _card(config: TrainConfig, dataset: DataSet, protocol: Protocol, stages: list[_StageData], test: list[Sample],
-          labels, preprocessing, model_args, wall: float, where: str) -> ModelCard:
+def _card(
+    config: TrainConfig,
+    dataset: DataSet,
+    protocol: Protocol,
+    stages: list[_StageData],
+    test: list[Sample],
+    labels,
+    preprocessing,
+    model_args,
+    wall: float,
+    where: str,
+) -> ModelCard:
     final = stages[-1]
     data = fingerprint(dataset, {"train": final.train, "val": final.val, "test": test})
-    data.update({
-        "spec": config.data,
-        "label_set": dataset.label_set.name,
-        "synthetic": dataset.synthetic,
-        "site_eval": protocol.eval_site,
-        "stages": [{"name": sd.stage.name, "site": sd.stage.site, "train_images": len(sd.train),
-                    "val_images": len(sd.val)} for sd in stages],
-        "split_patients_over": "all samples (split once by patient, then filtered by site per stage)",
-        "training": {"init": config.init_description, "epochs": config.epochs, "batch_size": config.batch_size,
-                     "lr": config.lr, "finetune_lr_scale": config.finetune_lr_scale, "weight_decay": config.weight_decay, "img_size": config.img_size,
-                     "patience": config.patience, "optimizer": "AdamW, warm-up + cosine", "device": where,
-                     "loss": "class-weighted cross-entropy",
-                     "augmentation": "random resized crop, h+v flips"
-                                     + (f", pixel noise sigma ~ U(0, {config.pixel_noise:g}) gray levels"
-                                        if config.pixel_noise else ""),
-                     "pixel_noise": config.pixel_noise, "label_smoothing": config.label_smoothing},
-    })
+    data.update(
+        {
+            "spec": config.data,
+            "label_set": dataset.label_set.name,
+            "synthetic": dataset.synthetic,
+            "site_eval": protocol.eval_site,
+            "stages": [
+                {"name": sd.stage.name, "site": sd.stage.site, "train_images": len(sd.train), "val_images": len(sd.val)}
+                for sd in stages
+            ],
+            "split_patients_over": "all samples (split once by patient, then filtered by site per stage)",
+            "training": {
+                "init": config.init_description,
+                "epochs": config.epochs,
+                "batch_size": config.batch_size,
+                "lr": config.lr,
+                "finetune_lr_scale": config.finetune_lr_scale,
+                "weight_decay": config.weight_decay,
+                "img_size": config.img_size,
+                "patience": config.patience,
+                "optimizer": "AdamW, warm-up + cosine",
+                "device": where,
+                "loss": "class-weighted cross-entropy",
+                "augmentation": "random resized crop, h+v flips"
+                + (f", pixel noise sigma ~ U(0, {config.pixel_noise:g}) gray levels" if config.pixel_noise else ""),
+                "pixel_noise": config.pixel_noise,
+                "label_smoothing": config.label_smoothing,
+            },
+        }
+    )
     return ModelCard(
         arch=config.arch,
         labels=tuple(labels),
@@ -405,8 +594,9 @@ def _write_plots(run_dir: Path, metrics, probabilities, evaluated, labels, histo
             continue
         y_true = np.array([index[s.label] for s in evaluated[name]])
         where = f"{name} ({metrics[name]['n_images']} images)"
-        plot_confusion_matrix(metrics[name]["confusion_matrix"], labels, run_dir / f"confusion_{name}.png",
-                              f"confusion matrix, {where}")
+        plot_confusion_matrix(
+            metrics[name]["confusion_matrix"], labels, run_dir / f"confusion_{name}.png", f"confusion matrix, {where}"
+        )
         plot_roc(y_true, probabilities[name], labels, run_dir / f"roc_{name}.png", f"ROC one-vs-rest, {where}")
     if history:
         plot_history(history, run_dir / "history.png")

@@ -61,7 +61,9 @@ def load_lukemelas_efficientnet(backbone: nn.Module, path: str | Path) -> None:
     mapped = {}
     for (src_key, tensor), dst_key in zip(source, target_keys):
         if tuple(tensor.shape) != tuple(target[dst_key].shape):
-            raise ConfigError(f"{path}: {src_key} {tuple(tensor.shape)} does not fit {dst_key} {tuple(target[dst_key].shape)}")
+            raise ConfigError(
+                f"{path}: {src_key} {tuple(tensor.shape)} does not fit {dst_key} {tuple(target[dst_key].shape)}"
+            )
         mapped[dst_key] = tensor
     backbone.load_state_dict(mapped, strict=False)
 

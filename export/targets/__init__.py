@@ -6,7 +6,7 @@ a :class:`facederm.export.context.BuildContext`. Heavy libraries are imported in
 
 from __future__ import annotations
 
-from . import coreml, onnx, openvino, tensorrt  # noqa: F401
-from . import web  # noqa: F401  (after onnx: it reuses the ONNX graph and int8 quantizer)
+# Registry order is this order; web comes after onnx on purpose (it reuses the ONNX graph and int8 quantizer).
+from . import coreml, onnx, openvino, tensorrt, web
 
-__all__ = ["coreml", "onnx", "openvino", "tensorrt"]
+__all__ = ["coreml", "onnx", "openvino", "tensorrt", "web"]

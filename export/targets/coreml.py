@@ -48,7 +48,8 @@ def _int8(model: torch.nn.Module, target: str) -> torch.nn.Module:
     from coremltools.optimize.torch.quantization import PostTrainingQuantizer, PostTrainingQuantizerConfig
 
     config = PostTrainingQuantizerConfig.from_dict(
-        {"global_config": {"weight_dtype": "int8", "granularity": "per_channel", "quantization_scheme": "symmetric"}})
+        {"global_config": {"weight_dtype": "int8", "granularity": "per_channel", "quantization_scheme": "symmetric"}}
+    )
     return PostTrainingQuantizer(model, config).compress()
 
 
@@ -114,11 +115,19 @@ def _convert(model: torch.nn.Module, ctx: BuildContext, target: str):
         traced = torch.jit.trace(model.eval(), example, check_trace=False)
     mlmodel = ct.convert(
         traced,
-        inputs=[ct.ImageType(name=INPUT_NAME, shape=tuple(example.shape), scale=1.0, bias=[0.0, 0.0, 0.0],
-                             color_layout=ct.colorlayout.RGB)],
+        inputs=[
+            ct.ImageType(
+                name=INPUT_NAME,
+                shape=tuple(example.shape),
+                scale=1.0,
+                bias=[0.0, 0.0, 0.0],
+                color_layout=ct.colorlayout.RGB,
+            )
+        ],
         outputs=[ct.TensorType(name=OUTPUT_NAME)],
-        classifier_config=ct.ClassifierConfig(list(ctx.card.labels), predicted_feature_name="label",
-                                              predicted_probabilities_output=OUTPUT_NAME),
+        classifier_config=ct.ClassifierConfig(
+            list(ctx.card.labels), predicted_feature_name="label", predicted_probabilities_output=OUTPUT_NAME
+        ),
         convert_to="mlprogram",
         minimum_deployment_target=getattr(ct.target, target),
         skip_model_load=not native_available(),  # Linux cannot load it; the twin checks the numbers
@@ -173,8 +182,11 @@ def deployment_target(requested: str, precision: str) -> str:
     return "iOS18" if precision.startswith("palettize") else "iOS16"
 
 
-def _builder(precision: str, compress: Callable[[torch.nn.Module, str], torch.nn.Module] | None,
-             weights: str | Callable[[str], str] | None = None):
+def _builder(
+    precision: str,
+    compress: Callable[[torch.nn.Module, str], torch.nn.Module] | None,
+    weights: str | Callable[[str], str] | None = None,
+):
     def build(ctx: BuildContext) -> BuiltArtifact:
         target = deployment_target(ctx.options.coreml_target, precision)
         with quiet_converter():
@@ -183,7 +195,7 @@ def _builder(precision: str, compress: Callable[[torch.nn.Module, str], torch.nn
                 model = compress(model, target)
             try:
                 mlmodel = _convert(model, ctx, target)
-            except Exception as exc:  # noqa: BLE001  (coremltools raises many untyped errors)
+            except Exception as exc:
                 raise ExportError(f"coremltools could not convert the model: {type(exc).__name__}: {exc}") from exc
             _metadata(mlmodel, ctx)
             mlmodel.save(str(ctx.output))
@@ -191,32 +203,50 @@ def _builder(precision: str, compress: Callable[[torch.nn.Module, str], torch.nn
                 predict, validated, reason = _native(ctx.output, ctx.card.labels), "native", NATIVE_REASON
             else:
                 predict, validated, reason = _twin(model, ctx, precision), "twin", TWIN_REASON
-        options = {"minimum_deployment_target": target, "compute_precision": "fp16", "input": "ImageType RGB",
-                   "conv2d_same_replaced": replaced}
+        options = {
+            "minimum_deployment_target": target,
+            "compute_precision": "fp16",
+            "input": "ImageType RGB",
+            "conv2d_same_replaced": replaced,
+        }
         if weights is not None:
             options["weights"] = weights(target) if callable(weights) else weights
-        return BuiltArtifact(format="mlpackage", predict=predict, validated=validated, validated_reason=reason,
-                             converter_versions=versions("coremltools", "onnxruntime"), options=options)
+        return BuiltArtifact(
+            format="mlpackage",
+            predict=predict,
+            validated=validated,
+            validated_reason=reason,
+            converter_versions=versions("coremltools", "onnxruntime"),
+            options=options,
+        )
 
     return build
 
 
-TARGET = register(Target(
-    name="coreml",
-    title="Core ML",
-    aliases=("ios", "mlpackage", "coremltools"),
-    variants=(
-        Variant("fp16", "model.mlpackage", _builder("fp16", None)),
-        Variant("int8-weights", "model.int8.mlpackage",
-                _builder("int8", _int8, "int8 linear symmetric per-channel")),
-        Variant("palettize6", "model.palettize6.mlpackage",
-                _builder("palettize6", _palettizer(6), _palette_note(6))),
-        # Opt-in (--precision palettize4): 16 values per group of 4 channels cannot hold Lite0's weights (77 %
-        # agreement with fp32 on a PAD run, grouped tables, iOS18); it is offered for models that can.
-        Variant("palettize4", "model.palettize4.mlpackage",
-                _builder("palettize4", _palettizer(4), _palette_note(4)), default=False),
-    ),
-    requires=(("coremltools", "coreml", "Core ML export"), ("onnxruntime", "onnx", "the Core ML twin check")),
-    validation="native on macOS; elsewhere a twin: the same compressed weights as an fp16 ONNX graph, onnxruntime",
-    metadata="ClassifierConfig (labels) + user_defined_metadata (card, preprocessing)",
-))
+TARGET = register(
+    Target(
+        name="coreml",
+        title="Core ML",
+        aliases=("ios", "mlpackage", "coremltools"),
+        variants=(
+            Variant("fp16", "model.mlpackage", _builder("fp16", None)),
+            Variant(
+                "int8-weights", "model.int8.mlpackage", _builder("int8", _int8, "int8 linear symmetric per-channel")
+            ),
+            Variant(
+                "palettize6", "model.palettize6.mlpackage", _builder("palettize6", _palettizer(6), _palette_note(6))
+            ),
+            # Opt-in (--precision palettize4): 16 values per group of 4 channels cannot hold Lite0's weights (77 %
+            # agreement with fp32 on a PAD run, grouped tables, iOS18); it is offered for models that can.
+            Variant(
+                "palettize4",
+                "model.palettize4.mlpackage",
+                _builder("palettize4", _palettizer(4), _palette_note(4)),
+                default=False,
+            ),
+        ),
+        requires=(("coremltools", "coreml", "Core ML export"), ("onnxruntime", "onnx", "the Core ML twin check")),
+        validation="native on macOS; elsewhere a twin: the same compressed weights as an fp16 ONNX graph, onnxruntime",
+        metadata="ClassifierConfig (labels) + user_defined_metadata (card, preprocessing)",
+    )
+)

@@ -30,8 +30,14 @@ MIN_CALIB_AGREEMENT = 0.98
 
 
 def _built(path: Path, fmt: str = "onnx", **options) -> BuiltArtifact:
-    return BuiltArtifact(format=fmt, predict=ort_predict(path), validated="native", validated_reason=NATIVE,
-                         converter_versions=versions("onnx", "onnxruntime", "onnxslim"), options=options)
+    return BuiltArtifact(
+        format=fmt,
+        predict=ort_predict(path),
+        validated="native",
+        validated_reason=NATIVE,
+        converter_versions=versions("onnx", "onnxruntime", "onnxslim"),
+        options=options,
+    )
 
 
 def build_fp32(ctx: BuildContext) -> BuiltArtifact:
@@ -105,8 +111,12 @@ def calibration_ranges(ctx: BuildContext) -> Path:
         return cache
     work = ctx.scratch / "ort-calibration"
     work.mkdir(exist_ok=True)
-    calibrator = create_calibrator(preprocessed_fp32(ctx), None, augmented_model_path=str(work / "augmented.onnx"),
-                                   calibrate_method=CalibrationMethod.MinMax)
+    calibrator = create_calibrator(
+        preprocessed_fp32(ctx),
+        None,
+        augmented_model_path=str(work / "augmented.onnx"),
+        calibrate_method=CalibrationMethod.MinMax,
+    )
     try:
         calibrator.collect_data(CalibrationReader(ctx.calibration.tensors(), ctx.batch_size))
         save_tensors_data(calibrator.compute_data(), cache)
@@ -116,9 +126,16 @@ def calibration_ranges(ctx: BuildContext) -> Path:
     return cache
 
 
-def quantize_qdq(ctx: BuildContext, dst: Path, *, per_channel: bool, symmetric: bool,
-                 op_types: list[str] | None = None, quantize_bias: bool = True,
-                 exclude_output_of: list[str] | None = None) -> None:
+def quantize_qdq(
+    ctx: BuildContext,
+    dst: Path,
+    *,
+    per_channel: bool,
+    symmetric: bool,
+    op_types: list[str] | None = None,
+    quantize_bias: bool = True,
+    exclude_output_of: list[str] | None = None,
+) -> None:
     """Static Q/DQ int8 of the preprocessed fp32 graph, from this export's calibration ranges.
 
     ``exclude_output_of``: op types whose outputs get no Q/DQ (TensorRT placement: Q/DQ on the inputs of
@@ -131,10 +148,16 @@ def quantize_qdq(ctx: BuildContext, dst: Path, *, per_channel: bool, symmetric: 
     if exclude_output_of:
         extra["OpTypesToExcludeOutputQuantization"] = list(exclude_output_of)
     quantize_static(
-        str(preprocessed_fp32(ctx)), str(dst), calibration_data_reader=None,
-        quant_format=QuantFormat.QDQ, per_channel=per_channel,
-        activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
-        op_types_to_quantize=op_types, calibrate_method=CalibrationMethod.MinMax, extra_options=extra,
+        str(preprocessed_fp32(ctx)),
+        str(dst),
+        calibration_data_reader=None,
+        quant_format=QuantFormat.QDQ,
+        per_channel=per_channel,
+        activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=op_types,
+        calibrate_method=CalibrationMethod.MinMax,
+        extra_options=extra,
         calibration_cache_path=str(calibration_ranges(ctx)),
     )
     import onnx
@@ -176,9 +199,14 @@ def build_int8(ctx: BuildContext) -> BuiltArtifact:
     passing = {k: v for k, v in candidates.items() if v[2] >= MIN_CALIB_AGREEMENT} or candidates
     choice = min(passing, key=lambda k: (passing[k][1], -passing[k][2]))
     shutil.copyfile(candidates[choice][0], ctx.output)
-    built = _built(ctx.output, scheme=choice, **options,
-                   candidates={k: {"latency_ms_b1": round(v[1], 3), "calibration_agreement": round(v[2], 4)}
-                               for k, v in candidates.items()})
+    built = _built(
+        ctx.output,
+        scheme=choice,
+        **options,
+        candidates={
+            k: {"latency_ms_b1": round(v[1], 3), "calibration_agreement": round(v[2], 4)} for k, v in candidates.items()
+        },
+    )
     return built
 
 
@@ -204,14 +232,21 @@ def build_ort(ctx: BuildContext) -> BuiltArtifact:
     shutil.copyfile(shared_fp32(ctx), work / "model.onnx")
     # The converter reads its level from this variable only ("all" when unset); record what it used.
     level = os.environ.get("ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL", "all")
-    convert_onnx_models_to_ort(work / "model.onnx", output_dir=work, optimization_styles=[OptimizationStyle.Fixed],
-                               target_platform="arm")
+    convert_onnx_models_to_ort(
+        work / "model.onnx", output_dir=work, optimization_styles=[OptimizationStyle.Fixed], target_platform="arm"
+    )
     produced = sorted(work.glob("*.ort"))
     if not produced:
         raise ExportError("onnxruntime's ORT-format converter wrote no .ort file")
     shutil.move(str(produced[0]), ctx.output)
-    return _built(ctx.output, fmt="ort", optimization="fixed", optimization_level=level, target_platform="arm",
-                  layout="NCHW: no NCHWc (amd64 files only); on x86 slower than model.onnx, laid out NCHWc at load")
+    return _built(
+        ctx.output,
+        fmt="ort",
+        optimization="fixed",
+        optimization_level=level,
+        target_platform="arm",
+        layout="NCHW: no NCHWc (amd64 files only); on x86 slower than model.onnx, laid out NCHWc at load",
+    )
 
 
 def _opset(path: Path) -> int:
@@ -221,17 +256,19 @@ def _opset(path: Path) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-TARGET = register(Target(
-    name="onnx",
-    title="ONNX Runtime",
-    aliases=("ort", "onnxruntime"),
-    variants=(
-        Variant("fp32", "model.onnx", build_fp32),
-        Variant("fp16", "model.fp16.onnx", build_fp16),
-        Variant("int8", "model.int8.onnx", build_int8, calibrated=True),
-        Variant("fp32", "model.ort", build_ort, record_target="onnx-mobile"),
-    ),
-    requires=(("onnx", "onnx", "ONNX export"), ("onnxruntime", "onnx", "ONNX validation")),
-    validation="native: facederm.runtime's onnxruntime session, CPU",
-    metadata="ONNX metadata_props (facederm.card, labels, preprocessing); .ort keeps them",
-))
+TARGET = register(
+    Target(
+        name="onnx",
+        title="ONNX Runtime",
+        aliases=("ort", "onnxruntime"),
+        variants=(
+            Variant("fp32", "model.onnx", build_fp32),
+            Variant("fp16", "model.fp16.onnx", build_fp16),
+            Variant("int8", "model.int8.onnx", build_int8, calibrated=True),
+            Variant("fp32", "model.ort", build_ort, record_target="onnx-mobile"),
+        ),
+        requires=(("onnx", "onnx", "ONNX export"), ("onnxruntime", "onnx", "ONNX validation")),
+        validation="native: facederm.runtime's onnxruntime session, CPU",
+        metadata="ONNX metadata_props (facederm.card, labels, preprocessing); .ort keeps them",
+    )
+)

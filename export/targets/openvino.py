@@ -29,8 +29,10 @@ HINT = {"INFERENCE_PRECISION_HINT": "f32"}
 ACCURACY_CONTROL_AGREEMENT = 0.99
 #: The same request through ``facederm.runtime.load`` (its OpenVINO session maps it onto ``HINT``).
 RUNTIME_OPTIONS = {"precision_hint": "f32"}
-REASON = ("facederm.runtime's OpenVINO session ran the IR on the CPU as deployed (one static input shape per "
-          "batch size) with INFERENCE_PRECISION_HINT=f32 (this CPU defaults to bf16)")
+REASON = (
+    "facederm.runtime's OpenVINO session ran the IR on the CPU as deployed (one static input shape per "
+    "batch size) with INFERENCE_PRECISION_HINT=f32 (this CPU defaults to bf16)"
+)
 
 
 def _fp32_model(ctx: BuildContext):
@@ -71,8 +73,15 @@ def _predict(xml: Path):
 
 
 def _built(ctx: BuildContext, files: tuple[str, ...], **options) -> BuiltArtifact:
-    return BuiltArtifact(format="openvino", predict=_predict(ctx.output), validated="native", validated_reason=REASON,
-                         files=files, converter_versions=versions("openvino", "nncf", "onnx"), options=options)
+    return BuiltArtifact(
+        format="openvino",
+        predict=_predict(ctx.output),
+        validated="native",
+        validated_reason=REASON,
+        files=files,
+        converter_versions=versions("openvino", "nncf", "onnx"),
+        options=options,
+    )
 
 
 def build_fp32(ctx: BuildContext) -> BuiltArtifact:
@@ -132,22 +141,28 @@ def _accuracy_controlled(ctx: BuildContext, items: list, common: dict):
     else:
         max_drop, metric = ctx.options.max_drop / 100.0, "macro recall on the calibration images"
     dataset = nncf.Dataset(data, lambda item: item[0])
-    model = nncf.quantize_with_accuracy_control(fp32, dataset, dataset, validate, max_drop=max_drop,
-                                                drop_type=nncf.DropType.ABSOLUTE, **common)
+    model = nncf.quantize_with_accuracy_control(
+        fp32, dataset, dataset, validate, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, **common
+    )
     return model, {"max_drop": round(max_drop, 6), "validation": metric}
 
 
-TARGET = register(Target(
-    name="openvino",
-    title="OpenVINO",
-    aliases=("ov", "openvino-ir"),
-    variants=(
-        Variant("fp32", "openvino/model.xml", build_fp32),
-        Variant("fp16", "openvino/model.fp16.xml", build_fp16),
-        Variant("int8", "openvino/model.int8.xml", build_int8, calibrated=True),
-    ),
-    requires=(("openvino", "openvino", "OpenVINO export"), ("nncf", "openvino", "OpenVINO int8 quantization"),
-              ("onnx", "onnx", "the ONNX graph OpenVINO converts")),
-    validation="native: facederm.runtime's OpenVINO session, CPU, static shapes, f32 hint",
-    metadata="rt_info facederm/card, labels, preprocessing",
-))
+TARGET = register(
+    Target(
+        name="openvino",
+        title="OpenVINO",
+        aliases=("ov", "openvino-ir"),
+        variants=(
+            Variant("fp32", "openvino/model.xml", build_fp32),
+            Variant("fp16", "openvino/model.fp16.xml", build_fp16),
+            Variant("int8", "openvino/model.int8.xml", build_int8, calibrated=True),
+        ),
+        requires=(
+            ("openvino", "openvino", "OpenVINO export"),
+            ("nncf", "openvino", "OpenVINO int8 quantization"),
+            ("onnx", "onnx", "the ONNX graph OpenVINO converts"),
+        ),
+        validation="native: facederm.runtime's OpenVINO session, CPU, static shapes, f32 hint",
+        metadata="rt_info facederm/card, labels, preprocessing",
+    )
+)

@@ -50,17 +50,29 @@ def _qdq_onnx(ctx: BuildContext) -> Path:
     path = ctx.shared.get("trt_int8")
     if path is None:
         path = ctx.scratch / "trt.model.int8.qdq.onnx"
-        quantize_qdq(ctx, path, per_channel=True, symmetric=True, op_types=list(QUANTIZED_OPS), quantize_bias=False,
-                     exclude_output_of=list(QUANTIZED_OPS))
+        quantize_qdq(
+            ctx,
+            path,
+            per_channel=True,
+            symmetric=True,
+            op_types=list(QUANTIZED_OPS),
+            quantize_bias=False,
+            exclude_output_of=list(QUANTIZED_OPS),
+        )
         ctx.shared["trt_int8"] = path
     return Path(path)
 
 
 def _twin(ctx: BuildContext, source: Path, what: str, **options) -> BuiltArtifact:
     shutil.copyfile(source, ctx.output)
-    return BuiltArtifact(format="onnx", predict=ort_predict(ctx.output), validated="twin",
-                         validated_reason=TWIN_REASON.format(what=what),
-                         converter_versions=versions("onnx", "onnxruntime"), options=options)
+    return BuiltArtifact(
+        format="onnx",
+        predict=ort_predict(ctx.output),
+        validated="twin",
+        validated_reason=TWIN_REASON.format(what=what),
+        converter_versions=versions("onnx", "onnxruntime"),
+        options=options,
+    )
 
 
 def build_fp16_onnx(ctx: BuildContext) -> BuiltArtifact:
@@ -68,9 +80,18 @@ def build_fp16_onnx(ctx: BuildContext) -> BuiltArtifact:
 
 
 def build_int8_onnx(ctx: BuildContext) -> BuiltArtifact:
-    built = _twin(ctx, _qdq_onnx(ctx), "Q/DQ int8", quant_format="QDQ", activations="int8 symmetric per-tensor",
-                  weights="int8 symmetric per-channel", quantized_ops=list(QUANTIZED_OPS), qdq_on="inputs only",
-                  bias="float", calibration="MinMax (shared with onnx int8)")
+    built = _twin(
+        ctx,
+        _qdq_onnx(ctx),
+        "Q/DQ int8",
+        quant_format="QDQ",
+        activations="int8 symmetric per-tensor",
+        weights="int8 symmetric per-channel",
+        quantized_ops=list(QUANTIZED_OPS),
+        qdq_on="inputs only",
+        bias="float",
+        calibration="MinMax (shared with onnx int8)",
+    )
     return built
 
 
@@ -148,34 +169,54 @@ def _engine_builder(precision: str, graph):
 
         ctx.output.write_bytes(build_engine_bytes(graph(ctx), ctx.input_size))
         major, minor = torch.cuda.get_device_capability()
-        sidecar = tensorrt_sidecar(ctx.card, tensorrt_version=trt.__version__, compute_capability=f"{major}.{minor}",
-                                   precision=precision, max_batch=MAX_BATCH)
+        sidecar = tensorrt_sidecar(
+            ctx.card,
+            tensorrt_version=trt.__version__,
+            compute_capability=f"{major}.{minor}",
+            precision=precision,
+            max_batch=MAX_BATCH,
+        )
         sidecar_rel = f"{ctx.path}.json"
         (ctx.workdir / sidecar_rel).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
         predict, _engine = engine_predict(ctx.output, ctx.card.num_classes)
         built = BuiltArtifact(
-            format="engine", predict=predict, validated="native",
+            format="engine",
+            predict=predict,
+            validated="native",
             validated_reason=f"TensorRT {trt.__version__} ran the engine on {torch.cuda.get_device_name()}",
-            files=(sidecar_rel,), converter_versions={"tensorrt": trt.__version__},
-            options={"max_batch": MAX_BATCH, "strongly_typed": True, "compute_capability": f"{major}.{minor}"})
+            files=(sidecar_rel,),
+            converter_versions={"tensorrt": trt.__version__},
+            options={"max_batch": MAX_BATCH, "strongly_typed": True, "compute_capability": f"{major}.{minor}"},
+        )
         return built
 
     return build
 
 
-TARGET = register(Target(
-    name="tensorrt",
-    title="TensorRT",
-    aliases=("trt", "engine"),
-    variants=(
-        Variant("fp16", "tensorrt/model.fp16.onnx", build_fp16_onnx),
-        Variant("int8", "tensorrt/model.int8.qdq.onnx", build_int8_onnx, calibrated=True),
-        Variant("fp16", "tensorrt/model.fp16.engine", _engine_builder("fp16", _fp16_onnx),
-                record_target="tensorrt-engine"),
-        Variant("int8", "tensorrt/model.int8.engine", _engine_builder("int8", _qdq_onnx), calibrated=True,
-                record_target="tensorrt-engine"),
-    ),
-    requires=(("onnx", "onnx", "TensorRT-ready ONNX"), ("onnxruntime", "onnx", "the TensorRT twin check")),
-    validation="engines: native (tensorrt + CUDA GPU); Q/DQ and fp16 ONNX: twin run by onnxruntime",
-    metadata="ONNX metadata_props; an engine gets a sidecar JSON (<engine>.json)",
-))
+TARGET = register(
+    Target(
+        name="tensorrt",
+        title="TensorRT",
+        aliases=("trt", "engine"),
+        variants=(
+            Variant("fp16", "tensorrt/model.fp16.onnx", build_fp16_onnx),
+            Variant("int8", "tensorrt/model.int8.qdq.onnx", build_int8_onnx, calibrated=True),
+            Variant(
+                "fp16",
+                "tensorrt/model.fp16.engine",
+                _engine_builder("fp16", _fp16_onnx),
+                record_target="tensorrt-engine",
+            ),
+            Variant(
+                "int8",
+                "tensorrt/model.int8.engine",
+                _engine_builder("int8", _qdq_onnx),
+                calibrated=True,
+                record_target="tensorrt-engine",
+            ),
+        ),
+        requires=(("onnx", "onnx", "TensorRT-ready ONNX"), ("onnxruntime", "onnx", "the TensorRT twin check")),
+        validation="engines: native (tensorrt + CUDA GPU); Q/DQ and fp16 ONNX: twin run by onnxruntime",
+        metadata="ONNX metadata_props; an engine gets a sidecar JSON (<engine>.json)",
+    )
+)

@@ -74,14 +74,4 @@ sys.modules[__name__].__class__ = _CallableModule
 # Registration order does not matter: priorities decide. Each import is light (no heavy library).
 from . import coreml, onnxruntime, openvino, tensorrt  # noqa: E402,F401
 
-__all__ = [
-    "Backend",
-    "BackendInfo",
-    "Session",
-    "all_backends",
-    "backends",
-    "check_reads",
-    "get",
-    "readers",
-    "register",
-]
+__all__ = ["Backend", "BackendInfo", "Session", "all_backends", "backends", "check_reads", "get", "readers", "register"]

@@ -77,8 +77,17 @@ class NativeTool(ABC):
         return shutil.which(self.name)
 
     @abstractmethod
-    def command(self, path: str, *, device: str | None, threads: int, batch: int, input_size: int, seconds: float,
-                options: Mapping[str, Any]) -> list[str]:
+    def command(
+        self,
+        path: str,
+        *,
+        device: str | None,
+        threads: int,
+        batch: int,
+        input_size: int,
+        seconds: float,
+        options: Mapping[str, Any],
+    ) -> list[str]:
         """The argv timing ``path`` at ``batch`` (NCHW, square ``input_size``) for about ``seconds``, with the
         same threads and backend ``options`` (``precision_hint``) that facederm's own session gets."""
 
@@ -144,7 +153,7 @@ class Backend(ABC):
         except Exception:
             return None
         found = next((d for d in devices if d.lower().split(":")[0].split(".")[0] == kind), None)
-        return None if found is None else found[: len(kind)] + requested[len(kind):]  # the backend's casing
+        return None if found is None else found[: len(kind)] + requested[len(kind) :]  # the backend's casing
 
     @classmethod
     def exact_options(cls, precision: str) -> dict[str, Any]:
@@ -153,8 +162,9 @@ class Backend(ABC):
         return {}
 
     @classmethod
-    def bare_call(cls, path: Path, *, device: str | None, threads: int,
-                  options: Mapping[str, Any]) -> Callable[[np.ndarray], Any]:
+    def bare_call(
+        cls, path: Path, *, device: str | None, threads: int, options: Mapping[str, Any]
+    ) -> Callable[[np.ndarray], Any]:
         """The backend library's own call on ``path`` (no facederm checks, conversions or chunking) with the
         session options facederm uses: what overhead is measured against. Only where :attr:`has_bare_call`."""
         raise NotImplementedError(f"backend {cls.name!r} has no bare call")

@@ -21,7 +21,13 @@ from . import register
 from .base import Backend, Session
 
 # facederm device name -> coremltools.ComputeUnit member name.
-_COMPUTE_UNITS = {"all": "ALL", "cpu": "CPU_ONLY", "cpu+gpu": "CPU_AND_GPU", "cpu+ne": "CPU_AND_NE", "ane": "CPU_AND_NE"}
+_COMPUTE_UNITS = {
+    "all": "ALL",
+    "cpu": "CPU_ONLY",
+    "cpu+gpu": "CPU_AND_GPU",
+    "cpu+ne": "CPU_AND_NE",
+    "ane": "CPU_AND_NE",
+}
 
 
 @register
@@ -66,7 +72,9 @@ class CoreMlSession(Session):
         if self.device not in _COMPUTE_UNITS:
             raise ConfigError(f"coreml: unknown device {device!r}; use one of {', '.join(_COMPUTE_UNITS)}")
         try:
-            self._model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, _COMPUTE_UNITS[self.device]))
+            self._model = ct.models.MLModel(
+                str(path), compute_units=getattr(ct.ComputeUnit, _COMPUTE_UNITS[self.device])
+            )
         except Exception as exc:
             raise ArtifactError(f"{path}: Core ML cannot load it: {exc}") from exc
         self.card = card_from_metadata(dict(self._model.user_defined_metadata), str(path))
@@ -89,4 +97,3 @@ class CoreMlSession(Session):
         if isinstance(value, dict):  # ClassifierConfig: {label: probability}
             return np.array([value[label] for label in self._labels], dtype=np.float32)
         return np.asarray(value, dtype=np.float32).reshape(-1)
-

@@ -26,7 +26,7 @@ _AUTO_DEVICES = ("cuda", "coreml", "cpu")
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
-def _ort():
+def _ort() -> Any:
     try:
         import onnxruntime
     except ImportError as exc:  # the base install has it; a broken environment may not
@@ -61,12 +61,16 @@ class OnnxRuntimeBackend(Backend):
         return OnnxRuntimeSession(path, device, options)
 
     @classmethod
-    def bare_call(cls, path: Path, *, device: str | None, threads: int,
-                  options: Mapping[str, Any]) -> Callable[[np.ndarray], Any]:
+    def bare_call(
+        cls, path: Path, *, device: str | None, threads: int, options: Mapping[str, Any]
+    ) -> Callable[[np.ndarray], Any]:
         """A bare ``InferenceSession`` with the session options :class:`OnnxRuntimeSession` sets."""
         ort = _ort()
-        session = ort.InferenceSession(str(path), sess_options=_session_options(ort, threads),
-                                       providers=_providers(device, ort.get_available_providers())[1])
+        session = ort.InferenceSession(
+            str(path),
+            sess_options=_session_options(ort, threads),
+            providers=_providers(device, ort.get_available_providers())[1],
+        )
         name = session.get_inputs()[0].name
         return lambda batch: session.run(None, {name: batch})[0]
 
@@ -124,5 +128,6 @@ class OnnxRuntimeSession(Session):
         if batch.dtype != self._input_dtype:
             batch = batch.astype(self._input_dtype)
         # InferenceSession.run is thread-safe: one session serves concurrent callers.
+        probabilities: np.ndarray
         (probabilities,) = self._session.run(self._output_names, {self._input_name: batch})
         return probabilities if probabilities.dtype == np.float32 else probabilities.astype(np.float32)

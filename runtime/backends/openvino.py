@@ -29,7 +29,7 @@ _VIRTUAL_DEVICES = {"AUTO", "MULTI", "HETERO", "BATCH"}
 _MAX_COMPILED_SHAPES = 4  # batch sizes kept compiled at once (batch 1 is never evicted)
 
 
-def _ov():
+def _ov() -> Any:
     try:
         import openvino
     except ImportError as exc:
@@ -46,11 +46,40 @@ class BenchmarkApp(NativeTool):
     _THROUGHPUT = re.compile(r"Throughput:\s*([0-9.]+)\s*FPS")
     _UNIT_MS = {"ms": 1.0, "us": 1e-3, "s": 1e3}
 
-    def command(self, path: str, *, device: str | None, threads: int, batch: int, input_size: int, seconds: float,
-                options: Mapping[str, Any]) -> list[str]:
-        cmd = [self.executable() or self.name, "-m", path, "-d", device or "CPU", "-hint", "none", "-nstreams", "1",
-               "-nireq", "1", "-api", "sync", "-nthreads", str(threads), "-t", str(max(1, math.ceil(seconds))),
-               "-shape", f"[{batch},3,{input_size},{input_size}]", "-report_type", "no_counters"]
+    def command(
+        self,
+        path: str,
+        *,
+        device: str | None,
+        threads: int,
+        batch: int,
+        input_size: int,
+        seconds: float,
+        options: Mapping[str, Any],
+    ) -> list[str]:
+        cmd = [
+            self.executable() or self.name,
+            "-m",
+            path,
+            "-d",
+            device or "CPU",
+            "-hint",
+            "none",
+            "-nstreams",
+            "1",
+            "-nireq",
+            "1",
+            "-api",
+            "sync",
+            "-nthreads",
+            str(threads),
+            "-t",
+            str(max(1, math.ceil(seconds))),
+            "-shape",
+            f"[{batch},3,{input_size},{input_size}]",
+            "-report_type",
+            "no_counters",
+        ]
         hint = options.get("precision_hint")
         return cmd + ["-infer_precision", str(hint)] if hint else cmd
 
@@ -95,11 +124,15 @@ class OpenVinoBackend(Backend):
         return {"precision_hint": "f32"} if precision == "fp32" else {}
 
     @classmethod
-    def bare_call(cls, path: Path, *, device: str | None, threads: int,
-                  options: Mapping[str, Any]) -> Callable[[np.ndarray], Any]:
+    def bare_call(
+        cls, path: Path, *, device: str | None, threads: int, options: Mapping[str, Any]
+    ) -> Callable[[np.ndarray], Any]:
         """The compiled model's own infer request, with the compile config :class:`OpenVinoSession` uses."""
-        compiled = _ov().Core().compile_model(str(path), (device or "CPU").upper(),
-                                              _compile_config({**options, "threads": threads}))
+        compiled = (
+            _ov()
+            .Core()
+            .compile_model(str(path), (device or "CPU").upper(), _compile_config({**options, "threads": threads}))
+        )
         request, output = compiled.create_infer_request(), compiled.outputs[0]
         return lambda batch: request.infer({0: batch}, share_inputs=True)[output]
 
@@ -175,7 +208,7 @@ class OpenVinoSession(Session):
             output = outputs[names.index(OUTPUT_NAME)] if OUTPUT_NAME in names else outputs[0]
             if len(self._by_batch) >= _MAX_COMPILED_SHAPES:
                 self._by_batch.pop(next(k for k in self._by_batch if k != 1))
-            entry = (compiled, output, queue.SimpleQueue())
+            entry: tuple[Any, Any, queue.SimpleQueue[Any]] = (compiled, output, queue.SimpleQueue())
             self._by_batch[batch] = entry
             return entry
 

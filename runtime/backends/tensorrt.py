@@ -224,6 +224,7 @@ class TensorRtSession(Session):
     def _new_context(self) -> _Context:
         context = self._engine.create_execution_context()
         sample_bytes = int(np.prod(self._sample_shape)) * self._input_dtype.itemsize
+        assert self.max_batch is not None  # set from the engine's profile in __init__
         made = _Context(
             context=context,
             stream=self._cuda.stream(),

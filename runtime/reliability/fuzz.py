@@ -40,10 +40,39 @@ from ..preprocess import load_image, preprocess
 FUZZ_MAX_PIXELS = 1 << 20
 SPEC = Preprocessing(crop=16, resize_shorter=20)
 
-PIL_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "HSV", "LAB", "I", "I;16",
-             "I;16B", "I;16L", "F", "La")
-ARRAY_DTYPES = (np.uint8, np.int8, np.uint16, np.int32, np.int64, np.float16, np.float32, np.float64, np.bool_,
-                np.complex64)
+PIL_MODES = (
+    "1",
+    "L",
+    "LA",
+    "P",
+    "PA",
+    "RGB",
+    "RGBA",
+    "RGBa",
+    "RGBX",
+    "CMYK",
+    "YCbCr",
+    "HSV",
+    "LAB",
+    "I",
+    "I;16",
+    "I;16B",
+    "I;16L",
+    "F",
+    "La",
+)
+ARRAY_DTYPES = (
+    np.uint8,
+    np.int8,
+    np.uint16,
+    np.int32,
+    np.int64,
+    np.float16,
+    np.float32,
+    np.float64,
+    np.bool_,
+    np.complex64,
+)
 
 
 def _encode(img: Image.Image, fmt: str, **kwargs: Any) -> bytes:
@@ -59,8 +88,12 @@ def png_header(width: int, height: int, bit_depth: int = 8, color_type: int = 2,
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
     ihdr = struct.pack(">IIBBBBB", width & 0xFFFFFFFF, height & 0xFFFFFFFF, bit_depth, color_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(data or b"\0" * 16))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(data or b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 def seed_corpus() -> dict[str, bytes]:
@@ -123,7 +156,7 @@ def mutate(data: bytes, rng: np.random.Generator) -> bytes:
         elif op == 4:
             del buf[pos : pos + int(rng.integers(1, 32))]
         elif op == 5:
-            del buf[max(1, pos):]
+            del buf[max(1, pos) :]
         else:  # duplicate a run (repeated chunks/segments)
             end = min(len(buf), pos + int(rng.integers(1, 64)))
             buf[pos:pos] = buf[pos:end]
@@ -160,8 +193,10 @@ def random_case(rng: np.random.Generator, corpus: dict[str, bytes]) -> tuple[str
     if roll < 0.72:
         return "random-bytes", rng.bytes(int(rng.integers(0, 512)))
     if roll < 0.8:
-        w, h = (int(rng.choice([0, 1, 2**15, 2**16 + 1, 2**31 - 1, 2**32 - 1, int(rng.integers(0, 5000))]))
-                for _ in range(2))
+        w, h = (
+            int(rng.choice([0, 1, 2**15, 2**16 + 1, 2**31 - 1, 2**32 - 1, int(rng.integers(0, 5000))]))
+            for _ in range(2)
+        )
         return "png-header", png_header(w, h, int(rng.choice([1, 2, 4, 8, 16, 3])), int(rng.choice([0, 2, 3, 4, 6, 5])))
     if roll < 0.92:
         return "array", random_array(rng)
@@ -173,7 +208,8 @@ def check_one(source: Any) -> str:
     try:
         image = load_image(source, max_pixels=FUZZ_MAX_PIXELS)
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 and image.flags.c_contiguous, (
-            f"load_image returned {image.dtype} {image.shape}")
+            f"load_image returned {image.dtype} {image.shape}"
+        )
         prepared = preprocess(source, SPEC, max_pixels=FUZZ_MAX_PIXELS)
     except FacedermInputError as exc:
         return type(exc).__name__
@@ -195,14 +231,16 @@ def run(cases: int, seed: int, report_every: float = 10.0) -> int:
         kind, source = random_case(rng, corpus)
         try:
             outcomes[check_one(source)] += 1
-        except Exception as exc:  # noqa: BLE001  (an escape: anything but FacedermInputError)
+        except Exception as exc:
             outcomes["ESCAPE"] += 1
             escapes.append(f"case {i} ({kind}): {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
         now = time.perf_counter()
         if now - last > report_every:
             last = now
-            print(f"  {i + 1:,}/{cases:,} cases, {len(escapes)} escapes, {(i + 1) / (now - start):.0f} cases/s",
-                  file=sys.stderr)
+            print(
+                f"  {i + 1:,}/{cases:,} cases, {len(escapes)} escapes, {(i + 1) / (now - start):.0f} cases/s",
+                file=sys.stderr,
+            )
     elapsed = time.perf_counter() - start
     print(f"fuzz: {cases:,} cases in {elapsed:.0f} s ({cases / elapsed:.0f}/s), seed {seed}")
     for name, count in outcomes.most_common():
@@ -216,7 +254,7 @@ def run(cases: int, seed: int, report_every: float = 10.0) -> int:
 def run_atheris(cases: int) -> None:
     """Coverage-guided fuzzing of load_image on raw bytes (atheris is not a facederm dependency)."""
     try:
-        import atheris  # type: ignore[import-not-found]
+        import atheris
     except ImportError:
         sys.exit("atheris is not installed: pip install atheris (not a facederm dependency)")
 
@@ -229,7 +267,7 @@ def run_atheris(cases: int) -> None:
         if data and data[0] & 1:
             base = corpus[data[0] % len(corpus)]
             cut = int.from_bytes(data[1:3] or b"\0", "little") % (len(base) + 1)
-            data = base[:cut] + data[3:] + base[cut + len(data[3:]):]
+            data = base[:cut] + data[3:] + base[cut + len(data[3:]) :]
         check_one(data)
 
     atheris.instrument_all()

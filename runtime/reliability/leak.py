@@ -32,6 +32,7 @@ from ..card import ModelCard, Preprocessing
 from ..cli_support import common_option, debug_option, one_line_errors
 from ..layout import MANIFEST_FILE, ArtifactRecord, FileEntry, Manifest, file_digest
 from ..metadata import INPUT_NAME, OPENVINO_RT_INFO_PATH, OUTPUT_NAME, card_to_metadata
+from ..prediction import Prediction
 
 TINY_LABELS = ("BCC", "SCC", "NEV")
 TINY_CROP = 32
@@ -50,8 +51,11 @@ def rss_bytes() -> int:
 
 
 def tiny_card() -> ModelCard:
-    return ModelCard(arch="tiny-onnx-helper-net", labels=TINY_LABELS,
-                     preprocessing=Preprocessing(crop=TINY_CROP, resize_shorter=TINY_CROP))
+    return ModelCard(
+        arch="tiny-onnx-helper-net",
+        labels=TINY_LABELS,
+        preprocessing=Preprocessing(crop=TINY_CROP, resize_shorter=TINY_CROP),
+    )
 
 
 def build_tiny_export(out_dir: str | Path, openvino: bool = True) -> Path:
@@ -86,17 +90,28 @@ def build_tiny_export(out_dir: str | Path, openvino: bool = True) -> Path:
         helper.make_node("Softmax", ["logits"], [OUTPUT_NAME], axis=1),
     ]
     graph = helper.make_graph(
-        nodes, "tiny",
+        nodes,
+        "tiny",
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 3, TINY_CROP, TINY_CROP])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", len(TINY_LABELS)])], inits,
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", len(TINY_LABELS)])],
+        inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     helper.set_model_props(model, card_to_metadata(card))
     onnx.checker.check_model(model)
     onnx.save(model, str(out / "model.onnx"))
-    records = [ArtifactRecord(target="onnx", precision="fp32", path="model.onnx", status="ok", format="onnx",
-                              validated="native", **_digest(out, "model.onnx"))]
+    records = [
+        ArtifactRecord(
+            target="onnx",
+            precision="fp32",
+            path="model.onnx",
+            status="ok",
+            format="onnx",
+            validated="native",
+            **_digest(out, "model.onnx"),
+        )
+    ]
     if openvino:
         try:
             import openvino as ov
@@ -107,10 +122,18 @@ def build_tiny_export(out_dir: str | Path, openvino: bool = True) -> Path:
             ir.set_rt_info(json.dumps(card.to_dict(), sort_keys=True), list(OPENVINO_RT_INFO_PATH))
             (out / "openvino").mkdir(exist_ok=True)
             ov.save_model(ir, str(out / "openvino" / "model.xml"), compress_to_fp16=False)
-            records.append(ArtifactRecord(
-                target="openvino", precision="fp32", path="openvino/model.xml", status="ok", format="openvino",
-                validated="native", files=(FileEntry("openvino/model.bin", **_digest(out, "openvino/model.bin")),),
-                **_digest(out, "openvino/model.xml")))
+            records.append(
+                ArtifactRecord(
+                    target="openvino",
+                    precision="fp32",
+                    path="openvino/model.xml",
+                    status="ok",
+                    format="openvino",
+                    validated="native",
+                    files=(FileEntry("openvino/model.bin", **_digest(out, "openvino/model.bin")),),
+                    **_digest(out, "openvino/model.xml"),
+                )
+            )
     Manifest(card=card, artifacts=tuple(records), facederm_version="leak-check").save(out / MANIFEST_FILE)
     return out
 
@@ -148,7 +171,7 @@ def measure(export_dir: Path, iterations: int, warmup: int, every: int, backend:
         started = time.perf_counter()
         for i in range(1, iterations + 1):
             prediction = model.predict(sources[i % 2])
-            assert prediction.ok
+            assert isinstance(prediction, Prediction) and prediction.ok
             if i % every == 0 or i == iterations:
                 gc.collect()
                 samples.append((i, rss_bytes()))
@@ -176,14 +199,23 @@ def measure(export_dir: Path, iterations: int, warmup: int, every: int, backend:
 @click.argument("export_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--iterations", type=click.IntRange(min=1), default=2000, show_default=True, help="Timed predictions.")
 @click.option("--warmup", type=click.IntRange(min=0), default=200, show_default=True, help="Untimed predictions first.")
-@click.option("--every", type=click.IntRange(min=1), default=100, show_default=True,
-              help="RSS sample interval (predictions).")
+@click.option(
+    "--every", type=click.IntRange(min=1), default=100, show_default=True, help="RSS sample interval (predictions)."
+)
 @common_option("--backend", help="Default: the best available.")
 @click.option("--limit-mb", type=float, default=20.0, show_default=True, help="Allowed growth per 2,000 predictions.")
 @common_option("--json", "as_json", is_flag=True)
 @debug_option()
-def main(export_dir: Path | None, iterations: int, warmup: int, every: int, backend: str | None, limit_mb: float,
-         as_json: bool, debug: bool) -> None:
+def main(
+    export_dir: Path | None,
+    iterations: int,
+    warmup: int,
+    every: int,
+    backend: str | None,
+    limit_mb: float,
+    as_json: bool,
+    debug: bool,
+) -> None:
     """Many predictions in a loop must not grow resident memory; EXPORT_DIR default: a tiny built export."""
     with one_line_errors("leak", debug), tempfile.TemporaryDirectory() as tmp:
         export_dir = export_dir or build_tiny_export(Path(tmp) / "export")
@@ -194,12 +226,18 @@ def main(export_dir: Path | None, iterations: int, warmup: int, every: int, back
     if as_json:
         click.echo(json.dumps(result))
     else:
-        click.echo(f"leak: {result['iterations']:,} predictions ({result['artifact']} on {result['backend']}, "
-                   f"{result['predictions_per_s']}/s) after {result['warmup']} warm-up")
-        click.echo(f"  RSS {result['rss_start_mb']} MB -> {result['rss_end_mb']} MB: growth {result['growth_mb']} MB "
-                   f"(max {result['max_growth_mb']} MB; limit {limit:.1f} MB)")
-        click.echo(f"  slope {result['slope_kb_per_prediction']} kB/prediction = "
-                   f"{result['projected_growth_mb_per_2000']} MB per 2,000 predictions")
+        click.echo(
+            f"leak: {result['iterations']:,} predictions ({result['artifact']} on {result['backend']}, "
+            f"{result['predictions_per_s']}/s) after {result['warmup']} warm-up"
+        )
+        click.echo(
+            f"  RSS {result['rss_start_mb']} MB -> {result['rss_end_mb']} MB: growth {result['growth_mb']} MB "
+            f"(max {result['max_growth_mb']} MB; limit {limit:.1f} MB)"
+        )
+        click.echo(
+            f"  slope {result['slope_kb_per_prediction']} kB/prediction = "
+            f"{result['projected_growth_mb_per_2000']} MB per 2,000 predictions"
+        )
         click.echo("  PASSED" if result["passed"] else "  FAILED: RSS grew more than the limit")
     sys.exit(0 if result["passed"] else 1)
 

@@ -39,15 +39,29 @@ def write_images(folder: Path, count: int, start: int = 0) -> None:
         sub = folder / f"batch{i // 1000:03d}"
         sub.mkdir(parents=True, exist_ok=True)
         phase = i * 0.37
-        rgb = np.stack([128 + 100 * np.sin(xx / 31 + phase), 128 + 100 * np.cos(yy / 23 + phase),
-                        np.full_like(xx, (i * 7) % 256, dtype=float)], -1).astype(np.uint8)
+        rgb = np.stack(
+            [
+                128 + 100 * np.sin(xx / 31 + phase),
+                128 + 100 * np.cos(yy / 23 + phase),
+                np.full_like(xx, (i * 7) % 256, dtype=float),
+            ],
+            -1,
+        ).astype(np.uint8)
         Image.fromarray(rgb).save(sub / f"img{i:05d}.png", compress_level=1)
 
 
 def run_predict(export_dir: Path, folder: Path, batch_size: int) -> dict[str, Any]:
     """Run facederm-predict --json on ``folder``; its peak RSS (child only), wall time and line counts."""
-    cmd = [sys.executable, "-c", "from facederm.runtime.cli import main; main()", str(export_dir), str(folder),
-           "--json", "--batch-size", str(batch_size)]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from facederm.runtime.cli import main; main()",
+        str(export_dir),
+        str(folder),
+        "--json",
+        "--batch-size",
+        str(batch_size),
+    ]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err)
@@ -86,23 +100,31 @@ def check(small: int, large: int, export_dir: Path | None, batch_size: int) -> d
         "peak_rss_growth_mb": round(growth, 1),
         "would_hold_mb": round(held_mb, 1),  # the extra memory if the decoded images were all kept
         "batch_size": batch_size,
-        "complete": result_small["lines"] == small and result_large["lines"] == large
-        and result_small["returncode"] == 0 and result_large["returncode"] == 0,
+        "complete": result_small["lines"] == small
+        and result_large["lines"] == large
+        and result_small["returncode"] == 0
+        and result_large["returncode"] == 0,
     }
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--small", type=click.IntRange(min=1), default=1000, show_default=True, help="Images of the small run.")
 @click.option("--large", type=click.IntRange(min=1), default=10_000, show_default=True, help="Images of the large run.")
-@click.option("--export", "export_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Export dir (default: build a tiny one).")
+@click.option(
+    "--export",
+    "export_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Export dir (default: build a tiny one).",
+)
 @common_option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--limit-mb", type=float, default=50.0, show_default=True,
-              help="Allowed peak RSS growth, large vs small.")
+@click.option(
+    "--limit-mb", type=float, default=50.0, show_default=True, help="Allowed peak RSS growth, large vs small."
+)
 @common_option("--json", "as_json", is_flag=True)
 @debug_option()
-def main(small: int, large: int, export_dir: Path | None, batch_size: int, limit_mb: float, as_json: bool,
-         debug: bool) -> None:
+def main(
+    small: int, large: int, export_dir: Path | None, batch_size: int, limit_mb: float, as_json: bool, debug: bool
+) -> None:
     """facederm-predict --json on a folder must not hold every image in memory."""
     with one_line_errors("stream", debug):
         result = check(small, large, export_dir, batch_size)
@@ -112,10 +134,14 @@ def main(small: int, large: int, export_dir: Path | None, batch_size: int, limit
     else:
         for key in ("small", "large"):
             r = result[key]
-            click.echo(f"facederm-predict --json on {r['images']:,} images: peak RSS {r['peak_rss_mb']} MB, "
-                       f"{r['seconds']} s, {r['lines']:,} lines ({r['errors']} errors), exit {r['returncode']}")
-        click.echo(f"peak RSS growth {result['peak_rss_growth_mb']} MB for {large - small:,} more images "
-                   f"(holding them decoded would take ~{result['would_hold_mb']:,.0f} MB; limit {limit_mb} MB)")
+            click.echo(
+                f"facederm-predict --json on {r['images']:,} images: peak RSS {r['peak_rss_mb']} MB, "
+                f"{r['seconds']} s, {r['lines']:,} lines ({r['errors']} errors), exit {r['returncode']}"
+            )
+        click.echo(
+            f"peak RSS growth {result['peak_rss_growth_mb']} MB for {large - small:,} more images "
+            f"(holding them decoded would take ~{result['would_hold_mb']:,.0f} MB; limit {limit_mb} MB)"
+        )
         click.echo("PASSED" if result["passed"] else "FAILED")
         if not result["complete"]:
             click.echo(result["small"]["stderr_tail"] + result["large"]["stderr_tail"])

@@ -48,31 +48,11 @@ def make_tiny_run(run_dir: Path, epochs: int = 6, seed: int = 0) -> Path:
             loss.backward()
             optimizer.step()
     model.eval()
-    card = ModelCard(arch=ARCH, labels=labels, preprocessing=pre, model_args={"head_hidden": 64},
-                     data={"spec": SPEC}, seed=seed)
+    card = ModelCard(
+        arch=ARCH, labels=labels, preprocessing=pre, model_args={"head_hidden": 64}, data={"spec": SPEC}, seed=seed
+    )
     ids = {name: [s.image_id for s in part] for name, part in splits.items()}
     return save_run(run_dir, model, card, splits=ids)
-
-
-
-# --- session fixtures (import them into a test module: ``from export_fixtures import tiny_run``) -------------
-import pytest  # noqa: E402
-
-
-import threading  # noqa: E402
-
-# pytest makes one fixture per importing module: without this cache each module would train / export again.
-_BUILT: dict[str, object] = {}
-_LOCK = threading.Lock()
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny trained run dir, built once per session even when several test modules import this fixture."""
-    with _LOCK:
-        if "run" not in _BUILT:
-            _BUILT["run"] = make_tiny_run(tmp_path_factory.mktemp("export-run") / "run")
-        return _BUILT["run"]  # type: ignore[return-value]
 
 
 def export_everything(tiny_run: Path, out: Path):
@@ -83,17 +63,3 @@ def export_everything(tiny_run: Path, out: Path):
     # palettize4 is opt-in (not a default variant): add it to the same export dir, as a user would.
     export_run(tiny_run, out_dir=out, targets=["coreml"], precisions=["palettize4"], max_drop=100.0, min_agreement=0.0)
     return result
-
-
-@pytest.fixture(scope="session")
-def full_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory, run_isolated):
-    """``export_run(tiny_run, targets=["all"])`` once per session. The gate is opened wide (a 3-class 64 px
-    net loses more to 4-bit weights than a real model): these tests check the artifacts; the gate has its own.
-    It runs in a subprocess (``run_isolated``): a native crash in a backend fails these tests with the backend
-    and the CPU named instead of killing the test run."""
-    with _LOCK:
-        if "export" not in _BUILT:
-            out = tmp_path_factory.mktemp("export-all") / "out"
-            _BUILT["export"] = run_isolated(export_everything, tiny_run, out,
-                                            what="export_run(tiny run, every target) with native int8 validation")
-        return _BUILT["export"]

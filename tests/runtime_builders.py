@@ -10,25 +10,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from facederm.runtime.card import ModelCard, Preprocessing, Referral
 from facederm.runtime.layout import ArtifactRecord, FileEntry, Manifest, Probe, file_digest
-from facederm.runtime.metadata import (
-    INPUT_NAME,
-    OPENVINO_RT_INFO_PATH,
-    OUTPUT_NAME,
-    card_to_metadata,
-    tensorrt_sidecar,
-)
+from facederm.runtime.metadata import INPUT_NAME, OPENVINO_RT_INFO_PATH, OUTPUT_NAME, card_to_metadata, tensorrt_sidecar
 from facederm.runtime.probe import make_probe
 
 LABELS = ("BCC", "SCC", "NEV")
@@ -91,8 +83,13 @@ def _export_onnx(model: Any, path: Path, card: ModelCard, dynamic: bool = True) 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is the fast one (PITFALLS)
         torch.onnx.export(
-            model, torch.zeros(1, 3, CROP, CROP), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes=axes, dynamo=False,
+            model,
+            torch.zeros(1, 3, CROP, CROP),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes=axes,
+            dynamo=False,
         )
     _set_onnx_metadata(path, card_to_metadata(card))
 
@@ -128,8 +125,15 @@ def _int8_onnx(src: Path, dest: Path, card: ModelCard) -> None:
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._batches, None)
 
-    quantize_static(str(src), str(dest), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, per_channel=True)
+    quantize_static(
+        str(src),
+        str(dest),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+    )
     _set_onnx_metadata(dest, card_to_metadata(card))  # the quantizer may not keep metadata_props
 
 
@@ -156,8 +160,17 @@ def _openvino_ir(src: Path, dest: Path, card: ModelCard, fp16: bool) -> None:
 def _record(root: Path, target: str, precision: str, rel: str, fmt: str, extra: tuple[str, ...] = ()) -> ArtifactRecord:
     sha, size = file_digest(root / rel)
     files = tuple(FileEntry(p, *file_digest(root / p)) for p in extra)
-    return ArtifactRecord(target=target, precision=precision, path=rel, status="ok", sha256=sha, bytes=size,
-                          format=fmt, files=files, validated="native" if fmt != "engine" else "none")
+    return ArtifactRecord(
+        target=target,
+        precision=precision,
+        path=rel,
+        status="ok",
+        sha256=sha,
+        bytes=size,
+        format=fmt,
+        files=files,
+        validated="native" if fmt != "engine" else "none",
+    )
 
 
 def _probe(onnx_path: Path) -> Probe:
@@ -165,8 +178,12 @@ def _probe(onnx_path: Path) -> Probe:
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     (probabilities,) = session.run([OUTPUT_NAME], {INPUT_NAME: make_probe(PROBE_SEED, PROBE_BATCH, CROP)})
-    return Probe(seed=PROBE_SEED, batch=PROBE_BATCH, probabilities=tuple(map(tuple, probabilities.tolist())),
-                 tolerance=dict(PROBE_TOLERANCE))
+    return Probe(
+        seed=PROBE_SEED,
+        batch=PROBE_BATCH,
+        probabilities=tuple(map(tuple, probabilities.tolist())),
+        tolerance=dict(PROBE_TOLERANCE),
+    )
 
 
 def _pattern(i: int, width: int, height: int, seed: int) -> np.ndarray:
@@ -229,19 +246,6 @@ def build_runtime_export(base: Path) -> RuntimeExport:
     foreign.parent.mkdir()
     _export_onnx(model, foreign, tiny_card(labels=("AK", "SK", "NEV")))
     return RuntimeExport(root, card, _images(base / "images"), static, foreign)
-
-
-_BUILT: dict[str, RuntimeExport] = {}
-_LOCK = threading.Lock()
-
-
-@pytest.fixture(scope="session")
-def runtime_export(tmp_path_factory: pytest.TempPathFactory) -> RuntimeExport:
-    """The shared export dir; built once per session even when several test modules import this fixture."""
-    with _LOCK:
-        if "export" not in _BUILT:
-            _BUILT["export"] = build_runtime_export(tmp_path_factory.mktemp("runtime"))
-        return _BUILT["export"]
 
 
 def rewrite_manifest(root: Path, **changes: Any) -> None:
