@@ -38,7 +38,7 @@ from facederm.runtime.probe import make_probe
 from .plan import RowSpec
 
 #: Modules whose import registers measurements (and any bench-side backends), in plan order. Add yours here.
-PLUGINS: list[str] = ["facederm.benchmarks.measurements"]
+PLUGINS: list[str] = ["facederm.benchmarks.measurements", "facederm.benchmarks.in_browser"]
 
 
 # -- settings and timing -------------------------------------------------------------------------------------

@@ -100,6 +100,25 @@ def ort_predict(path: Path) -> Predict:
     return predict
 
 
+def qdq_arithmetic_predict(path: Path) -> Predict:
+    """Run a Q/DQ graph by its own arithmetic (dequantize, float op, quantize): onnxruntime CPU with basic graph
+    optimizations only, so no fused int8 kernel replaces the Q/DQ nodes. The twin of a runtime that computes
+    the graph exactly (TensorRT; onnxruntime-web's WebAssembly kernels): onnxruntime's fused x86 u8s8 kernels
+    saturate 16-bit pair sums on CPUs without VNNI and would judge the artifact on this CPU's arithmetic."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        (probabilities,) = session.run(None, {name: np.ascontiguousarray(batch, dtype=np.float32)})
+        return np.asarray(probabilities, dtype=np.float32)
+
+    return predict
+
+
 def versions(*modules: str) -> dict[str, str]:
     """Installed versions of ``modules`` (converters) for the manifest."""
     import contextlib

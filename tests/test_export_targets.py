@@ -228,3 +228,45 @@ def test_int8_validation_runs_the_artifact_as_the_runtime_does(full_export, run_
         assert set(compiled) == {5, 1}
         for batch, (shape, static) in compiled.items():
             assert static and shape == f"[{batch},3,{size},{size}]", (batch, shape)
+
+
+def _ov_int8_weights(xml: str) -> list[np.ndarray]:
+    import openvino as ov
+
+    model = ov.Core().read_model(xml)
+    return [
+        op.get_data()
+        for op in model.get_ops()
+        if op.get_type_name() == "Constant"
+        and op.get_element_type() == ov.Type.i8
+        and op.get_output_shape(0)
+        and len(op.get_output_shape(0)) == 4
+    ]
+
+
+def test_int8_weights_use_7_bits_so_every_x86_cpu_decides_alike(full_export):
+    """ONNX Runtime's and OpenVINO's u8 x s8 kernels saturate 16-bit pair sums on x86 CPUs without VNNI when
+    weights use all 8 bits (255 x 127 x 2 > 32767): 7-bit weights (|w| <= 64) make the same artifact compute the
+    same decisions on AVX2, AVX-512 and VNNI CPUs. TensorRT's Q/DQ graph keeps 8 bits (the GPU does not saturate)."""
+    import onnx
+    from onnx import numpy_helper
+
+    def conv_weights(path: str) -> list[np.ndarray]:
+        model = onnx.load(str(full_export.out_dir / path))
+        inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        return [
+            inits[n.input[0]]
+            for n in model.graph.node
+            if n.op_type == "DequantizeLinear"
+            and n.input[0] in inits
+            and inits[n.input[0]].dtype == np.int8
+            and inits[n.input[0]].ndim == 4
+        ]
+
+    onnx_weights = conv_weights("model.int8.onnx")
+    assert onnx_weights and max(int(np.abs(w.astype(int)).max()) for w in onnx_weights) <= 64
+    assert max(int(np.abs(w.astype(int)).max()) for w in conv_weights("tensorrt/model.int8.qdq.onnx")) > 64
+    ov_weights = _ov_int8_weights(str(full_export.out_dir / "openvino/model.int8.xml"))
+    assert ov_weights and max(int(np.abs(w.astype(int)).max()) for w in ov_weights) <= 64
+    record = full_export.manifest.find("openvino", "int8")
+    assert "overflow_fix" in record.options

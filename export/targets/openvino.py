@@ -102,15 +102,31 @@ def build_int8(ctx: BuildContext) -> BuiltArtifact:
     # MIXED: symmetric weights, asymmetric activations (Lite0's pre-ReLU6 and residual tensors are signed and
     # lopsided); measured on a Lite0 run: 97.3% agreement with fp32 vs 95.6% with PERFORMANCE (symmetric).
     common = dict(preset=nncf.QuantizationPreset.MIXED, model_type=None, subset_size=len(items))
-    options: dict[str, object] = {"algorithm": "nncf.quantize", "preset": "mixed", "subset_size": len(items)}
+    options: dict[str, object] = {
+        "algorithm": "nncf.quantize",
+        "preset": "mixed",
+        "subset_size": len(items),
+        "overflow_fix": "enable (7-bit weights in every layer)",
+    }
+    advanced = _overflow_fix()
     if ctx.options.accuracy_control:
-        model, control = _accuracy_controlled(ctx, items, common)
+        model, control = _accuracy_controlled(ctx, items, {**common, "advanced_quantization_parameters": advanced})
         options.update(algorithm="nncf.quantize_with_accuracy_control", **control)
     else:
-        model = nncf.quantize(_fp32_model(ctx), dataset, **common)
+        model = nncf.quantize(_fp32_model(ctx), dataset, **common, advanced_parameters=advanced)
     files = _save(model, ctx, compress_to_fp16=False)
     built = _built(ctx, files, **options)
     return built
+
+
+def _overflow_fix():
+    """NNCF's overflow fix in every layer (its default: the first only): 7-bit weights, so OpenVINO's u8s8 kernels
+    do not saturate their 16-bit pair sums on CPUs without VNNI (AVX2; AVX-512 before Cascade Lake) and the IR
+    decides alike on every CPU. Measured on an AMD EPYC with AVX2 and no VNNI, demo model, 566 inputs: 96.5 %
+    agreement with fp32 (first layer only) vs 98.9 % (every layer), at the same latency."""
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    return AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE)
 
 
 def _accuracy_controlled(ctx: BuildContext, items: list, common: dict):

@@ -31,7 +31,7 @@ from facederm.runtime.errors import BackendUnavailableError, ExportError, Missin
 from facederm.runtime.metadata import INPUT_NAME, OUTPUT_NAME, tensorrt_sidecar
 
 from ..context import BuildContext, BuiltArtifact, Predict
-from ..onnx_graph import ort_predict, versions
+from ..onnx_graph import qdq_arithmetic_predict, versions
 from ..registry import Target, Variant, register
 from .onnx import quantize_qdq, shared_fp16
 
@@ -39,7 +39,10 @@ MAX_BATCH = 32
 #: Layers with int8 inputs (activations and weights) in the Q/DQ graph; everything else stays float.
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
 OPT_BATCH = 8
-TWIN_REASON = "TensorRT is not run here; twin: onnxruntime CPU ran the same {what} ONNX graph TensorRT builds from"
+TWIN_REASON = (
+    "TensorRT is not run here; twin: onnxruntime CPU ran the same {what} ONNX graph TensorRT builds from, by its own "
+    "arithmetic (basic graph optimizations: no fused int8 kernel)"
+)
 
 
 def _fp16_onnx(ctx: BuildContext) -> Path:
@@ -67,7 +70,8 @@ def _twin(ctx: BuildContext, source: Path, what: str, **options) -> BuiltArtifac
     shutil.copyfile(source, ctx.output)
     return BuiltArtifact(
         format="onnx",
-        predict=ort_predict(ctx.output),
+        # TensorRT computes the Q/DQ graph exactly: the twin too (no saturating fused x86 int8 kernel).
+        predict=qdq_arithmetic_predict(ctx.output),
         validated="twin",
         validated_reason=TWIN_REASON.format(what=what),
         converter_versions=versions("onnx", "onnxruntime"),
