@@ -282,13 +282,6 @@ def gate_verdict(parity: Parity, rules: GateRules) -> tuple[str | None, str]:
     return None, "passed: " + "; ".join(passes)
 
 
-def check_gate(
-    parity: Parity, max_drop: float, max_class_drop: Mapping[str, float], min_agreement: float = 0.0
-) -> str | None:
-    """The reason the gate fails (None when it passes); see :func:`gate_verdict`."""
-    return gate_verdict(parity, GateRules(min_agreement, max_drop, dict(max_class_drop)))[0]
-
-
 def parse_class_drops(items: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
     """``["BCC=2", "MEL=0.5"]`` -> {"BCC": 2.0, "MEL": 0.5}; unknown labels and bad numbers are ConfigErrors."""
     out: dict[str, float] = {}

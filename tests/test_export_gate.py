@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from facederm.export import export_run, registry
 from facederm.export.cli import main
-from facederm.export.parity import check_gate, compute_parity, parse_class_drops
+from facederm.export.parity import GateRules, compute_parity, gate_verdict, parse_class_drops
 from facederm.runtime.errors import ConfigError
 
 
@@ -87,8 +87,8 @@ def test_class_threshold_names_the_class():
         macro_recall_delta=-0.004,
         per_class_recall_delta={"BCC": -0.05, "NEV": 0.0},
     )
-    assert check_gate(parity, 1.0, {}) is None
-    reason = check_gate(parity, 1.0, {"BCC": 2.0})
+    assert gate_verdict(parity, GateRules(min_agreement=0.0, max_drop=1.0))[0] is None
+    reason = gate_verdict(parity, GateRules(min_agreement=0.0, max_drop=1.0, max_class_drop={"BCC": 2.0}))[0]
     assert reason and "BCC recall dropped 5.00 points" in reason
 
 

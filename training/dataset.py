@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from rich.progress import track
@@ -71,10 +71,6 @@ class DataSet:
     def class_counts(self) -> dict[str, int]:
         counts = Counter(s.label for s in self.samples)
         return {label: counts.get(label, 0) for label in self.labels}
-
-    def with_samples(self, samples: Iterable[Sample]) -> DataSet:
-        """The same data set limited to ``samples`` (label set kept, so class indices stay stable)."""
-        return replace(self, samples=list(samples))
 
     def verify(self, progress: bool = True) -> DataSet:
         """Decode every image; undecodable ones become ``unreadable_image`` problems and are dropped.
