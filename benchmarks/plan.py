@@ -90,6 +90,8 @@ def _backend_row(
         available, chosen = False, "-"
         reason = f"no device {device!r} here (it has {', '.join(backend.devices()) or 'none'})"
     options = backend.exact_options(record.precision) if available else {}
+    if validated == "twin" and available:
+        options.update(backend.twin_options())
     has_twin_figures = record.validated == "twin" and record.parity is not None
     notes = [f"{k}={v}" for k, v in options.items()]
     if validated == "twin" and available:

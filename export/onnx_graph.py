@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,7 +81,7 @@ def shared_fp32(ctx: BuildContext) -> Path:
     return Path(path)
 
 
-def ort_predict(path: Path) -> Predict:
+def ort_predict(path: Path, **options: Any) -> Predict:
     """Run an ONNX or .ort file on the CPU as the runtime does (the native check): ``facederm.runtime.load`` on
     its onnxruntime backend, so validation gets the runtime's session options (default threads and graph
     optimization level), its input/output binding and its chunking. The runtime ``Model`` is kept as
@@ -89,7 +90,7 @@ def ort_predict(path: Path) -> Predict:
     from facederm.runtime.errors import FacedermError
 
     try:
-        model = load(path, backend="onnxruntime", device="cpu", verify=False)
+        model = load(path, backend="onnxruntime", device="cpu", verify=False, **options)
     except FacedermError as exc:
         raise ExportError(f"{path.name}: the runtime's onnxruntime backend cannot load it: {exc}") from exc
 
@@ -101,22 +102,13 @@ def ort_predict(path: Path) -> Predict:
 
 
 def qdq_arithmetic_predict(path: Path) -> Predict:
-    """Run a Q/DQ graph by its own arithmetic (dequantize, float op, quantize): onnxruntime CPU with basic graph
-    optimizations only, so no fused int8 kernel replaces the Q/DQ nodes. The twin of a runtime that computes
-    the graph exactly (TensorRT; onnxruntime-web's WebAssembly kernels): onnxruntime's fused x86 u8s8 kernels
-    saturate 16-bit pair sums on CPUs without VNNI and would judge the artifact on this CPU's arithmetic."""
-    import onnxruntime as ort
+    """Run a Q/DQ graph by its own arithmetic (dequantize, float op, quantize): :func:`ort_predict`'s runtime session
+    with onnxruntime's twin options (basic graph optimizations: no fused int8 kernel replaces the Q/DQ nodes). The
+    twin of a runtime that computes the graph exactly (TensorRT): onnxruntime's fused x86 u8s8 kernels saturate on
+    CPUs without VNNI and would judge the artifact on this CPU's arithmetic. The bench runs twin rows the same way."""
+    from facederm.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-
-    def predict(batch: np.ndarray) -> np.ndarray:
-        (probabilities,) = session.run(None, {name: np.ascontiguousarray(batch, dtype=np.float32)})
-        return np.asarray(probabilities, dtype=np.float32)
-
-    return predict
+    return ort_predict(path, **OnnxRuntimeBackend.twin_options())
 
 
 def versions(*modules: str) -> dict[str, str]:

@@ -29,7 +29,7 @@ from .metadata import check_agreement
 from .model import DEFAULT_MAX_BATCH, Model
 
 #: Options passed through to backends; each backend uses the ones that concern it.
-BACKEND_OPTIONS = ("threads", "precision_hint")
+BACKEND_OPTIONS = ("threads", "precision_hint", "graph_optimization")
 #: Most accurate first: the default choice when no precision is asked for.
 PRECISION_ORDER = ("fp32", "bf16", "fp16", "int8-weights", "palettize6", "int8", "palettize4")
 #: Among artifacts of equal precision on the same backend: the reference format first.

@@ -228,3 +228,13 @@ def test_importing_and_predicting_never_imports_torch(runtime_export: RuntimeExp
         "assert 'torch' not in sys.modules, 'predict'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_graph_optimization_option_selects_onnxruntime_level_and_refuses_unknown(runtime_export):
+    # "basic" runs a Q/DQ graph by its own arithmetic (the TensorRT twin's and the bench twin rows' session).
+    x = np.random.default_rng(0).uniform(0, 255, (2, 3, 32, 32)).astype(np.float32)
+    default = rt.load(runtime_export.root, target="onnx", precision="fp32").run(x)
+    basic = rt.load(runtime_export.root, target="onnx", precision="fp32", graph_optimization="basic").run(x)
+    np.testing.assert_allclose(basic, default, atol=1e-5)
+    with pytest.raises(ConfigError, match="graph_optimization 'fastest'"):
+        rt.load(runtime_export.root, target="onnx", precision="fp32", graph_optimization="fastest")

@@ -156,6 +156,12 @@ class Backend(ABC):
         return None if found is None else found[: len(kind)] + requested[len(kind) :]  # the backend's casing
 
     @classmethod
+    def twin_options(cls) -> dict[str, Any]:
+        """Options of :meth:`open` under which this backend runs another runtime's graph as that runtime computes it
+        (a twin: the TensorRT Q/DQ graph by its exact arithmetic). Empty by default."""
+        return {}
+
+    @classmethod
     def exact_options(cls, precision: str) -> dict[str, Any]:
         """Options of :meth:`open` that make the device compute in ``precision`` itself, where it would otherwise
         pick another (OpenVINO computes fp32 artifacts in bf16 on AMX CPUs). Empty by default."""
