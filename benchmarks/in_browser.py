@@ -16,8 +16,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from facederm.runtime.probe import make_probe
-
 from .measure import Settings, measurement, not_run_here
 from .plan import RowSpec
 
@@ -36,15 +34,13 @@ def _skip(row: RowSpec, settings: Settings) -> str:
     return not_run_here(row, settings) or (unavailable_reason() or "")
 
 
-def _crops(settings: Settings, folder: Path) -> list[Path]:
-    """The first evaluation crops (uint8 NCHW .npy), else the seeded probe, written as PNGs."""
-    images = np.load(settings.eval_tensor, mmap_mode="r") if settings.eval_tensor else np.zeros((0,))
-    if not len(images):
-        images = make_probe(seed=0, batch=PAGE_IMAGES, size=settings.input_size)
+def _crops(ctx: Any, folder: Path) -> list[Path]:
+    """The row's input batch (the first evaluation crops, else the seeded probe: :meth:`Context.input_batch`) as
+    PNGs."""
     paths = []
-    for i, chw in enumerate(images[:PAGE_IMAGES]):
+    for i, chw in enumerate(ctx.input_batch(PAGE_IMAGES)):
         path = folder / f"eval{i}.png"
-        Image.fromarray(np.clip(np.asarray(chw), 0, 255).astype(np.uint8).transpose(1, 2, 0), "RGB").save(path)
+        Image.fromarray(np.clip(chw, 0, 255).astype(np.uint8).transpose(1, 2, 0), "RGB").save(path)
         paths.append(path)
     return paths
 
@@ -65,7 +61,7 @@ def in_browser(ctx: Any) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="facederm-page-") as tmp:
         found = measure_in_browser(
             model_file.parent,
-            _crops(ctx.settings, Path(tmp)),
+            _crops(ctx, Path(tmp)),
             model=model_file.name,
             threads=ctx.settings.threads,
             warmup=2,

@@ -17,6 +17,7 @@ from typing import Any
 from facederm.runtime.errors import ConfigError
 from facederm.runtime.layout import MANIFEST_FILE, ArtifactRecord, Manifest
 
+from .calibration import VIEWS
 from .parity import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, GateRules
 
 #: Default cap on calibration inputs (class-stratified, patient-grouped, from every image the run trained on).
@@ -28,7 +29,7 @@ DEFAULT_CALIB_SIZE = 300
 DEFAULT_COREML_TARGET = "auto"
 COREML_TARGETS = ("auto", "iOS16", "iOS18")
 #: ``eval_views``: flipped views per agreement image (identity, hflip, vflip, hvflip), or ``auto``.
-MAX_EVAL_VIEWS = 4
+MAX_EVAL_VIEWS = len(VIEWS)
 
 
 @dataclass(frozen=True)

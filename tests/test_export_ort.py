@@ -4,15 +4,14 @@ manifest options say how it was built and why it is slower on x86."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from runtime_builders import CROP, _set_onnx_metadata, tiny_card
+from runtime_builders import CROP, _export_onnx, tiny_card
 
-from facederm.runtime.metadata import INPUT_NAME, OUTPUT_NAME, card_to_metadata
+from facederm.runtime.metadata import INPUT_NAME
 
 pytest.importorskip("onnxruntime")
 
@@ -35,19 +34,7 @@ def _depthwise_onnx(path: Path) -> Path:
         torch.nn.Linear(32, len(card.labels)),
         torch.nn.Softmax(-1),
     ).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
-        torch.onnx.export(
-            net,
-            torch.zeros(1, 3, CROP, CROP),
-            str(path),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes=axes,
-            dynamo=False,
-        )
-    _set_onnx_metadata(path, card_to_metadata(card))
+    _export_onnx(net, path, card)
     return path
 
 
