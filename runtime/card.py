@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .clinical import ClinicalSchema
 from .errors import SchemaError, UnsupportedSchemaVersionError
 from .schema import from_dict, read_json, to_dict, write_json_atomic
 
@@ -77,6 +78,9 @@ class ModelCard:
     created: str | None = None
     note: str = NOT_A_DIAGNOSIS
     schema: str = CARD_SCHEMA
+    # The clinical fields the model takes as its second input ``clinical`` (None: image-only; then the card's JSON
+    # has no ``clinical`` entry at all, as before clinical fields existed).
+    clinical: ClinicalSchema | None = None
 
     def __post_init__(self) -> None:
         if self.schema != CARD_SCHEMA:
@@ -107,6 +111,8 @@ class ModelCard:
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = to_dict(self)
+        if data.get("clinical") is None:
+            data.pop("clinical", None)  # image-only: the card's JSON is what it was before clinical fields
         return data
 
     @classmethod

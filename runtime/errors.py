@@ -40,6 +40,23 @@ class InvalidArrayError(FacedermInputError):
     """An array input has the wrong dtype, shape or values."""
 
 
+# --- clinical fields (the optional second model input, runtime/clinical.py) ----------------------
+class ClinicalError(FacedermInputError):
+    """A clinical record, field list or schema cannot be used. The message names the field and the value."""
+
+
+class UnknownClinicalFieldError(ClinicalError):
+    """A record names a field the model's clinical schema does not have (or a field list names an unknown one)."""
+
+
+class InvalidClinicalValueError(ClinicalError):
+    """A clinical value does not fit its field: not a number, not true/false, or a category never seen in training."""
+
+
+class ForbiddenClinicalFieldError(ClinicalError):
+    """A field that must never be a model input: it encodes the label (PAD-UFES-20's ``biopsed``) or an identifier."""
+
+
 # --- schemas: model card and manifest ------------------------------------------------------------
 class SchemaError(FacedermError, ValueError):
     """A model card or manifest is malformed: missing field, wrong type, bad value."""

@@ -10,7 +10,8 @@ drift apart. Where each format keeps its metadata:
 - TensorRT engine: a sidecar ``<engine>.json`` -> :func:`tensorrt_sidecar`.
 
 Every graph has one input named :data:`INPUT_NAME` (float32 NCHW RGB 0-255) and one output named
-:data:`OUTPUT_NAME` (softmax probabilities).
+:data:`OUTPUT_NAME` (softmax probabilities). A model trained with clinical fields (the card's ``clinical`` schema)
+has a second input :data:`CLINICAL_INPUT_NAME`: float32 [N, F], the answers encoded by that schema.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .errors import MetadataMismatchError, SchemaError
 from .schema import to_dict
 
 INPUT_NAME = "image"
+CLINICAL_INPUT_NAME = "clinical"
 OUTPUT_NAME = "probabilities"
 
 CARD_KEY = "facederm.card"
@@ -78,7 +80,8 @@ def card_from_json(text: str | Mapping[str, Any], where: str) -> ModelCard:
 
 
 def check_agreement(artifact_card: ModelCard, manifest_card: ModelCard, where: str) -> None:
-    """Labels and preprocessing inside an artifact must equal the manifest's, or predictions mean nothing."""
+    """Labels, preprocessing and the clinical schema inside an artifact must equal the manifest's, or predictions
+    mean nothing."""
     if tuple(artifact_card.labels) != tuple(manifest_card.labels):
         raise MetadataMismatchError(
             f"{where}: labels {list(artifact_card.labels)} disagree with manifest.json {list(manifest_card.labels)};"
@@ -88,6 +91,12 @@ def check_agreement(artifact_card: ModelCard, manifest_card: ModelCard, where: s
         raise MetadataMismatchError(
             f"{where}: preprocessing {to_dict(artifact_card.preprocessing)} disagrees with manifest.json"
             f" {to_dict(manifest_card.preprocessing)}"
+        )
+    if artifact_card.clinical != manifest_card.clinical:
+        # Same fields, encodings and order, or the answers would be fed to the wrong columns.
+        raise MetadataMismatchError(
+            f"{where}: its clinical schema disagrees with manifest.json's"
+            f" ({_clinical_names(artifact_card)} vs {_clinical_names(manifest_card)})"
         )
 
 
@@ -102,6 +111,10 @@ def tensorrt_sidecar(
         SIDECAR_PRECISION: precision,
         SIDECAR_MAX_BATCH: int(max_batch),
     }
+
+
+def _clinical_names(card: ModelCard) -> str:
+    return "image-only" if card.clinical is None else ", ".join(card.clinical.names)
 
 
 def _preprocessing_key(pre: Preprocessing) -> dict[str, Any]:
