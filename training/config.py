@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import copy
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,6 +12,7 @@ from facederm.runtime.errors import ConfigError
 from .labels import FACE_REGIONS
 from .models import get_arch
 from .protocols import get_protocol
+from .splits import Splits, check_disjoint_patients
 
 Device = Literal["cpu", "cuda", "auto"]
 
@@ -54,6 +56,9 @@ class TrainConfig:
     cache_bytes: int = 4 << 30
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    # Fixed patient-disjoint splits instead of split_by_patient (a cross-validation fold, training/cv.py); then
+    # val_fraction and test_fraction are unused. Not an option of its own: left out of to_dict (checkpoints).
+    splits: Splits | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         regions = self.face_regions.split(",") if isinstance(self.face_regions, str) else self.face_regions
@@ -86,6 +91,8 @@ class TrainConfig:
         if self.device not in ("cpu", "cuda", "auto"):
             raise ConfigError(f"--device must be cpu, cuda or auto, got {self.device!r}")
         self.out = Path(self.out)
+        if self.splits is not None:
+            check_disjoint_patients(self.splits)
 
     @property
     def init_description(self) -> str:
@@ -99,7 +106,7 @@ class TrainConfig:
         return "random init (no bundled ImageNet weights for this arch)"
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "splits"}
         data["out"] = str(self.out)
         data["face_regions"] = list(self.face_regions)
         return data

@@ -157,6 +157,18 @@ def class_recall_statistic(class_index: int) -> Statistic:
     return statistic
 
 
+def macro_recall_over(class_indices: Sequence[int]) -> Statistic:
+    """A statistic: mean recall over ``class_indices`` only (those present in the sample), e.g. the classes
+    with enough images in a pool for their recall to mean something."""
+    chosen = np.asarray(class_indices, dtype=np.int64)
+
+    def statistic(y_true: np.ndarray, probs: np.ndarray) -> float:
+        cm = confusion_matrix(y_true, np.asarray(probs).argmax(axis=1), np.asarray(probs).shape[1])
+        return _nanmean(per_class_recall(cm)[chosen])
+
+    return statistic
+
+
 def _json_float(value: float) -> float | None:
     return None if value is None or np.isnan(value) else float(value)
 

@@ -237,13 +237,18 @@ def _train(
     labels = dataset.labels
     if len(labels) < 2:
         raise DataError(f"{config.data}: only one class ({labels[0]}) present; a classifier needs at least two")
-    splits = split_by_patient(
-        dataset.samples,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-        seed=config.seed,
-        face_regions=dataset.face_regions,
-    )
+    # --- hook: fixed splits (a cross-validation fold, training/cv.py); TrainConfig checked them disjoint ---
+    if config.splits is not None:
+        splits = config.splits
+    else:
+        splits = split_by_patient(
+            dataset.samples,
+            val_fraction=config.val_fraction,
+            test_fraction=config.test_fraction,
+            seed=config.seed,
+            face_regions=dataset.face_regions,
+        )
+    # --- end of hook ---
     stages = _stage_data(protocol, splits, dataset)
     test = select_sites(splits.test, protocol.eval_site, dataset.face_regions)
     preprocessing = default_preprocessing(config.arch, config.img_size)
