@@ -1,4 +1,5 @@
-"""The in-memory data set: samples (path, label, patient, lesion, region) plus where they came from."""
+"""The in-memory data set: samples (path, label, patient, lesion, region, clinical answers) plus where they came
+from."""
 
 from __future__ import annotations
 
@@ -21,7 +22,12 @@ ImageLoader = Callable[["Sample"], np.ndarray]
 
 @dataclass(frozen=True)
 class Sample:
-    """One image. ``path`` is a file path, or ``synthetic:<seed>/<index>`` for generated images."""
+    """One image. ``path`` is a file path, or ``synthetic:<seed>/<index>`` for generated images.
+
+    ``clinical`` holds the image's raw clinical answers as the source wrote them ((column, value) pairs, values
+    as strings, "" when unanswered; empty when the source has none): a model with clinical fields encodes them with
+    its schema (:mod:`facederm.runtime.clinical`). A tuple, so samples stay hashable.
+    """
 
     path: str
     label: str
@@ -29,6 +35,12 @@ class Sample:
     lesion_id: str
     region: str
     image_id: str
+    clinical: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def clinical_record(self) -> dict[str, str]:
+        """The clinical answers as a mapping column -> value as written (what a schema encodes)."""
+        return dict(self.clinical)
 
     def is_face(self, face_regions: Sequence[str] = FACE_REGIONS) -> bool:
         return self.region.upper() in {r.upper() for r in face_regions}

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from facederm.runtime.clinical import FORBIDDEN_FIELDS
 from facederm.runtime.errors import DataError
 
 from .data_report import DataReport
@@ -26,7 +27,8 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".
 
 @dataclass(frozen=True)
 class RawRecord:
-    """One row as the source wrote it. ``item`` names it in problem reports (file or CSV line)."""
+    """One row as the source wrote it. ``item`` names it in problem reports (file or CSV line); ``clinical`` its
+    clinical answers as (column, value) pairs (see :attr:`facederm.training.dataset.Sample.clinical`)."""
 
     item: str
     path: str
@@ -35,6 +37,7 @@ class RawRecord:
     lesion_id: str
     region: str
     image_id: str
+    clinical: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -88,6 +91,12 @@ def _read_csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int,
                 yield reader.line_num, {k: (v or "").strip() for k, v in row.items() if k is not None}
         except csv.Error as exc:
             raise DataError(f"{path} line {reader.line_num}: malformed CSV: {exc}") from exc
+
+
+def clinical_columns(row: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """A row's columns that may be clinical answers: everything but the label, the ids and ``biopsed``
+    (:data:`~facederm.runtime.clinical.FORBIDDEN_FIELDS`: never carried, so never a feature by mistake)."""
+    return tuple((k, v) for k, v in row.items() if k.strip().lower() not in FORBIDDEN_FIELDS)
 
 
 # --- PAD-UFES-20 ---------------------------------------------------------------------------------
@@ -146,6 +155,7 @@ def read_pad_ufes_20(request: ReadRequest) -> ReadResult:
                 lesion_id=row["lesion_id"],
                 region=row["region"],
                 image_id=image_id,
+                clinical=clinical_columns(row),  # the patient / lesion fields of metadata.csv
             )
         )
     return ReadResult(records=records, label_set=get_label_set("pad"))
@@ -178,7 +188,8 @@ def read_folder(request: ReadRequest) -> ReadResult:
 
 # --- a CSV list ----------------------------------------------------------------------------------
 def read_csv(request: ReadRequest) -> ReadResult:
-    """``csv:FILE``: columns path,label[,patient_id][,region][,lesion_id]; paths relative to FILE's folder."""
+    """``csv:FILE``: columns path,label[,patient_id][,region][,lesion_id]; paths relative to FILE's folder. Further
+    columns (age, bleed ...) are the images' clinical answers (``facederm-train --clinical``)."""
     if not request.location:
         raise DataError("csv: no file given (e.g. csv:/data/list.csv)")
     table = Path(request.location).expanduser()
@@ -210,6 +221,7 @@ def read_csv(request: ReadRequest) -> ReadResult:
                 lesion_id=row.get("lesion_id") or image_id,
                 region=row.get("region", ""),
                 image_id=image_id,
+                clinical=clinical_columns(row),  # any further columns (region included)
             )
         )
     notes = (

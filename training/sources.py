@@ -116,6 +116,7 @@ def _checked_samples(records: list[RawRecord], label_set: LabelSet, report: Data
                 lesion_id=record.lesion_id,
                 region=record.region.strip().upper(),
                 image_id=record.image_id,
+                clinical=record.clinical,
             )
         )
     return samples

@@ -6,6 +6,11 @@ irregularity, edge softness, size and texture; per-image jitter and the patient'
 different classes), spread over face and other body sites with the same class appearance everywhere,
 so a model trained on other sites transfers to the face. Everything derived from it says "synthetic".
 
+Each image also has synthetic clinical answers under PAD-UFES-20's column names (see :func:`synthetic_clinical`):
+age and bleed carry signal about the label (older patients and bleeding lesions among the malignant classes),
+diameter_1 follows the class's lesion size, gender and itch carry none, and every field is sometimes unanswered,
+so ``--clinical`` runs, their missing values and their field dropout are covered by tests and the demo.
+
 Spec: ``synthetic``, ``synthetic:600`` or ``synthetic:600,size=128,seed=0``.
 """
 
@@ -26,6 +31,11 @@ DEFAULT_COUNT = 600
 DEFAULT_SIZE = 128
 OTHER_REGIONS = ("ARM", "FOREARM", "BACK", "CHEST", "HAND", "THIGH", "ABDOMEN", "NECK")
 FACE_SHARE = 0.35  # about a third of lesions on the face, as in PAD-UFES-20 (143 / 541)
+#: The synthetic clinical fields (PAD-UFES-20's names and kinds, a subset).
+CLINICAL_FIELDS = ("age", "gender", "bleed", "itch", "diameter_1", "region")
+#: Classes whose synthetic patients are older and whose lesions bleed more often (PAD's biopsy-proven cancers).
+MALIGNANT = ("BCC", "MEL", "SCC")
+MISSING_SHARE = 0.15  # each answer is left blank with this probability ("" as in PAD's metadata.csv)
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,9 @@ def make_samples(count: int, label_set: LabelSet, seed: int = 0) -> list[Sample]
             face = rng.random() < FACE_SHARE
             region = str(rng.choice(FACE_REGIONS if face else OTHER_REGIONS))
             lesions.append((f"L{patient:05d}-{lesion}", labels[int(rng.choice(len(labels), p=shares))], region))
+        answers = synthetic_clinical(
+            seed, patient, [(label, labels.index(label), region) for _, label, region in lesions]
+        )
         for image in range(min(n_images, count - len(samples))):
             lesion_id, label, region = lesions[image % n_lesions]
             index = len(samples)
@@ -109,9 +122,36 @@ def make_samples(count: int, label_set: LabelSet, seed: int = 0) -> list[Sample]
                     lesion_id=lesion_id,
                     region=region,
                     image_id=f"synthetic_{seed}_{index:06d}.png",
+                    clinical=answers[image % n_lesions],
                 )
             )
     return samples
+
+
+def synthetic_clinical(
+    seed: int, patient: int, lesions: list[tuple[str, int, str]]
+) -> list[tuple[tuple[str, str], ...]]:
+    """Clinical answers (values as PAD's metadata.csv writes them) for each of a patient's ``(label, class index,
+    region)`` lesions: age and gender per patient, the rest per lesion. Own random stream per patient, so the images,
+    labels and splits of a synthetic set are those it had before it had clinical fields."""
+    rng = np.random.default_rng([seed, 3, patient])
+    malignant = any(label in MALIGNANT for label, _, _ in lesions)
+    age = float(np.clip(rng.normal(68, 10) if malignant else rng.normal(46, 14), 5, 95))
+    gender = str(rng.choice(["FEMALE", "MALE"]))
+    out = []
+    for label, index, region in lesions:
+        bad = label in MALIGNANT
+        values = {
+            "age": f"{age:.0f}",
+            "gender": gender,
+            "bleed": str(bool(rng.random() < (0.65 if bad else 0.12))),
+            "itch": str(bool(rng.random() < 0.5)),
+            "diameter_1": f"{max(1.0, rng.normal(40 * class_look(index).radius, 1.5)):.1f}",
+            "region": region,
+        }
+        blank = rng.random(len(CLINICAL_FIELDS)) < MISSING_SHARE
+        out.append(tuple((name, "" if skip else values[name]) for name, skip in zip(CLINICAL_FIELDS, blank)))
+    return out
 
 
 def _skin_tone(patient_id: str) -> np.ndarray:
@@ -184,6 +224,7 @@ def read_synthetic(request: ReadRequest) -> ReadResult:
             lesion_id=s.lesion_id,
             region=s.region,
             image_id=s.image_id,
+            clinical=s.clinical,
         )
         for s in make_samples(count, label_set, seed)
     ]
