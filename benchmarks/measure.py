@@ -204,7 +204,7 @@ def open_torch(row: RowSpec, threads: int) -> Opened:
 
     torch.set_num_threads(threads)
     classifier, card = load_run(Path(row.path))
-    model = ProbabilityModel(classifier, card.preprocessing).eval().to(memory_format=torch.channels_last)
+    model = ProbabilityModel.from_card(classifier, card).eval().to(memory_format=torch.channels_last)
 
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

@@ -88,7 +88,7 @@ def run_export(
     run_dir = Path(run_dir)
     classifier, card = load_run(run_dir)
     check_class_drops(options.max_class_drop, card.labels)
-    model = ProbabilityModel(classifier, card.preprocessing).eval()
+    model = ProbabilityModel.from_card(classifier, card).eval()
 
     evaluation = evaluation_data(run_dir, card, options.eval_data, options.eval_views)
     evaluation.agreement.images.tensors()  # decode once, before any artifact is built

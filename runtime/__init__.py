@@ -7,7 +7,7 @@ This package must never import torch.
 
 from __future__ import annotations
 
-from .card import NOT_A_DIAGNOSIS, ModelCard, Preprocessing, Referral
+from .card import NOT_A_DIAGNOSIS, Calibration, ModelCard, Preprocessing, Referral
 from .errors import *  # noqa: F403  (the exception types are part of the public API)
 from .layout import ArtifactRecord, FileEntry, Manifest, Parity, Probe
 from .preprocess import PreparedImage, load_image, prepare_image, preprocess, resize_and_crop, to_tensor
@@ -16,6 +16,7 @@ from .version import __version__
 __all__ = [
     "NOT_A_DIAGNOSIS",
     "ArtifactRecord",
+    "Calibration",
     "FileEntry",
     "Manifest",
     "ModelCard",

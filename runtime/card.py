@@ -49,14 +49,32 @@ class Preprocessing:
 
 @dataclass(frozen=True)
 class Referral:
-    """When a prediction should be flagged for a clinician: any of ``labels`` with p >= ``threshold``."""
+    """When a prediction should be flagged for a clinician: any of ``labels`` with p >= ``threshold``, or a
+    top label whose probability is below its ``below_confidence`` entry (the model is unsure)."""
 
     labels: tuple[str, ...] = ()
     threshold: float = 0.5
+    below_confidence: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
             raise SchemaError("referral.threshold must be within 0..1")
+        bad = sorted(label for label, p in self.below_confidence.items() if not 0.0 <= p <= 1.0)
+        if bad:
+            raise SchemaError(f"referral.below_confidence: {', '.join(bad)} must be within 0..1")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The temperature every exported graph divides its logits by (1: none), and where it was fitted."""
+
+    temperature: float = 1.0
+    fitted_on: str = ""
+    method: str = "temperature scaling (NLL)"
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise SchemaError(f"calibration.temperature must be > 0, got {self.temperature}")
 
 
 @dataclass(frozen=True)
@@ -68,6 +86,7 @@ class ModelCard:
     preprocessing: Preprocessing
     label_names: dict[str, str] = field(default_factory=dict)
     referral: Referral = field(default_factory=Referral)
+    calibration: Calibration = field(default_factory=Calibration)
     model_args: dict[str, Any] = field(default_factory=dict)  # extra create_model kwargs (head size, ...)
     protocol: str = "all"
     data: dict[str, Any] = field(default_factory=dict)  # fingerprint: source, counts, file-list hash
@@ -100,6 +119,9 @@ class ModelCard:
         unknown = sorted(set(self.referral.labels) - set(self.labels))
         if unknown:
             raise SchemaError(f"referral.labels: not in labels: {', '.join(unknown)}")
+        unknown = sorted(set(self.referral.below_confidence) - set(self.labels))
+        if unknown:
+            raise SchemaError(f"referral.below_confidence: not in labels: {', '.join(unknown)}")
 
     @property
     def input_size(self) -> int:

@@ -54,6 +54,8 @@ class Model:
         self.max_batch = self._static_batch or max(1, limit)
         self._referral = np.array([self.labels.index(x) for x in card.referral.labels], dtype=np.int64)
         self._referral_threshold = card.referral.threshold
+        # per label: refer when it is the top label with a probability below this (0: never)
+        self._unsure_below = np.array([card.referral.below_confidence.get(x, 0.0) for x in self.labels], np.float32)
 
     # --- metadata ---------------------------------------------------------------------------------
     @property
@@ -141,14 +143,20 @@ class Model:
         # it without a resize or a copy, which keeps predict() within a few percent of the raw backend call.
         return prepare_image(source, self.card.preprocessing)
 
+    def refers(self, probabilities: np.ndarray) -> np.ndarray:
+        """Per row, whether the card's referral rule fires: a referral label at or above its threshold, or a top
+        label less probable than its ``below_confidence``."""
+        flags = np.zeros(len(probabilities), dtype=bool)
+        if self._referral.size:
+            flags |= (probabilities[:, self._referral] >= self._referral_threshold).any(axis=1)
+        top = probabilities.argmax(axis=1)
+        flags |= probabilities[np.arange(len(probabilities)), top] < self._unsure_below[top]
+        return flags
+
     def _to_predictions(self, probabilities: np.ndarray, sources: Sequence[Any], top_k: int) -> list[Prediction]:
         k = max(1, min(top_k, len(self.labels)))
         order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-        if self._referral.size:
-            flags = (probabilities[:, self._referral] >= self._referral_threshold).any(axis=1)
-            refer = [bool(f) for f in np.asarray(flags).reshape(-1)]
-        else:
-            refer = [False] * len(probabilities)
+        refer = [bool(f) for f in self.refers(probabilities)]
         out = []
         for source, row, top, flag in zip(sources, probabilities.tolist(), order.tolist(), refer):
             out.append(

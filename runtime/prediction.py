@@ -14,7 +14,8 @@ class Prediction:
 
     ``probabilities`` maps every label to its probability (card order); ``top_k`` lists the
     ``k`` most likely (label, probability) pairs; ``refer`` is True when the card's referral rule
-    fires (any referral label at or above its threshold). This is decision support, not a diagnosis.
+    fires (any referral label at or above its threshold, or a top label below its ``below_confidence``). This is
+    decision support, not a diagnosis.
     """
 
     source: str

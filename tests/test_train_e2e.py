@@ -82,6 +82,10 @@ def test_run_dir_is_complete_and_reloads_to_the_same_outputs(runs, protocol):
     assert recomputed["macro_recall"] == pytest.approx(metrics["test"]["macro_recall"])
     if protocol == "all":
         assert "test_face" in metrics
+    # The temperature fitted on val is the card's, and its ECE is reported on the held-out test images too.
+    calibration = metrics["calibration"]
+    assert calibration["temperature"] == pytest.approx(card.calibration.temperature, abs=1e-4)
+    assert calibration["test"]["n"] == len(test) and 0 <= calibration["test"]["ece_after"] <= 1
 
 
 @pytest.mark.parametrize("protocol", ["face-only", "face-transfer"])

@@ -44,6 +44,19 @@ from .protocols import PROTOCOLS
     help="Training noise: sigma ~ U(0, N) gray levels per image (robust to sensor noise and int8; 0: off).",
 )
 @click.option("--label-smoothing", default=0.0, show_default=True, type=float, help="Cross-entropy label smoothing.")
+@click.option(
+    "--calibrate/--no-calibrate",
+    default=True,
+    show_default=True,
+    help="Fit a temperature on the validation images; every exported graph carries it (ECE in metrics.json).",
+)
+@click.option(
+    "--refer-below",
+    default="",
+    metavar="P|LABEL=P,...",
+    help="Refer to a clinician when the top label's calibrated probability is below P (one for every label, "
+    "or per label: AK=0.6,MEL=0.8); stored in the card.",
+)
 @click.option("--weight-decay", default=0.05, show_default=True, type=float)
 @click.option("--workers", default=0, show_default=True, type=int, help="DataLoader worker processes.")
 @click.option(
@@ -95,6 +108,8 @@ def main(
     finetune_lr_scale,
     pixel_noise,
     label_smoothing,
+    calibrate,
+    refer_below,
     weight_decay,
     workers,
     patience,
@@ -133,6 +148,8 @@ def main(
             finetune_lr_scale=finetune_lr_scale,
             pixel_noise=pixel_noise,
             label_smoothing=label_smoothing,
+            calibrate=calibrate,
+            refer_below=refer_below,
             weight_decay=weight_decay,
             workers=workers,
             patience=patience,

@@ -33,6 +33,8 @@ class TrainConfig:
     finetune_lr_scale: float = 1.0  # peak lr of a stage that fine-tunes the previous stage, as a fraction of lr
     pixel_noise: float = 12.0  # training noise, gray levels (sigma ~ U(0, pixel_noise)); see TrainAugment
     label_smoothing: float = 0.0  # cross-entropy label smoothing
+    calibrate: bool = True  # fit a temperature on the validation images (training/calibrate.py)
+    refer_below: str = ""  # "0.5" (every label) or "AK=0.6,MEL=0.8": refer a top label below it
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.01
@@ -82,6 +84,7 @@ class TrainConfig:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
         if not 0 < self.finetune_lr_scale <= 1:
             raise ConfigError(f"--finetune-lr-scale must be within (0, 1], got {self.finetune_lr_scale}")
+        parse_refer_below(self.refer_below, None)
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"--label-smoothing must be within [0, 1), got {self.label_smoothing}")
         if not 0 <= self.pixel_noise <= 64:
@@ -110,3 +113,32 @@ class TrainConfig:
         data["out"] = str(self.out)
         data["face_regions"] = list(self.face_regions)
         return data
+
+
+def parse_refer_below(spec: str, labels: list[str] | tuple[str, ...] | None) -> dict[str, float]:
+    """``--refer-below``: "" (none), "P" (every label) or "LABEL=P,..." -> {label: P}; ``labels`` None checks
+    the syntax only (the labels are known once the data is read)."""
+    spec = spec.strip()
+    if not spec:
+        return {}
+    try:
+        if "=" not in spec:
+            value = float(spec)
+            pairs = {label: value for label in labels or ()}
+            values = [value]
+        else:
+            pairs = {}
+            for part in spec.split(","):
+                label, _, number = part.partition("=")
+                pairs[label.strip()] = float(number)
+            values = list(pairs.values())
+    except ValueError:
+        raise ConfigError(
+            f"--refer-below {spec!r}: use a probability (0.5) or LABEL=P pairs (AK=0.6,MEL=0.8)"
+        ) from None
+    if any(not 0.0 <= v <= 1.0 for v in values):
+        raise ConfigError(f"--refer-below {spec!r}: probabilities must be within 0..1")
+    unknown = sorted(set(pairs) - set(labels)) if labels is not None else []
+    if unknown:
+        raise ConfigError(f"--refer-below: unknown label(s) {', '.join(unknown)}; labels: {', '.join(labels or ())}")
+    return pairs

@@ -16,7 +16,7 @@ import timm
 import torch
 from torch import nn
 
-from facederm.runtime.card import Preprocessing
+from facederm.runtime.card import ModelCard, Preprocessing
 from facederm.runtime.errors import ConfigError, MissingDependencyError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -180,15 +180,25 @@ def default_preprocessing(arch: str, img_size: int | None = None) -> Preprocessi
 class ProbabilityModel(nn.Module):
     """The exported graph: RGB 0-255 NCHW ``image`` in, softmax ``probabilities`` out.
 
-    Normalization is baked in so apps only resize and crop.
+    Normalization is baked in so apps only resize and crop; so is the card's calibration temperature (logits
+    divided by it; 1: none), so every artifact's probabilities are the calibrated ones.
     """
 
-    def __init__(self, classifier: nn.Module, preprocessing: Preprocessing) -> None:
+    def __init__(self, classifier: nn.Module, preprocessing: Preprocessing, temperature: float = 1.0) -> None:
         super().__init__()
         from .transforms import Normalize  # the one normalization: training, evaluation and every export
 
         self.classifier = classifier
         self.normalize = Normalize(preprocessing)
+        self.temperature = float(temperature)
+
+    @classmethod
+    def from_card(cls, classifier: nn.Module, card: ModelCard) -> ProbabilityModel:
+        """The graph a run's card describes: its preprocessing and its calibration temperature."""
+        return cls(classifier, card.preprocessing, card.calibration.temperature)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.classifier(self.normalize(image)), dim=1)
+        logits = self.classifier(self.normalize(image))
+        if self.temperature != 1.0:  # no extra node in the graph of an uncalibrated model
+            logits = logits / self.temperature
+        return torch.softmax(logits, dim=1)

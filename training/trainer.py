@@ -22,14 +22,14 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from facederm.runtime.card import ModelCard, Referral
+from facederm.runtime.card import Calibration, ModelCard, Referral
 from facederm.runtime.errors import ConfigError, DataError
 from facederm.runtime.layout import HISTORY_FILE, METRICS_FILE
 from facederm.runtime.schema import write_json_atomic
 from facederm.runtime.version import __version__
 
 from . import checkpoint as ckpt
-from .config import TrainConfig
+from .config import TrainConfig, parse_refer_below
 from .data import (
     FACE_REGIONS,
     DataSet,
@@ -42,6 +42,7 @@ from .data import (
     split_by_patient,
 )
 from .distributed import World, barrier, close_world, init_world, write_state_hash
+from .calibrate import calibration_report, fit_on_validation
 from .engine import AugmentedSet, make_loader, make_optimizer, predict_sharded, train_one_epoch, warmup_cosine
 from .evaluate import preprocess_samples, resolve_device, split_metrics
 from .metrics import macro_recall
@@ -336,6 +337,7 @@ def _train(
     metrics["protocol"] = protocol.name
     metrics["site_eval"] = protocol.eval_site
     metrics["synthetic"] = dataset.synthetic
+    temperature = _calibrate(config, evaluated, probabilities, labels, metrics)
     write_state_hash(world, bare)
 
     card = None
@@ -352,6 +354,7 @@ def _train(
             model_args,
             wall,
             f"{device.type} x{world.world_size}",
+            temperature,
         )
         split_ids = recorded_splits(
             final.train,
@@ -370,8 +373,42 @@ def _train(
             f"{_fmt(summary['macro_recall'])} CI {_fmt_ci(summary['macro_recall_ci'])}, macro precision "
             f"{_fmt(summary['macro_precision'])}; wrote {run_dir}"
         )
+        reporter.log(_calibration_line(metrics["calibration"]))
     barrier(world)
     return TrainResult(run_dir, metrics, history, card)
+
+
+def _calibrate(
+    config: TrainConfig,
+    evaluated: dict[str, list[Sample]],
+    probabilities: dict[str, np.ndarray],
+    labels: list[str],
+    metrics: dict[str, Any],
+) -> float:
+    """Fit the card's temperature on the final stage's validation images (``--no-calibrate``: 1) and record
+    the ECE before and after it on val and on the test images, which the fit never saw."""
+    index = {label: i for i, label in enumerate(labels)}
+    scored = {
+        name: (probabilities[name], np.array([index[s.label] for s in samples], dtype=np.int64))
+        for name, samples in evaluated.items()
+    }
+    if not config.calibrate:
+        metrics["calibration"] = calibration_report(1.0, scored, fitted_on="", reason="--no-calibrate")
+        return 1.0
+    val = scored.pop("val")
+    temperature, metrics["calibration"] = fit_on_validation(val, scored)
+    return temperature
+
+
+def _calibration_line(report: dict[str, Any]) -> str:
+    if "not_fitted" in report:
+        return f"calibration: none ({report['not_fitted']})"
+    parts = [
+        f"{name} ECE {report[name]['ece_before']:.3f} -> {report[name]['ece_after']:.3f} (n={report[name]['n']})"
+        for name in ("val", "test")
+        if name in report
+    ]
+    return f"calibration: temperature {report['temperature']:.2f} fitted on val; " + ", ".join(parts)
 
 
 def _preprocessed(dataset: DataSet, samples: list[Sample], preprocessing) -> np.ndarray:
@@ -542,6 +579,7 @@ def _card(
     model_args,
     wall: float,
     where: str,
+    temperature: float,
 ) -> ModelCard:
     final = stages[-1]
     data = fingerprint(dataset, {"train": final.train, "val": final.val, "test": test})
@@ -580,7 +618,12 @@ def _card(
         labels=tuple(labels),
         label_names={label: dataset.label_set.long_name(label) for label in labels},
         preprocessing=preprocessing,
-        referral=Referral(labels=tuple(label for label in labels if label in MALIGNANT), threshold=0.5),
+        referral=Referral(
+            labels=tuple(label for label in labels if label in MALIGNANT),
+            threshold=0.5,
+            below_confidence=parse_refer_below(config.refer_below, labels),
+        ),
+        calibration=Calibration(temperature=temperature, fitted_on="val" if temperature != 1.0 else ""),
         model_args=model_args,
         protocol=protocol.name,
         data=json.loads(json.dumps(data)),

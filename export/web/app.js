@@ -269,10 +269,15 @@ export async function predict(buffer, options = {}) {
   return result;
 }
 
+// The card's referral rule, as facederm.runtime's Model.refers: a referral label at or above its threshold,
+// or a top label less probable than its below_confidence entry.
 function referral(probabilities) {
   const rule = model.card.referral || {};
   const hits = (rule.labels || []).filter((label) => probabilities[model.labels.indexOf(label)] >= rule.threshold);
-  return { flagged: hits.length > 0, labels: hits, threshold: rule.threshold };
+  const top = probabilities.indexOf(Math.max(...probabilities));
+  const unsureBelow = (rule.below_confidence || {})[model.labels[top]] || 0;
+  const unsure = probabilities[top] < unsureBelow;
+  return { flagged: hits.length > 0 || unsure, labels: hits, threshold: rule.threshold, unsure, unsureBelow };
 }
 
 // --- the page -----------------------------------------------------------------------------------------
@@ -301,9 +306,12 @@ function show(result) {
   }
   const refer = $("refer");
   refer.hidden = !result.refer.flagged;
-  refer.textContent = result.refer.flagged
-    ? `Flag for a clinician: ${result.refer.labels.join(", ")} at or above ${(100 * result.refer.threshold).toFixed(0)} %`
-    : "";
+  const reasons = [];
+  if (result.refer.labels.length) {
+    reasons.push(`${result.refer.labels.join(", ")} at or above ${(100 * result.refer.threshold).toFixed(0)} %`);
+  }
+  if (result.refer.unsure) reasons.push(`top label below ${(100 * result.refer.unsureBelow).toFixed(0)} %`);
+  refer.textContent = result.refer.flagged ? `Flag for a clinician: ${reasons.join("; ")}` : "";
   $("timing").textContent = `model ${result.ms.toFixed(1)} ms, decode and resize ${result.preprocessMs.toFixed(1)} ms`
     + ` (${result.decoded[0]}x${result.decoded[1]} px${result.draftScale > 1 ? `, JPEG 1/${result.draftScale}` : ""})`;
   drawCrop(lastCrop, model.preprocessing.crop);
