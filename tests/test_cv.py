@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import shutil
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -277,3 +278,41 @@ def test_oof_csv_round_trips(tmp_path):
     assert back.image_ids == oof.image_ids and back.truth == oof.truth and back.sites == oof.sites
     assert np.array_equal(back.probs.astype(np.float32), probs) and list(back.folds) == [0, 0, 1]
     assert back.select("face").image_ids == ("a", "c")
+
+
+def test_results_report_renders_cv_dirs_with_paired_differences(cv_run, tmp_path):
+    from facederm.training.results import main as results_cli
+
+    copy = tmp_path / "copy"
+    shutil.copytree(cv_run.cv_dir, copy)
+    out = tmp_path / "RESULTS.md"
+    result = CliRunner().invoke(
+        results_cli,
+        [
+            "report",
+            "--runs",
+            str(tmp_path / "none"),
+            "--cv",
+            f"{cv_run.cv_dir}=base",
+            "--cv",
+            f"{copy}=same",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "## Cross-validated results" in text and "| base | 2 | face |" in text and "| same | 2 | all |" in text
+    # the same predictions compared paired: no difference, and a CI of exactly zero
+    assert "| same | all |" in text and "+0.00 [0.00, 0.00]" in text
+    bad = CliRunner().invoke(
+        results_cli, ["report", "--cv", f"{cv_run.cv_dir}=base", "--baseline", "nope", "--out", str(out)]
+    )
+    assert bad.exit_code != 0 and "--baseline 'nope'" in bad.output and "Traceback" not in bad.output
+
+
+def test_results_report_refuses_a_dir_that_is_not_a_finished_cv(tmp_path):
+    from facederm.training.results import main as results_cli
+
+    result = CliRunner().invoke(results_cli, ["report", "--cv", str(tmp_path), "--out", str(tmp_path / "R.md")])
+    assert result.exit_code != 0 and "not a finished CV dir" in result.output

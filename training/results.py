@@ -215,24 +215,34 @@ def _throughput_lines(files: list[tuple[Path, str]]) -> list[str]:
     return lines + [""]
 
 
-def render(runs_dirs: list[tuple[Path, str]], throughput: list[tuple[Path, str]] = ()) -> str:
-    """RESULTS.md text from the finished run dirs under ``runs_dirs`` ((folder, label) pairs)."""
+CITATION = [
+    "Written by `python -m facederm.training.results report` from the run dirs' `config.json`, `metrics.json`",
+    "and `history.json` and the CV dirs' `cv.json` and `oof.csv`; no figure here is typed by hand. Data:",
+    "PAD-UFES-20 (Pacheco et al., Mendeley Data V1, 2020, doi:10.17632/zr7vgbcyr2.1, CC BY 4.0), the 541-image",
+    "patient-disjoint subset in `../shared/data/pad-ufes-20-subset` (143 face images).",
+]
+
+
+def render(runs_dirs: list[tuple[Path, str]], throughput: list[tuple[Path, str]] = (), cv_lines: list[str] = ()) -> str:
+    """RESULTS.md text from the finished run dirs under ``runs_dirs`` ((folder, label) pairs), after the
+    cross-validated section ``cv_lines`` (:func:`facederm.training.cv_results.render_cv`) when given."""
     runs = []
     for folder, label in runs_dirs:
-        for path in sorted(Path(folder).iterdir()):
+        for path in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else ():
             if path.is_dir() and (run := _load(path)):
                 runs.append(run | {"where": label})
-    if not runs:
+    if not runs and not cv_lines:
         raise SystemExit(f"no finished run dirs under {', '.join(str(f) for f, _ in runs_dirs)}")
+    if not runs:
+        return "\n".join(["# Results on the PAD-UFES-20 subset", "", *CITATION, "", *cv_lines])
     lines = [
         "# Results on the PAD-UFES-20 subset",
         "",
-        "Written by `python -m facederm.training.results report` from the run dirs' `config.json`,",
-        "`metrics.json` and `history.json`; no figure here is typed by hand. Data: PAD-UFES-20 (Pacheco et al.,",
-        "Mendeley Data V1, 2020, doi:10.17632/zr7vgbcyr2.1, CC BY 4.0), the 541-image patient-disjoint subset in",
-        "`../shared/data/pad-ufes-20-subset` (143 face images). Splits are by patient over all images",
-        "(65/15/20 %), then filtered by site per stage, so no patient crosses splits in any stage.",
+        *CITATION,
+        "Single-split runs: splits are by patient over all images (65/15/20 %), then filtered by site per stage,",
+        "so no patient crosses splits in any stage.",
         "",
+        *cv_lines,
         "`where`: CPU = the 2-core development machine, shared with four other engineers' jobs while these",
         "ran (its seconds per epoch are inflated by contention; see the throughput table for a quiet-machine",
         "figure); H200 = the same code with `--device cuda` on a lent GPU machine (its torch / timm versions",
@@ -367,12 +377,26 @@ def run_command(
     help="Run folders, each DIR or DIR=LABEL (repeatable).",
 )
 @click.option("--throughput", multiple=True, help="train_throughput JSON files, FILE=LABEL (repeatable).")
+@click.option("--cv", "cv_dirs", multiple=True, help="CV dirs (facederm-train --cv K), DIR=LABEL (repeatable).")
+@click.option(
+    "--baseline", default=None, help="The CV label the others are compared with, paired (default: the first)."
+)
 @common_option("--out", default="docs/RESULTS.md", show_default=True)
 @debug_option()
-def report_command(runs_dirs: tuple[str, ...], throughput: tuple[str, ...], out: str, debug: bool) -> None:
-    """Write RESULTS.md from run dirs."""
+def report_command(
+    runs_dirs: tuple[str, ...],
+    throughput: tuple[str, ...],
+    cv_dirs: tuple[str, ...],
+    baseline: str | None,
+    out: str,
+    debug: bool,
+) -> None:
+    """Write RESULTS.md from CV dirs (paired comparisons) and run dirs."""
     with one_line_errors("results report", debug):
-        text = render([_labelled(r) for r in runs_dirs], [_labelled(t) for t in throughput])
+        from .cv_results import render_cv
+
+        cv_lines = render_cv([_labelled(c) for c in cv_dirs], baseline)
+        text = render([_labelled(r) for r in runs_dirs], [_labelled(t) for t in throughput], cv_lines)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(text)
     click.echo(f"wrote {out}")
