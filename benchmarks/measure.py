@@ -199,11 +199,11 @@ def open_torch(row: RowSpec, threads: int) -> Opened:
     """The run dir's weights in torch, fp32, eager, channels_last: the baseline every other row is compared with."""
     import torch
 
+    from facederm.training.ensemble import is_cv_dir, load_trained
     from facederm.training.models import ProbabilityModel
-    from facederm.training.rundir import load_run
 
     torch.set_num_threads(threads)
-    classifier, card = load_run(Path(row.path))
+    classifier, card = load_trained(Path(row.path), ensemble=is_cv_dir(row.path))  # a CV dir: its fold ensemble
     model = ProbabilityModel.from_card(classifier, card).eval().to(memory_format=torch.channels_last)
 
     def run(batch: np.ndarray) -> np.ndarray:

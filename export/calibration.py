@@ -242,7 +242,10 @@ def evaluation_data(
         if labelled is None:
             labelled = extra
     if not parts or labelled is None:
-        raise ConfigError(f"{run_dir}: the run records no splits (splits.json + card data.spec); pass --eval-data DATA")
+        raise ConfigError(
+            f"{run_dir}: no held-out test images to judge on (no test split in splits.json + card data.spec; an "
+            "ensemble of CV folds holds none out); pass --eval-data DATA"
+        )
     agreement_images = _concat(parts, card)
     n_views = auto_views(len(agreement_images)) if views == "auto" else int(views)
     if not 1 <= n_views <= len(VIEWS):

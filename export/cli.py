@@ -94,6 +94,12 @@ def _class_drops(values: tuple[str, ...]) -> dict[str, float]:
     help="ONNX int8: also build per-tensor weights and keep the faster candidate (default: per-channel).",
 )
 @click.option(
+    "--ensemble",
+    is_flag=True,
+    help="RUN_DIR is a CV dir (facederm-train --cv K): export the mean of its folds' probabilities as one graph "
+    "(needs --eval-data: no image is held out from every fold).",
+)
+@click.option(
     "--coreml-target",
     default=DEFAULT_COREML_TARGET,
     show_default=True,
@@ -118,6 +124,7 @@ def main(
     min_agreement: float,
     accuracy_control: bool,
     int8_search: bool,
+    ensemble: bool,
     coreml_target: str,
     batch_size: int,
     out_dir: str | None,
@@ -152,6 +159,7 @@ def main(
             min_agreement=min_agreement,
             accuracy_control=accuracy_control,
             int8_search=int8_search,
+            ensemble=ensemble,
             coreml_target=coreml_target,
             batch_size=batch_size,
         )

@@ -48,6 +48,7 @@ class ExportOptions:
     min_agreement: float = DEFAULT_MIN_AGREEMENT
     accuracy_control: bool = False
     int8_search: bool = False
+    ensemble: bool = False  # run_dir is a CV dir: export its folds as one graph
     coreml_target: str = DEFAULT_COREML_TARGET
     batch_size: int = 16
     seed: int = 0

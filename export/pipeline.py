@@ -78,15 +78,15 @@ def run_export(
     on_record: Callable[[ArtifactRecord], None] | None = None,
 ) -> ExportResult:
     """Export ``run_dir`` to ``out_dir`` as ``options`` say (see :func:`facederm.export.export_run`)."""
+    from facederm.training.ensemble import load_trained
     from facederm.training.models import ProbabilityModel
-    from facederm.training.rundir import load_run
 
     rules = options.gate_rules()
     batch_size, seed = options.batch_size, options.seed
     plan = _plan(resolve_targets(options.targets), list(options.precisions) if options.precisions else None)
 
     run_dir = Path(run_dir)
-    classifier, card = load_run(run_dir)
+    classifier, card = load_trained(run_dir, ensemble=options.ensemble)
     check_class_drops(options.max_class_drop, card.labels)
     model = ProbabilityModel.from_card(classifier, card).eval()
 

@@ -316,3 +316,55 @@ def test_results_report_refuses_a_dir_that_is_not_a_finished_cv(tmp_path):
 
     result = CliRunner().invoke(results_cli, ["report", "--cv", str(tmp_path), "--out", str(tmp_path / "R.md")])
     assert result.exit_code != 0 and "not a finished CV dir" in result.output
+
+
+# --- the fold ensemble (facederm-export CV_DIR --ensemble) --------------------------------------------------
+def test_ensemble_is_the_mean_of_the_members_calibrated_probabilities():
+    import torch
+
+    from facederm.training.ensemble import EnsembleClassifier
+
+    torch.manual_seed(0)
+    members = [torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)]
+    x = torch.randn(5, 4)
+    with torch.no_grad():
+        got = torch.softmax(EnsembleClassifier(members, [2.0, 0.5])(x), dim=1)
+        want = (torch.softmax(members[0](x) / 2.0, 1) + torch.softmax(members[1](x) / 0.5, 1)) / 2
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_a_cv_dir_exports_only_as_an_ensemble_and_a_run_dir_never_as_one(cv_run):
+    from facederm.training.ensemble import load_trained
+
+    with pytest.raises(ConfigError, match="--ensemble"):
+        load_trained(cv_run.cv_dir)
+    with pytest.raises(ConfigError, match="needs a cross-validation dir"):
+        load_trained(fold_dir(cv_run.cv_dir, 0), ensemble=True)
+
+
+def test_ensemble_exports_as_one_graph_equal_to_its_folds(cv_run, tmp_path):
+    import torch
+
+    from facederm.export.cli import main as export_cli
+    from facederm.runtime import load
+    from facederm.training.ensemble import load_ensemble
+    from facederm.training.models import ProbabilityModel
+    from facederm.training.rundir import load_run
+
+    out = tmp_path / "export"
+    args = [str(cv_run.cv_dir), "--ensemble", "--target", "onnx", "--precision", "fp32", "--out", str(out)]
+    no_eval = CliRunner().invoke(export_cli, args)
+    assert no_eval.exit_code != 0 and "--eval-data" in no_eval.output and "Traceback" not in no_eval.output
+    done = CliRunner().invoke(export_cli, [*args, "--eval-data", "synthetic:40,seed=7", "--min-agreement", "0"])
+    assert done.exit_code == 0, done.output
+    model = load(out, precision="fp32")
+    assert model.card.data["ensemble"]["members"] == ["fold-0", "fold-1"]
+    size = model.card.input_size
+    x = np.random.default_rng(0).uniform(0, 255, (3, 3, size, size)).astype(np.float32)
+    members = [load_run(fold_dir(cv_run.cv_dir, i)) for i in range(2)]
+    with torch.no_grad():
+        folds = [ProbabilityModel.from_card(m, c)(torch.from_numpy(x)).numpy() for m, c in members]
+        ensemble, card = load_ensemble(cv_run.cv_dir)
+        whole = ProbabilityModel.from_card(ensemble, card)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(whole, np.mean(folds, axis=0), atol=1e-5)
+    np.testing.assert_allclose(model.run(x), whole, atol=1e-4)

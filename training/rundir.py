@@ -66,7 +66,8 @@ def load_card(run_dir: str | Path) -> ModelCard:
 
 
 def load_run(run_dir: str | Path, map_location: str = "cpu") -> tuple[FacedermClassifier, ModelCard]:
-    """Rebuild the trained classifier (eval mode, logits out) and its card from a run dir."""
+    """Rebuild the trained classifier (eval mode, logits out) and its card from a run dir. A clinical model keeps
+    its card's schema as ``model.clinical_schema`` (predict_probabilities encodes the samples' answers with it)."""
     run_dir = Path(run_dir)
     card = load_card(run_dir)
     weights = run_dir / WEIGHTS_FILE
@@ -74,6 +75,7 @@ def load_run(run_dir: str | Path, map_location: str = "cpu") -> tuple[FacedermCl
         raise ConfigError(f"{run_dir}: missing {WEIGHTS_FILE}")
     model = create_model(card.arch, card.num_classes, **card.model_args)
     model.load_state_dict(load_file(str(weights), device=map_location))
+    model.clinical_schema = card.clinical
     return model.eval(), card
 
 
@@ -103,9 +105,14 @@ def recorded_splits(
 
 
 def load_splits(run_dir: str | Path) -> dict[str, list[str]]:
-    """Image ids per split as recorded at training time ({} when the run has none)."""
+    """Image ids per split as recorded at training time ({} when the run has none). A CV dir's are those of
+    the ensemble of its folds (:func:`facederm.training.ensemble.ensemble_splits`: training images, none held out)."""
     path = Path(run_dir) / SPLITS_FILE
-    return read_json(path) if path.is_file() else {}
+    if path.is_file():
+        return read_json(path)
+    from .ensemble import ensemble_splits, is_cv_dir
+
+    return ensemble_splits(run_dir) if is_cv_dir(run_dir) else {}
 
 
 def training_ids(splits: dict[str, list[str]]) -> list[str]:

@@ -1,0 +1,100 @@
+"""The folds of a cross-validation as one model: the mean of their calibrated probabilities, in one graph.
+
+``facederm-export CV_DIR --ensemble`` exports it through every target like a single run. Each member divides its
+logits by its own fold's temperature before the mean, so the ensemble's card carries temperature 1. No image is
+held out from every fold (each trained on the others' test patients), so the fidelity gate of an ensemble needs
+``--eval-data`` (other patients); its calibration images are the ones the folds trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from facederm.runtime.card import Calibration, ModelCard
+from facederm.runtime.errors import ConfigError
+from facederm.runtime.layout import CV_PLAN_FILE, fold_dir, is_run_dir
+
+
+def is_cv_dir(path: str | Path) -> bool:
+    """Whether ``path`` is a cross-validation dir (``facederm-train --cv K``)."""
+    return (Path(path) / CV_PLAN_FILE).is_file()
+
+
+class EnsembleClassifier(nn.Module):
+    """K classifiers answering ``log(mean_k softmax(logits_k / T_k))``: a softmax of it is the mean of the
+    members' calibrated probabilities (computed as a log-sum-exp, stable in fp16)."""
+
+    def __init__(self, members: list[nn.Module], temperatures: list[float]) -> None:
+        super().__init__()
+        if not members or len(members) != len(temperatures):
+            raise ConfigError("an ensemble needs one temperature per member and at least one member")
+        self.members = nn.ModuleList(members)
+        self.temperatures = [float(t) for t in temperatures]
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        logp = [torch.log_softmax(m(*inputs) / t, dim=1) for m, t in zip(self.members, self.temperatures)]
+        return torch.logsumexp(torch.stack(logp), dim=0) - math.log(len(logp))
+
+
+def fold_dirs(cv_dir: str | Path) -> list[Path]:
+    """The run dirs of a CV dir's folds; :class:`ConfigError` when one has not finished."""
+    cv_dir = Path(cv_dir)
+    k = int(json.loads((cv_dir / CV_PLAN_FILE).read_text())["k"])
+    dirs = [fold_dir(cv_dir, i) for i in range(k)]
+    missing = [d.name for d in dirs if not is_run_dir(d)]
+    if missing:
+        raise ConfigError(f"{cv_dir}: fold(s) {', '.join(missing)} not finished; finish them with --resume")
+    return dirs
+
+
+def load_ensemble(cv_dir: str | Path) -> tuple[EnsembleClassifier, ModelCard]:
+    """The CV dir's folds as one :class:`EnsembleClassifier` (eval mode) and its card (fold 0's, temperature 1,
+    ``data["ensemble"]`` naming the members and their temperatures)."""
+    from .rundir import load_run
+
+    loaded = [load_run(d) for d in fold_dirs(cv_dir)]
+    first = loaded[0][1]
+    for _, card in loaded[1:]:
+        same = (card.labels, card.preprocessing, getattr(card, "clinical", None))
+        if same != (first.labels, first.preprocessing, getattr(first, "clinical", None)):
+            raise ConfigError(f"{cv_dir}: the folds differ in labels, preprocessing or clinical fields")
+    temperatures = [card.calibration.temperature for _, card in loaded]
+    ensemble = EnsembleClassifier([model for model, _ in loaded], temperatures).eval()
+    members = [fold_dir(cv_dir, i).name for i in range(len(loaded))]
+    data = {**first.data, "ensemble": {"members": members, "temperatures": temperatures, "combine": "mean"}}
+    data.pop("cross_validation", None)
+    card = dataclasses.replace(first, data=data, calibration=Calibration(1.0, fitted_on="each member's val"))
+    return ensemble, card
+
+
+def ensemble_splits(cv_dir: str | Path) -> dict[str, list[str]]:
+    """An ensemble's splits.json view: every image some fold trained on (calibration may use them), none held
+    out (every image was some fold's training image)."""
+    from .rundir import TRAINING_KEY, load_splits, training_ids
+
+    ids: dict[str, None] = {}
+    for d in fold_dirs(cv_dir):
+        ids.update(dict.fromkeys(training_ids(load_splits(d))))
+    return {TRAINING_KEY: list(ids)}
+
+
+def load_trained(path: str | Path, *, ensemble: bool = False) -> tuple[nn.Module, ModelCard]:
+    """A run dir's classifier and card, or with ``ensemble`` a CV dir's folds as one (:func:`load_ensemble`)."""
+    from .rundir import load_run
+
+    if is_cv_dir(path):
+        if not ensemble:
+            raise ConfigError(
+                f"{path} is a cross-validation dir: pass --ensemble to export its folds as one graph, "
+                f"or export one fold ({fold_dir(path, 0)})"
+            )
+        return load_ensemble(path)
+    if ensemble:
+        raise ConfigError(f"--ensemble needs a cross-validation dir (facederm-train --cv K); {path} is not one")
+    return load_run(path)
