@@ -85,6 +85,22 @@ from .protocols import PROTOCOLS
 )
 @click.option("--n-boot", default=1000, show_default=True, type=int, help="Bootstrap resamples for the CIs.")
 @click.option(
+    "--clinical",
+    "clinical",
+    default=None,
+    metavar="FIELDS",
+    help="Clinical fields as a second model input: a comma list (age,bleed,gender) or the preset pad "
+    "(PAD-UFES-20's patient and lesion fields); fitted on the training images; default: image only.",
+)
+@click.option(
+    "--clinical-dropout",
+    default=0.3,
+    show_default=True,
+    type=float,
+    help="Training: each clinical field is masked (unanswered) with this probability, the whole record with a "
+    "third of it, so the model stays sound when answers are missing.",
+)
+@click.option(
     "--cv",
     "cv",
     type=int,
@@ -122,6 +138,8 @@ def main(
     weights,
     imagenet_weights,
     n_boot,
+    clinical,
+    clinical_dropout,
     cv,
     quiet,
     debug,
@@ -162,6 +180,8 @@ def main(
             weights=weights,
             imagenet_weights=imagenet_weights,
             n_boot=n_boot,
+            clinical=clinical,
+            clinical_dropout=clinical_dropout,
             progress=not quiet,
         )
         if cv is not None:

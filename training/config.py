@@ -54,6 +54,11 @@ class TrainConfig:
     imagenet_weights: bool | None = None
     head_hidden: int = 1024
     head_dropout: float = 0.3
+    # Clinical fields as a second input (None: image-only): a comma list or a preset ("pad"), fitted on the
+    # training images; each field is masked with clinical_dropout during training (runtime/clinical.py).
+    clinical: str | None = None
+    clinical_dropout: float = 0.3
+    clinical_hidden: int = 64
     n_boot: int = 1000
     cache_bytes: int = 4 << 30
     progress: bool = True
@@ -93,6 +98,12 @@ class TrainConfig:
             raise ConfigError("--workers and --patience must be >= 0")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ConfigError(f"--device must be cpu, cuda or auto, got {self.device!r}")
+        if self.clinical is not None:
+            from facederm.runtime.clinical import parse_fields
+
+            self.clinical = ",".join(parse_fields(self.clinical))  # biopsed, the label, ids: refused here
+        if not 0 <= self.clinical_dropout < 1 or self.clinical_hidden < 1:
+            raise ConfigError("--clinical-dropout must be within [0, 1) and the clinical embedding width >= 1")
         self.out = Path(self.out)
         if self.splits is not None:
             check_disjoint_patients(self.splits)

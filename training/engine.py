@@ -13,6 +13,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from facederm.runtime.clinical import ClinicalSchema
+
+from .clinical import drop_fields
 from .data import ImageCache, Sample
 from .distributed import World, average_buffers, gather_rows, mean_across, shard
 from .evaluate import predict_array
@@ -20,23 +23,40 @@ from .transforms import Normalize, TrainAugment, to_chw_tensor
 
 
 class AugmentedSet(Dataset):
-    """Training samples as (uint8 CHW image, class index). Items are asked for as (index, seed) pairs
-    (see :class:`SeededSampler`), so augmentation is reproducible with any worker count."""
+    """Training samples as (uint8 CHW image, class index), or (image, clinical vector, class index) when
+    ``clinical`` (the samples' encoded answers [N, F]) is given: then each item's fields are dropped out with
+    ``clinical_dropout`` (see :func:`facederm.training.clinical.drop_fields`). Items are asked for as (index, seed)
+    pairs (see :class:`SeededSampler`), so augmentation and dropout are reproducible with any worker count."""
 
-    def __init__(self, samples: Sequence[Sample], labels: Sequence[str], cache: ImageCache, augment: TrainAugment):
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        labels: Sequence[str],
+        cache: ImageCache,
+        augment: TrainAugment,
+        clinical: tuple[ClinicalSchema, np.ndarray] | None = None,
+        clinical_dropout: float = 0.0,
+    ):
         self.samples = list(samples)
         self.targets = [list(labels).index(s.label) for s in self.samples]
         self.cache = cache
         self.augment = augment
+        self.clinical = clinical
+        self.clinical_dropout = clinical_dropout
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, ...] | tuple[torch.Tensor, int]:
         index, seed = item
         rng = np.random.default_rng(seed)
         image = self.augment(self.cache.get(self.samples[index]), rng)
-        return to_chw_tensor(image), self.targets[index]
+        if self.clinical is None:
+            return to_chw_tensor(image), self.targets[index]
+        schema, encoded = self.clinical
+        # Drawn after the augmentation's draws: a clinical run augments its images exactly as an image-only one.
+        answers = drop_fields(schema, encoded[index], rng, self.clinical_dropout)
+        return to_chw_tensor(image), torch.from_numpy(np.ascontiguousarray(answers)), self.targets[index]
 
 
 class SeededSampler(Sampler):
@@ -125,13 +145,14 @@ def train_one_epoch(
     model.train()
     start = time.perf_counter()
     total_loss, total_images = 0.0, 0
-    for images, targets in loader:
+    for images, *clinical, targets in loader:  # (images, targets) or, with clinical fields, (images, answers, targets)
         if len(targets) < 2:
             continue
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         targets = targets.to(device, non_blocking=True)
+        extra = [c.to(device, non_blocking=True) for c in clinical]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = criterion(model(normalize(images)), targets)
+            loss = criterion(model(normalize(images), *extra), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -146,9 +167,18 @@ def train_one_epoch(
 
 
 def predict_sharded(
-    model: nn.Module, images: np.ndarray, preprocessing, world: World, *, batch_size: int, device: torch.device
+    model: nn.Module,
+    images: np.ndarray,
+    preprocessing,
+    world: World,
+    *,
+    batch_size: int,
+    device: torch.device,
+    clinical: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Probabilities for preprocessed images, each rank predicting a shard, gathered on every rank."""
+    """Probabilities for preprocessed images (and their encoded clinical answers, for a clinical model), each rank
+    predicting a shard, gathered on every rank."""
     index = shard(world, len(images))
-    local = predict_array(model, images[index], preprocessing, batch_size=batch_size, device=device)
+    answers = None if clinical is None else clinical[index]
+    local = predict_array(model, images[index], preprocessing, batch_size=batch_size, device=device, clinical=answers)
     return gather_rows(world, index, local, len(images))

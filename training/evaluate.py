@@ -11,6 +11,7 @@ import torch
 from rich.progress import Progress
 
 from facederm.runtime.card import Preprocessing
+from facederm.runtime.clinical import ClinicalSchema
 from facederm.runtime.preprocess import prepare_image, resize_and_crop, to_tensor
 
 from .data import DataSet, Sample
@@ -61,8 +62,11 @@ def predict_array(
     device: str | torch.device = "cpu",
     progress: bool = False,
     description: str = "predicting",
+    clinical: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Probabilities [N, C] for already preprocessed uint8 HWC images (see :func:`preprocess_samples`)."""
+    """Probabilities [N, C] for already preprocessed uint8 HWC images (see :func:`preprocess_samples`);
+    ``clinical`` [N, F] are the images' encoded clinical answers for a model with clinical fields (None: the
+    model's own "nothing answered" vector, or an image-only model)."""
     device = resolve_device(device)
     prob_model = _as_probability_model(model, preprocessing).to(device).eval()
     images = list(images) if not isinstance(images, np.ndarray) else images
@@ -72,7 +76,11 @@ def predict_array(
         for start in range(0, len(images), batch_size):
             batch = torch.from_numpy(to_tensor(list(images[start : start + batch_size]))).to(device)
             batch = batch.contiguous(memory_format=torch.channels_last)
-            out.append(prob_model(batch).float().cpu().numpy())
+            if clinical is None:
+                out.append(prob_model(batch).float().cpu().numpy())
+            else:
+                answers = torch.from_numpy(np.ascontiguousarray(clinical[start : start + batch_size])).to(device)
+                out.append(prob_model(batch, answers).float().cpu().numpy())
             bar.advance(task, len(batch))
     num_classes = _num_classes(prob_model)
     return np.concatenate(out) if out else np.zeros((0, num_classes), dtype=np.float32)
@@ -87,14 +95,17 @@ def predict_probabilities(
     batch_size: int = 32,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    clinical: ClinicalSchema | None = None,
 ) -> np.ndarray:
     """fp32 softmax probabilities [N, C] for ``samples`` of ``dataset``.
 
     ``model`` is a trained classifier (logits out, e.g. from :func:`facederm.training.rundir.load_run`)
     or a :class:`ProbabilityModel`. Images go through the runtime preprocessing (decode, resize shorter
     side, center crop) and the exported graph's normalization, in batches, so these are the numbers an
-    exported artifact must reproduce.
+    exported artifact must reproduce. A clinical model's answers are the samples' own, encoded with ``clinical``
+    (default: the schema :func:`~facederm.training.rundir.load_run` attached to the model).
     """
+    clinical = clinical or _schema_of(model)
     out = []
     samples = list(samples)
     with Progress(transient=True, disable=not progress) as bar:
@@ -102,11 +113,21 @@ def predict_probabilities(
         for start in range(0, len(samples), batch_size):
             chunk = samples[start : start + batch_size]
             images = list(preprocess_samples(dataset, chunk, preprocessing))
-            out.append(predict_array(model, images, preprocessing, batch_size=batch_size, device=device))
+            answers = None
+            if clinical is not None:
+                answers = clinical.encode([s.clinical_record for s in chunk], unseen="missing", extra="ignore")
+            out.append(
+                predict_array(model, images, preprocessing, batch_size=batch_size, device=device, clinical=answers)
+            )
             bar.advance(task, len(chunk))
     if not out:
         return np.zeros((0, _num_classes(model)), dtype=np.float32)
     return np.concatenate(out)
+
+
+def _schema_of(model: torch.nn.Module) -> ClinicalSchema | None:
+    inner = model.classifier if isinstance(model, ProbabilityModel) else model
+    return getattr(inner, "clinical_schema", None)
 
 
 def _as_probability_model(model: torch.nn.Module, preprocessing: Preprocessing) -> ProbabilityModel:
@@ -114,7 +135,9 @@ def _as_probability_model(model: torch.nn.Module, preprocessing: Preprocessing) 
 
 
 def _num_classes(model: torch.nn.Module) -> int:
-    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    # The class layer, not the last Linear created (a clinical head's MLP comes after it).
+    named = [m for n, m in model.named_modules() if n.endswith("classifier") and isinstance(m, torch.nn.Linear)]
+    last = named or [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     return last[-1].out_features if last else 0
 
 

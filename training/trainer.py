@@ -12,7 +12,7 @@ import platform
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from facederm.runtime.card import Calibration, ModelCard, Referral
+from facederm.runtime.clinical import ClinicalSchema
 from facederm.runtime.errors import ConfigError, DataError
 from facederm.runtime.layout import HISTORY_FILE, METRICS_FILE
 from facederm.runtime.schema import write_json_atomic
 from facederm.runtime.version import __version__
 
 from . import checkpoint as ckpt
+from .calibrate import calibration_report, fit_on_validation
+from .clinical import encode_samples, fit_run_schema, fusion_report, summary_line
 from .config import TrainConfig, parse_refer_below
 from .data import (
     FACE_REGIONS,
@@ -42,7 +45,6 @@ from .data import (
     split_by_patient,
 )
 from .distributed import World, barrier, close_world, init_world, write_state_hash
-from .calibrate import calibration_report, fit_on_validation
 from .engine import AugmentedSet, make_loader, make_optimizer, predict_sharded, train_one_epoch, warmup_cosine
 from .evaluate import preprocess_samples, resolve_device, split_metrics
 from .metrics import macro_recall
@@ -73,6 +75,9 @@ RESUME_KEYS = (
     "weights",
     "pretrained",
     "imagenet_weights",
+    "clinical",
+    "clinical_dropout",
+    "clinical_hidden",
 )
 
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -254,6 +259,10 @@ def _train(
     test = select_sites(splits.test, protocol.eval_site, dataset.face_regions)
     preprocessing = default_preprocessing(config.arch, config.img_size)
     model_args = {"head_hidden": config.head_hidden, "head_dropout": config.head_dropout}
+    # Clinical fields: the schema is fitted on the training images of every stage, never on val or test answers.
+    schema = fit_run_schema(config.clinical, [s for sd in stages for s in sd.train]) if config.clinical else None
+    if schema is not None:
+        model_args.update(clinical_features=schema.width, clinical_hidden=config.clinical_hidden)
     model = create_model(
         config.arch,
         len(labels),
@@ -262,6 +271,8 @@ def _train(
         imagenet_weights=bool(config.imagenet_weights),
         **model_args,
     )
+    if schema is not None:
+        model.head.clinical_missing.copy_(torch.from_numpy(schema.missing_vector()))
     model = model.to(device).to(memory_format=torch.channels_last)
     normalize = Normalize(preprocessing).to(device)
     cache = ImageCache(dataset, config.img_size, config.cache_bytes)
@@ -282,6 +293,8 @@ def _train(
         reporter.log(
             f"  test: {len(test)} images ({protocol.eval_site}) of {len({s.patient_id for s in test})} patients"
         )
+        if schema is not None:
+            reporter.log(f"  clinical: {schema.describe()}; field dropout {config.clinical_dropout:g}")
 
     history: list[dict[str, Any]] = list(state["history"]) if state else []
     best_state: dict[str, torch.Tensor] | None = None
@@ -316,6 +329,7 @@ def _train(
                 on_epoch_end,
                 run_dir,
                 len(stages),
+                schema=schema,
             )
             state = None
     model.load_state_dict(best_state)
@@ -328,12 +342,35 @@ def _train(
     metrics: dict[str, Any] = {}
     probabilities: dict[str, np.ndarray] = {}
     bare = model
+    clinical_splits: dict[str, tuple[list[Sample], np.ndarray, np.ndarray]] = {}
     for name, samples in evaluated.items():
         images = _preprocessed(dataset, samples, preprocessing)
+        answers = encode_samples(schema, samples) if schema is not None else None
         probabilities[name] = predict_sharded(
-            bare, images, preprocessing, world, batch_size=config.batch_size, device=device
+            bare, images, preprocessing, world, batch_size=config.batch_size, device=device, clinical=answers
         )
         metrics[name] = split_metrics(probabilities[name], samples, labels, n_boot=config.n_boot, seed=config.seed)
+        if schema is not None and name != "val":  # the same images with every clinical field masked
+            masked = predict_sharded(
+                bare,
+                images,
+                preprocessing,
+                world,
+                batch_size=config.batch_size,
+                device=device,
+                clinical=schema.missing_batch(len(samples)),
+            )
+            clinical_splits[name] = (samples, probabilities[name], masked)
+    if schema is not None:
+        metrics["clinical"] = fusion_report(
+            schema,
+            config.clinical_dropout,
+            clinical_splits,
+            dataset.samples,
+            labels,
+            n_boot=config.n_boot,
+            seed=config.seed,
+        )
     metrics["protocol"] = protocol.name
     metrics["site_eval"] = protocol.eval_site
     metrics["synthetic"] = dataset.synthetic
@@ -356,6 +393,8 @@ def _train(
             f"{device.type} x{world.world_size}",
             temperature,
         )
+        if schema is not None:
+            card = replace(card, clinical=schema, data={**card.data, "clinical": _clinical_card_data(config, stages)})
         split_ids = recorded_splits(
             final.train,
             final.val,
@@ -374,6 +413,8 @@ def _train(
             f"{_fmt(summary['macro_precision'])}; wrote {run_dir}"
         )
         reporter.log(_calibration_line(metrics["calibration"]))
+        if "clinical" in metrics:
+            reporter.log(summary_line(metrics["clinical"]))
     barrier(world)
     return TrainResult(run_dir, metrics, history, card)
 
@@ -411,6 +452,17 @@ def _calibration_line(report: dict[str, Any]) -> str:
     return f"calibration: temperature {report['temperature']:.2f} fitted on val; " + ", ".join(parts)
 
 
+def _clinical_card_data(config: TrainConfig, stages: list[_StageData]) -> dict[str, Any]:
+    """The card's ``data.clinical``: how the clinical fields were fitted and trained (the schema is ``card.clinical``)."""
+    return {
+        "fields": config.clinical,
+        "fitted_on": f"the training images of every stage ({sum(len(sd.train) for sd in stages)} images)",
+        "fusion": "MLP embedding of the clinical vector concatenated with the pooled image features before the FC layers",
+        "embedding": config.clinical_hidden,
+        "dropout_per_field": config.clinical_dropout,
+    }
+
+
 def _preprocessed(dataset: DataSet, samples: list[Sample], preprocessing) -> np.ndarray:
     if not samples:
         return np.zeros((0, preprocessing.crop, preprocessing.crop, 3), dtype=np.uint8)
@@ -437,9 +489,12 @@ def _run_stage(
     on_epoch_end: EpochCallback | None,
     run_dir: Path,
     n_stages: int,
+    schema: ClinicalSchema | None = None,
 ) -> dict[str, torch.Tensor]:
     """Train one stage; returns its best weights (by validation macro recall)."""
-    train_set = AugmentedSet(sd.train, labels, cache, augment)
+    clinical = (schema, encode_samples(schema, sd.train)) if schema is not None else None
+    train_set = AugmentedSet(sd.train, labels, cache, augment, clinical, config.clinical_dropout)
+    val_clinical = encode_samples(schema, sd.val) if schema is not None else None
     loader, sampler = make_loader(
         train_set,
         world,
@@ -504,7 +559,7 @@ def _run_stage(
             on_step=on_step,
         )
         val_probs = predict_sharded(
-            model, val_images, preprocessing, world, batch_size=config.batch_size, device=device
+            model, val_images, preprocessing, world, batch_size=config.batch_size, device=device, clinical=val_clinical
         )
         score = macro_recall(val_true, val_probs) if len(val_true) else float("nan")
         # No validation images: keep the last epoch (nothing to choose with).
