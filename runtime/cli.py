@@ -20,6 +20,8 @@ from rich.table import Table
 from . import backends as backend_registry
 from .card import NOT_A_DIAGNOSIS
 from .cli_support import EXIT_PARTIAL, common_option, debug_option, one_line_errors
+from .clinical_files import ClinicalAnswersFile, read_answers
+from .errors import ClinicalError
 from .image_files import IMAGE_SUFFIXES, iter_image_inputs
 from .loader import load
 from .model import Model
@@ -47,6 +49,13 @@ EXIT_INPUT_FAILED = EXIT_PARTIAL  # at least one image could not be predicted
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the artifact against manifest.json.")
 @click.option("--threads", type=click.IntRange(min=1), help="Inference threads (default: the backend's).")
 @click.option("--precision-hint", help="OpenVINO compute precision, e.g. f32 (CPUs may default to bf16).")
+@click.option(
+    "--clinical",
+    "clinical_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Clinical answers for a model trained with clinical fields: a CSV with an img_id column matched to the "
+    "image file names (PAD's metadata.csv works), or JSON (image name -> record, or one record for all images).",
+)
 @click.option("--self-test", is_flag=True, help="Run the manifest's seeded probe and report the deviation.")
 @click.option("--list-backends", is_flag=True, help="Show which backends run on this machine, and exit.")
 @debug_option()
@@ -63,6 +72,7 @@ def main(
     no_verify: bool,
     threads: int | None,
     precision_hint: str | None,
+    clinical_file: Path | None,
     self_test: bool,
     list_backends: bool,
     debug: bool,
@@ -95,14 +105,46 @@ def main(
             err.print(str(result))
             if not result.passed:
                 sys.exit(EXIT_INPUT_FAILED)
+        answers = _clinical_answers(model, clinical_file, err)
         if images:
-            failed = _predict(model, images, top_k, as_json, batch_size, out, err)
+            failed = _predict(model, images, top_k, as_json, batch_size, out, err, answers)
+            if answers is not None and answers.unmatched:
+                err.print(
+                    f"note: {len(answers.unmatched)} image(s) had no record in {answers.path.name} (e.g. "
+                    f"{answers.unmatched[0]}): predicted with every clinical field missing",
+                    markup=False,
+                )
             if failed:
                 sys.exit(EXIT_INPUT_FAILED)
 
 
+def _clinical_answers(model: Model, clinical_file: Path | None, err: Console) -> ClinicalAnswersFile | None:
+    """The --clinical file read against the model's schema (an image-only model refuses one)."""
+    schema = model.clinical
+    if clinical_file is None:
+        if schema is not None:
+            err.print(
+                f"note: this model takes clinical answers ({', '.join(schema.names)}); without --clinical FILE every "
+                "field is predicted as missing",
+                markup=False,
+            )
+        return None
+    if schema is None:
+        raise ClinicalError(f"--clinical {clinical_file}: this model is image-only (trained without clinical fields)")
+    answers = read_answers(clinical_file, schema)
+    err.print(answers.describe(), markup=False)
+    return answers
+
+
 def _predict(
-    model: Model, images: tuple[Path, ...], top_k: int, as_json: bool, batch_size: int, out: Console, err: Console
+    model: Model,
+    images: tuple[Path, ...],
+    top_k: int,
+    as_json: bool,
+    batch_size: int,
+    out: Console,
+    err: Console,
+    answers: ClinicalAnswersFile | None = None,
 ) -> int:
     """Stream predictions to ``out``; returns how many inputs failed."""
     empty_dirs: list[Path] = []
@@ -111,7 +153,7 @@ def _predict(
     failed = 0
     with _progress(err) as progress:
         task = progress.add_task(f"predicting with {model.backend_name}", total=None)
-        for prediction in model.predict_iter(sources, batch_size=batch_size, top_k=top_k):
+        for prediction in model.predict_iter(sources, batch_size=batch_size, top_k=top_k, clinical=answers):
             failed += not prediction.ok
             if as_json:
                 out.print(json.dumps(prediction.to_dict()), markup=False)

@@ -49,6 +49,9 @@ KINDS: tuple[str, ...] = ("number", "bool", "category")
 #: What :meth:`ClinicalSchema.encode` does with a category the training images never showed: refuse it (user
 #: input), or encode the field as missing (data sets read for evaluation, which may hold rare categories).
 Unseen = Literal["raise", "missing"]
+#: What :meth:`ClinicalSchema.encode` does with a field the schema does not have: refuse it (user input), or ignore
+#: it (a data set's other columns, e.g. a model trained on some of PAD-UFES-20's fields reading all of them).
+Extra = Literal["raise", "ignore"]
 
 #: Written answers that mean "not known" (compared case-insensitively, after stripping spaces).
 DEFAULT_MISSING_TOKENS: tuple[str, ...] = ("", "UNK", "UNKNOWN", "NA", "N/A", "NAN", "NONE", "NULL")
@@ -269,7 +272,9 @@ class ClinicalSchema:
         """float32 [n, F]: ``n`` records with every field unanswered."""
         return np.tile(self.missing_vector(), (n, 1))
 
-    def validate(self, record: Mapping[str, Any] | None, *, unseen: Unseen = "raise") -> dict[str, Any]:
+    def validate(
+        self, record: Mapping[str, Any] | None, *, unseen: Unseen = "raise", extra: Extra = "raise"
+    ) -> dict[str, Any]:
         """``record`` checked against the schema -> {field: parsed value or None (missing)} for every field."""
         if record is None:
             return dict.fromkeys(self.names)
@@ -277,7 +282,7 @@ class ClinicalSchema:
             raise InvalidClinicalValueError(
                 f"a clinical record must map field names to values, got {type(record).__name__}"
             )
-        for key in record:
+        for key in record if extra == "raise" else ():
             if not isinstance(key, str):
                 raise UnknownClinicalFieldError(f"clinical field names must be strings, got {_short(key)}")
             if key not in self._index:
@@ -322,9 +327,11 @@ class ClinicalSchema:
             )
         return f.categories[j]
 
-    def encode_one(self, record: Mapping[str, Any] | None, *, unseen: Unseen = "raise") -> np.ndarray:
+    def encode_one(
+        self, record: Mapping[str, Any] | None, *, unseen: Unseen = "raise", extra: Extra = "raise"
+    ) -> np.ndarray:
         """float32 [F] for one record (see :meth:`encode`)."""
-        values = self.validate(record, unseen=unseen)
+        values = self.validate(record, unseen=unseen, extra=extra)
         out = np.zeros(self.width, dtype=np.float32)
         for i, (f, start) in enumerate(zip(self.fields, self._offsets)):
             value = values[f.name]
@@ -338,13 +345,16 @@ class ClinicalSchema:
                 out[start + self._lookup[i][value.casefold()]] = 1.0
         return out
 
-    def encode(self, records: Iterable[Mapping[str, Any] | None], *, unseen: Unseen = "raise") -> np.ndarray:
+    def encode(
+        self, records: Iterable[Mapping[str, Any] | None], *, unseen: Unseen = "raise", extra: Extra = "raise"
+    ) -> np.ndarray:
         """float32 [N, F]: one row per record (a mapping field -> value, or None: nothing answered).
 
         Absent fields and missing values encode as missing (values 0, indicator 1). ``unseen="missing"`` encodes a
-        category never seen in training as missing instead of raising (data sets read for evaluation).
+        category never seen in training as missing instead of raising, ``extra="ignore"`` skips fields the schema
+        does not have instead of raising (both for data sets read for training and evaluation).
         """
-        rows = [self.encode_one(r, unseen=unseen) for r in records]
+        rows = [self.encode_one(r, unseen=unseen, extra=extra) for r in records]
         return np.stack(rows) if rows else np.zeros((0, self.width), dtype=np.float32)
 
     def mask(self, encoded: np.ndarray, drop: np.ndarray) -> np.ndarray:

@@ -1,5 +1,10 @@
 """A loaded model: preprocessing, batching, the backend call, and the card's meaning of the output.
 
+A model trained with clinical fields (``card.clinical``) also takes the answers to its clinical questions:
+``predict(image, clinical={"age": 67, "bleed": True})``, validated and encoded by the card's schema; an absent or
+unanswered field is missing (its own state), an unknown field or a value that does not fit raises a
+:class:`~facederm.runtime.errors.ClinicalError` naming it.
+
 One ``Model`` serves concurrent callers: it holds no per-call state, and every backend session is
 thread-safe. Build one with :func:`facederm.runtime.load`.
 """
@@ -7,7 +12,7 @@ thread-safe. Build one with :func:`facederm.runtime.load`.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +20,8 @@ import numpy as np
 
 from .backends.base import Session
 from .card import ModelCard
-from .errors import ArtifactError, FacedermInputError, MetadataMismatchError
+from .clinical import ClinicalSchema
+from .errors import ArtifactError, ClinicalError, FacedermInputError, MetadataMismatchError
 from .layout import ArtifactRecord, Manifest
 from .prediction import Prediction, SelfTestResult
 from .preprocess import describe_source, prepare_image, to_tensor
@@ -24,6 +30,11 @@ from .probe import make_probe, tolerance_for
 #: Images per backend call when the artifact does not fix the batch size.
 DEFAULT_MAX_BATCH = 32
 DEFAULT_TOP_K = 3
+#: One image's clinical answers: a mapping field -> value (None: nothing answered).
+Record = Mapping[str, Any] | None
+#: The answers for a stream of images: one record per image (a sequence in the images' order), a function of the
+#: image source (facederm-predict matches a CSV's img_id to file names this way), or None (nothing answered).
+ClinicalAnswers = Sequence[Record] | Callable[[Any], Record] | None
 
 
 class Model:
@@ -78,33 +89,66 @@ class Model:
         return f"Model({what} on {self.backend_name}/{self.device}, labels={list(self.labels)})"
 
     # --- raw inference ----------------------------------------------------------------------------
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """float32 (N, 3, crop, crop) RGB 0-255 -> (N, num_classes) probabilities, chunked as the artifact needs."""
+    @property
+    def clinical(self) -> ClinicalSchema | None:
+        """The clinical schema the model's second input is encoded with (None: image-only)."""
+        return self.card.clinical
+
+    def run(self, batch: np.ndarray, clinical: np.ndarray | None = None) -> np.ndarray:
+        """float32 (N, 3, crop, crop) RGB 0-255 -> (N, num_classes) probabilities, chunked as the artifact needs.
+
+        ``clinical``: float32 (N, F) answers encoded by :attr:`clinical` (``clinical.encode(records)``); None for an
+        image-only model, and for a clinical model "nothing answered" (every field missing).
+        """
         n = len(batch)
         if n <= self.max_batch and (self._static_batch is None or n == self._static_batch):
-            return self._session.run(batch)  # the common case: one call, nothing copied
+            return self._call(batch, clinical)  # the common case: one call, nothing copied
         step = self.max_batch
-        outputs = [self._run_chunk(batch[i : i + step]) for i in range(0, n, step)]
+        outputs = [
+            self._run_chunk(batch[i : i + step], None if clinical is None else clinical[i : i + step])
+            for i in range(0, n, step)
+        ]
         return np.concatenate(outputs, axis=0)
 
-    def _run_chunk(self, chunk: np.ndarray) -> np.ndarray:
+    def _call(self, batch: np.ndarray, clinical: np.ndarray | None) -> np.ndarray:
+        # Image-only calls keep the one-argument form every session (and test double) implements.
+        return self._session.run(batch) if clinical is None else self._session.run(batch, clinical)
+
+    def _run_chunk(self, chunk: np.ndarray, clinical: np.ndarray | None = None) -> np.ndarray:
         if self._static_batch is None or len(chunk) == self._static_batch:
-            return self._session.run(np.ascontiguousarray(chunk))
+            answers = None if clinical is None else np.ascontiguousarray(clinical)
+            return self._call(np.ascontiguousarray(chunk), answers)
         padded = np.zeros((self._static_batch, *chunk.shape[1:]), dtype=chunk.dtype)  # static graphs need full batches
         padded[: len(chunk)] = chunk
-        return self._session.run(padded)[: len(chunk)]
+        if clinical is None:
+            return self._call(padded, None)[: len(chunk)]
+        schema = self.card.clinical
+        fill = schema.missing_batch(self._static_batch) if schema is not None else np.zeros_like(clinical[:1])
+        fill[: len(chunk)] = clinical
+        return self._call(padded, fill)[: len(chunk)]
 
     # --- predictions ------------------------------------------------------------------------------
-    def predict(self, inputs: Any, *, top_k: int = DEFAULT_TOP_K) -> Prediction | list[Prediction]:
+    def predict(
+        self, inputs: Any, *, top_k: int = DEFAULT_TOP_K, clinical: Record | Sequence[Record] = None
+    ) -> Prediction | list[Prediction]:
         """Predict one input (path, bytes, PIL image, uint8 HWC array) or a list of them.
 
         A list (or a uint8 N x H x W x 3 array) gives a list of :class:`Prediction`, in order; an input
         that cannot be read gives a Prediction with ``error`` set and the others are still predicted.
         A single input that cannot be read raises its :class:`FacedermInputError`.
+
+        ``clinical`` (a model with clinical fields): one input's answers, ``{"age": 67, "bleed": True}``, or for a
+        list one record per input (None: nothing answered). A record that does not fit the schema fails like an
+        unreadable image: raised for a single input, that input's ``error`` in a list.
         """
         if isinstance(inputs, (list, tuple)) or (isinstance(inputs, np.ndarray) and inputs.ndim == 4):
-            return list(self.predict_iter(inputs, top_k=top_k))
-        (prediction,) = self.predict_iter([inputs], top_k=top_k, raise_errors=True)
+            if isinstance(clinical, Mapping):
+                raise ClinicalError("clinical: give one record per input (a list) when predicting a list of inputs")
+            return list(self.predict_iter(inputs, top_k=top_k, clinical=clinical))
+        if clinical is not None and not isinstance(clinical, Mapping):
+            raise ClinicalError(f"clinical: one input takes one record (a mapping), got {type(clinical).__name__}")
+        records = None if clinical is None else [clinical]
+        (prediction,) = self.predict_iter([inputs], top_k=top_k, raise_errors=True, clinical=records)
         return prediction
 
     def predict_iter(
@@ -114,26 +158,59 @@ class Model:
         batch_size: int | None = None,
         top_k: int = DEFAULT_TOP_K,
         raise_errors: bool = False,
+        clinical: ClinicalAnswers = None,
     ) -> Iterator[Prediction]:
-        """Stream predictions over any iterable: at most ``batch_size`` decoded images are held at once."""
+        """Stream predictions over any iterable: at most ``batch_size`` decoded images are held at once.
+
+        ``clinical``: the inputs' answers (see :data:`ClinicalAnswers`): a sequence parallel to ``inputs`` or a
+        function of each input.
+        """
         size = max(1, batch_size or self.max_batch)
         iterator = iter(inputs)
+        answers = self._answers(clinical)
         while chunk := list(itertools.islice(iterator, size)):
-            yield from self._predict_chunk(chunk, top_k, raise_errors)
+            records = (
+                [answers(source) for source in chunk]
+                if callable(answers)
+                else list(itertools.islice(answers, len(chunk)))
+            )
+            if len(records) < len(chunk):
+                raise ClinicalError(f"clinical: fewer records than inputs ({len(records)} for the next {len(chunk)})")
+            yield from self._predict_chunk(chunk, top_k, raise_errors, records)
 
-    def _predict_chunk(self, sources: Sequence[Any], top_k: int, raise_errors: bool) -> list[Prediction]:
+    def _answers(self, clinical: ClinicalAnswers) -> Callable[[Any], Record] | Iterator[Record]:
+        """Every input's record, as a function of the input or an iterator in input order."""
+        if clinical is None or (not callable(clinical) and all(r is None for r in clinical)):
+            return lambda _source: None
+        if self.card.clinical is None:
+            raise ClinicalError(
+                f"{self.path.name}: this model is image-only (trained without clinical fields): it takes no clinical"
+                " answers"
+            )
+        return clinical if callable(clinical) else iter(clinical)
+
+    def _predict_chunk(
+        self, sources: Sequence[Any], top_k: int, raise_errors: bool, records: Sequence[Record] | None = None
+    ) -> list[Prediction]:
         images: list[np.ndarray] = []
+        answers: list[np.ndarray] = []
         results: list[Prediction | None] = []
-        for source in sources:
+        schema = self.card.clinical
+        for source, record in zip(sources, records or [None] * len(sources)):
             try:
-                images.append(self._prepare(source))
+                image = self._prepare(source)
+                if schema is not None:
+                    answers.append(schema.encode_one(record))  # validated: unknown fields, bad values raise
+                elif record is not None:
+                    raise ClinicalError("this model is image-only: it takes no clinical answers")
+                images.append(image)
                 results.append(None)
             except FacedermInputError as exc:
                 if raise_errors:
                     raise
                 results.append(Prediction(describe_source(source), error=str(exc), error_type=type(exc).__name__))
         if images:
-            probabilities = self.run(to_tensor(images))
+            probabilities = self.run(to_tensor(images), np.stack(answers) if answers else None)
             made = iter(self._to_predictions(probabilities, [s for s, r in zip(sources, results) if r is None], top_k))
             results = [r if r is not None else next(made) for r in results]
         return results  # type: ignore[return-value]

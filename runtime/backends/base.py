@@ -2,7 +2,8 @@
 
 A :class:`Backend` says whether it can run here (:meth:`Backend.availability`), which files it reads
 (``suffixes``, manifest ``formats``) and opens an artifact into a :class:`Session`. A session runs a
-float32 NCHW 0-255 batch and returns the probabilities; it also reports the model card stored inside
+float32 NCHW 0-255 batch (and, for a model with clinical fields, the encoded answers: the graph's second input
+``clinical``, float32 [N, F]) and returns the probabilities; it also reports the model card stored inside
 the artifact, so the loader can check it against the manifest. Sessions must be safe to call from
 several threads at once.
 
@@ -25,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..card import ModelCard
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, ClinicalError, MetadataMismatchError
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,30 @@ class Session(ABC):
     compute_precision: str | None = None
 
     @abstractmethod
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: np.ndarray, clinical: np.ndarray | None = None) -> np.ndarray:
         """float32 (N, 3, H, W) 0-255, C-contiguous -> float32 (N, num_classes) probabilities.
 
-        ``N`` respects :attr:`static_batch` and :attr:`max_batch`; the model does the chunking.
+        ``clinical``: float32 (N, F), the answers encoded by the card's clinical schema, fed to the graph's second
+        input ``clinical``. For an artifact with clinical fields, None means nothing was answered: every field is
+        encoded missing (:meth:`clinical_input`). An image-only artifact given clinical values raises
+        :class:`~facederm.runtime.errors.ClinicalError`. ``N`` respects :attr:`static_batch` and :attr:`max_batch`;
+        the model does the chunking.
         """
+
+    def clinical_input(self, n: int, clinical: np.ndarray | None) -> np.ndarray | None:
+        """The ``clinical`` graph input for a batch of ``n`` images: None for an image-only artifact (which refuses
+        values), the all-missing encoding when the artifact has clinical fields and none are given, else
+        ``clinical`` checked as float32 C-contiguous (n, F)."""
+        schema = self.card.clinical
+        if schema is None:
+            if clinical is not None:
+                raise ClinicalError(
+                    "this artifact is image-only (trained without clinical fields): it takes no clinical values"
+                )
+            return None
+        if clinical is None:
+            return schema.missing_batch(n)
+        return schema.check_array(clinical, n)
 
     def close(self) -> None:  # noqa: B027  (optional hook)
         """Release native resources early (GPU memory); the garbage collector does it otherwise."""
@@ -198,6 +218,14 @@ class Backend(ABC):
     @abstractmethod
     def open(cls, path: Path, *, device: str | None, options: Mapping[str, Any]) -> Session:
         """Open ``path`` on ``device`` (None: the best device here). Raises a FacedermError subclass."""
+
+
+def check_clinical_input(card: ModelCard, has_input: bool, where: str) -> None:
+    """The graph must have a ``clinical`` input exactly when its card has a clinical schema."""
+    if card.clinical is not None and not has_input:
+        raise MetadataMismatchError(f"{where}: its card has clinical fields but the graph has no 'clinical' input")
+    if card.clinical is None and has_input:
+        raise MetadataMismatchError(f"{where}: the graph has a 'clinical' input but its card has no clinical schema")
 
 
 def artifact_suffix(path: Path) -> str:

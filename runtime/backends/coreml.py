@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, ConfigError
-from ..metadata import INPUT_NAME, OUTPUT_NAME, card_from_metadata
+from ..metadata import CLINICAL_INPUT_NAME, INPUT_NAME, OUTPUT_NAME, card_from_metadata
 from . import register
-from .base import Backend, Session
+from .base import Backend, Session, check_clinical_input
 
 # facederm device name -> coremltools.ComputeUnit member name.
 _COMPUTE_UNITS = {
@@ -59,7 +59,8 @@ class CoreMlBackend(Backend):
 
 
 class CoreMlSession(Session):
-    """Core ML takes one RGB image per predict call (ImageType input), so batches are looped."""
+    """Core ML takes one RGB image per predict call (ImageType input), so batches are looped; a clinical model's
+    answers go in beside it as the MultiArray input ``clinical`` (float32 [1, F])."""
 
     static_batch = 1
 
@@ -78,15 +79,21 @@ class CoreMlSession(Session):
         except Exception as exc:
             raise ArtifactError(f"{path}: Core ML cannot load it: {exc}") from exc
         self.card = card_from_metadata(dict(self._model.user_defined_metadata), str(path))
+        inputs = {i.name for i in self._model.get_spec().description.input}
+        check_clinical_input(self.card, CLINICAL_INPUT_NAME in inputs, str(path))
         self._labels = list(self.card.labels)
         self._lock = threading.Lock()  # MLModel.predict is not documented as thread-safe
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: np.ndarray, clinical: np.ndarray | None = None) -> np.ndarray:
+        answers = self.clinical_input(len(batch), clinical)
         out = np.empty((len(batch), len(self._labels)), dtype=np.float32)
         for i, chw in enumerate(batch):
             rgb = np.clip(chw.transpose(1, 2, 0), 0, 255).astype(np.uint8)
+            feed: dict[str, Any] = {INPUT_NAME: self._image.fromarray(rgb, "RGB")}
+            if answers is not None:
+                feed[CLINICAL_INPUT_NAME] = answers[i : i + 1]
             with self._lock:
-                result = self._model.predict({INPUT_NAME: self._image.fromarray(rgb, "RGB")})
+                result = self._model.predict(feed)
             out[i] = self._probabilities(result)
         return out
 

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, BackendUnavailableError, ConfigError
-from ..metadata import OUTPUT_NAME, card_from_metadata
+from ..metadata import CLINICAL_INPUT_NAME, INPUT_NAME, OUTPUT_NAME, card_from_metadata
 from . import register
-from .base import Backend, Session
+from .base import Backend, Session, check_clinical_input
 
 # Device kind -> execution provider. Order = preference when no device is asked for. The TensorRT EP
 # is only used when asked ("tensorrt"): it builds an engine on the first run, which takes minutes.
@@ -76,7 +76,13 @@ class OnnxRuntimeBackend(Backend):
             sess_options=_session_options(ort, threads, options.get("graph_optimization")),
             providers=_providers(device, ort.get_available_providers())[1],
         )
-        name = session.get_inputs()[0].name
+        inputs = session.get_inputs()
+        name = next((i.name for i in inputs if i.name == INPUT_NAME), inputs[0].name)
+        if any(i.name == CLINICAL_INPUT_NAME for i in inputs):  # a clinical graph: nothing answered (speed only)
+            width = next(i.shape[1] for i in inputs if i.name == CLINICAL_INPUT_NAME)
+            return lambda batch: session.run(
+                None, {name: batch, CLINICAL_INPUT_NAME: np.zeros((len(batch), width), np.float32)}
+            )[0]
         return lambda batch: session.run(None, {name: batch})[0]
 
 
@@ -136,20 +142,27 @@ class OnnxRuntimeSession(Session):
         except Exception as exc:  # ORT raises its own zoo (InvalidProtobuf, Fail, NoSuchFile ...)
             raise ArtifactError(f"{path}: onnxruntime cannot load it: {exc}") from exc
         self.providers = self._session.get_providers()
-        model_input = self._session.get_inputs()[0]
+        inputs = self._session.get_inputs()
+        model_input = next((i for i in inputs if i.name == INPUT_NAME), inputs[0])
         outputs = [o.name for o in self._session.get_outputs()]
         self._input_name = model_input.name
+        self._clinical_name = CLINICAL_INPUT_NAME if any(i.name == CLINICAL_INPUT_NAME for i in inputs) else None
         self._output_names = [OUTPUT_NAME if OUTPUT_NAME in outputs else outputs[0]]
         self._input_dtype = _NUMPY_TYPES.get(model_input.type, np.float32)
         batch_dim = model_input.shape[0] if model_input.shape else None
         self.static_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
         metadata = self._session.get_modelmeta().custom_metadata_map
         self.card = card_from_metadata(metadata, str(path))
+        check_clinical_input(self.card, self._clinical_name is not None, str(path))
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: np.ndarray, clinical: np.ndarray | None = None) -> np.ndarray:
         if batch.dtype != self._input_dtype:
             batch = batch.astype(self._input_dtype)
+        feed = {self._input_name: batch}
+        answers = self.clinical_input(len(batch), clinical)
+        if answers is not None and self._clinical_name is not None:
+            feed[self._clinical_name] = answers  # float32 I/O in every precision (fp16 graphs keep_io_types)
         # InferenceSession.run is thread-safe: one session serves concurrent callers.
         probabilities: np.ndarray
-        (probabilities,) = self._session.run(self._output_names, {self._input_name: batch})
+        (probabilities,) = self._session.run(self._output_names, feed)
         return probabilities if probabilities.dtype == np.float32 else probabilities.astype(np.float32)

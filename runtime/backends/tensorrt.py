@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import ArtifactError, BackendUnavailableError, ConfigError, IncompatibleEngineError
 from ..metadata import (
+    CLINICAL_INPUT_NAME,
     INPUT_NAME,
     OUTPUT_NAME,
     SIDECAR_CARD,
@@ -30,7 +31,7 @@ from ..metadata import (
 )
 from ..schema import read_json
 from . import register
-from .base import Backend, Session
+from .base import Backend, Session, check_clinical_input
 
 _INSTALL = "pip install 'facederm[tensorrt]' cuda-python (TensorRT 10 and a CUDA GPU)"
 
@@ -181,6 +182,7 @@ class _Context:
     stream: int
     input_ptr: int
     output_ptr: int
+    clinical_ptr: int = 0  # the clinical input's buffer (0: an image-only engine)
 
 
 class TensorRtSession(Session):
@@ -207,6 +209,9 @@ class TensorRtSession(Session):
         inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
         self._input = INPUT_NAME if INPUT_NAME in inputs else inputs[0]
+        self._clinical = CLINICAL_INPUT_NAME if CLINICAL_INPUT_NAME in inputs else None
+        check_clinical_input(self.card, self._clinical is not None, str(path))
+        self._clinical_width = self.card.clinical.width if self.card.clinical is not None else 0
         self._output = OUTPUT_NAME if OUTPUT_NAME in outputs else outputs[0]
         self._input_dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(self._input)))
         self._output_dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(self._output)))
@@ -233,10 +238,14 @@ class TensorRtSession(Session):
         )
         context.set_tensor_address(self._input, made.input_ptr)
         context.set_tensor_address(self._output, made.output_ptr)
+        if self._clinical is not None:  # float32 [N, F] beside the image
+            made.clinical_ptr = self._cuda.malloc(self.max_batch * self._clinical_width * 4)
+            context.set_tensor_address(self._clinical, made.clinical_ptr)
         self._all_contexts.append(made)
         return made
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: np.ndarray, clinical: np.ndarray | None = None) -> np.ndarray:
+        answers = self.clinical_input(len(batch), clinical)
         try:
             ctx = self._contexts.get_nowait()
         except queue.Empty:
@@ -245,6 +254,9 @@ class TensorRtSession(Session):
             host_in = np.ascontiguousarray(batch, dtype=self._input_dtype)
             ctx.context.set_input_shape(self._input, host_in.shape)
             self._cuda.to_device(ctx.input_ptr, host_in, ctx.stream)
+            if answers is not None and self._clinical is not None:
+                ctx.context.set_input_shape(self._clinical, answers.shape)
+                self._cuda.to_device(ctx.clinical_ptr, answers, ctx.stream)
             if not ctx.context.execute_async_v3(ctx.stream):
                 raise ArtifactError("tensorrt: execute_async_v3 failed")
             host_out = np.empty((len(host_in), self._classes), dtype=self._output_dtype)
@@ -257,4 +269,6 @@ class TensorRtSession(Session):
         for ctx in self._all_contexts:
             self._cuda.free(ctx.input_ptr)
             self._cuda.free(ctx.output_ptr)
+            if ctx.clinical_ptr:
+                self._cuda.free(ctx.clinical_ptr)
         self._all_contexts.clear()
