@@ -248,3 +248,25 @@ def test_export_calibrates_on_every_stage_and_judges_on_heldout_images(runs):
     used = set(calibration.images.ids)
     assert used <= set(splits["training"]) and used - set(splits["train"]), "other-site training images are used"
     assert len(calibration) == 120 and not used & set(evaluation.agreement.images.ids)
+
+
+def test_ema_weights_are_kept_and_survive_a_resume(tmp_path):
+    """--ema-decay: the run keeps the weights' moving average (not the raw weights), and an interrupted run
+    resumes its average too (same final weights as a straight run)."""
+    options = dict(protocol="all", epochs=3, ema_decay=0.9)
+    plain = train(_config(tmp_path / "plain", protocol="all", epochs=3)).run_dir
+    straight = train(_config(tmp_path / "straight", **options)).run_dir
+    assert state_hash(load_run(plain)[0]) != state_hash(load_run(straight)[0])
+    assert load_run(straight)[1].data["training"]["ema_decay"] == 0.9
+
+    def interrupt(row):
+        if row["epoch"] == 2:
+            raise _Interrupt
+
+    interrupted = tmp_path / "interrupted"
+    with pytest.raises(_Interrupt):
+        train(_config(interrupted, **options), on_epoch_end=interrupt)
+    resumed = train(_config(interrupted, resume=True, **options)).run_dir
+    assert state_hash(load_run(straight)[0]) == state_hash(load_run(resumed)[0])
+    with pytest.raises(ConfigError, match="--ema-decay"):
+        _config(tmp_path / "bad", ema_decay=1.0)

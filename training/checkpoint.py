@@ -78,12 +78,15 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     state: dict[str, Any],
+    ema_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write the training state after an epoch. ``state`` is JSON (stage, epoch, best, history...)."""
+    """Write the training state after an epoch. ``state`` is JSON (stage, epoch, best, history...);
+    ``ema_state``: the weights' moving average (``--ema-decay``), when training keeps one."""
     folder = Path(run_dir) / CHECKPOINT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best_model_state.items()})
+    tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in (ema_state or {}).items()})
     optimizer_tensors, optimizer_meta = _optimizer_to_flat(optimizer)
     rng_tensors, rng_meta = rng_state()
     tensors.update(optimizer_tensors)
@@ -105,7 +108,7 @@ def has_checkpoint(run_dir: str | Path) -> bool:
 
 
 def load_checkpoint(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
-    """(state, tensors by group: "model", "best", "optimizer", "rng") of the last completed epoch."""
+    """(state, tensors by group: "model", "best", "optimizer", "rng", "ema") of the last completed epoch."""
     folder = Path(run_dir) / CHECKPOINT_DIR
     if not has_checkpoint(run_dir):
         raise ConfigError(
@@ -115,10 +118,10 @@ def load_checkpoint(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, dict
     if state.get("finished"):  # a finished run keeps only its state (the tensors were deleted at the end)
         return state, {}
     raw = load_file(str(folder / state["tensors"]))
-    groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "best": {}, "optimizer": {}, "rng": {}}
+    groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "best": {}, "optimizer": {}, "rng": {}, "ema": {}}
     for key, tensor in raw.items():
         group, rest = key.split(".", 1)
-        groups[group][rest if group in ("model", "best") else key] = tensor
+        groups[group][rest if group in ("model", "best", "ema") else key] = tensor
     return state, groups
 
 

@@ -45,6 +45,14 @@ from .protocols import PROTOCOLS
 )
 @click.option("--label-smoothing", default=0.0, show_default=True, type=float, help="Cross-entropy label smoothing.")
 @click.option(
+    "--ema-decay",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="Keep an exponential moving average of the weights (timm ModelEmaV3 with warm-up; e.g. 0.999): it is "
+    "validated, chosen and saved instead of the raw weights (0: off).",
+)
+@click.option(
     "--calibrate/--no-calibrate",
     default=True,
     show_default=True,
@@ -124,6 +132,7 @@ def main(
     finetune_lr_scale,
     pixel_noise,
     label_smoothing,
+    ema_decay,
     calibrate,
     refer_below,
     weight_decay,
@@ -166,6 +175,7 @@ def main(
             finetune_lr_scale=finetune_lr_scale,
             pixel_noise=pixel_noise,
             label_smoothing=label_smoothing,
+            ema_decay=ema_decay,
             calibrate=calibrate,
             refer_below=refer_below,
             weight_decay=weight_decay,

@@ -33,6 +33,7 @@ class TrainConfig:
     finetune_lr_scale: float = 1.0  # peak lr of a stage that fine-tunes the previous stage, as a fraction of lr
     pixel_noise: float = 12.0  # training noise, gray levels (sigma ~ U(0, pixel_noise)); see TrainAugment
     label_smoothing: float = 0.0  # cross-entropy label smoothing
+    ema_decay: float = 0.0  # EMA of the weights (timm ModelEmaV3, warm-up), validated and kept; 0: off
     calibrate: bool = True  # fit a temperature on the validation images (training/calibrate.py)
     refer_below: str = ""  # "0.5" (every label) or "AK=0.6,MEL=0.8": refer a top label below it
     weight_decay: float = 0.05
@@ -90,6 +91,8 @@ class TrainConfig:
         if not 0 < self.finetune_lr_scale <= 1:
             raise ConfigError(f"--finetune-lr-scale must be within (0, 1], got {self.finetune_lr_scale}")
         parse_refer_below(self.refer_below, None)
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"--ema-decay must be within [0, 1), got {self.ema_decay}")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"--label-smoothing must be within [0, 1), got {self.label_smoothing}")
         if not 0 <= self.pixel_noise <= 64:

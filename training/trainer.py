@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from timm.utils import ModelEmaV3
 
 from facederm.runtime.card import Calibration, ModelCard, Referral
 from facederm.runtime.clinical import ClinicalSchema
@@ -67,6 +68,7 @@ RESUME_KEYS = (
     "finetune_lr_scale",
     "pixel_noise",
     "label_smoothing",
+    "ema_decay",
     "seed",
     "label_set",
     "face_regions",
@@ -528,10 +530,16 @@ def _run_stage(
 
     best_score, bad_epochs, start_epoch = -1.0, 0, 0
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    # --ema-decay: validate, keep and checkpoint the weights' moving average instead of the raw weights
+    ema = ModelEmaV3(model, decay=config.ema_decay, use_warmup=True) if config.ema_decay else None
+    scored = ema.module if ema is not None else model
     if state is not None:
         ckpt.restore_training(groups, state, model, optimizer, scheduler)
         best_state = {k: v.to(device) for k, v in groups["best"].items()}
         best_score, bad_epochs, start_epoch = state["best_score"], state["bad_epochs"], state["epoch"] + 1
+        if ema is not None:
+            ema.module.load_state_dict(groups["ema"])
+    step = start_epoch * steps_per_epoch
 
     label = f"stage {stage_index + 1}/{n_stages} {sd.stage.name}" if n_stages > 1 else "training"
     epochs_task = reporter.progress.add_task(label, total=config.epochs, completed=start_epoch, info="")
@@ -544,6 +552,10 @@ def _run_stage(
         reporter.progress.reset(steps_task, total=steps_per_epoch)
 
         def on_step(loss: float) -> None:
+            nonlocal step
+            step += 1
+            if ema is not None:
+                ema.update(model, step=step)
             reporter.progress.update(steps_task, advance=1, info=f"loss {loss:.3f}")
 
         result = train_one_epoch(
@@ -559,14 +571,14 @@ def _run_stage(
             on_step=on_step,
         )
         val_probs = predict_sharded(
-            model, val_images, preprocessing, world, batch_size=config.batch_size, device=device, clinical=val_clinical
+            scored, val_images, preprocessing, world, batch_size=config.batch_size, device=device, clinical=val_clinical
         )
         score = macro_recall(val_true, val_probs) if len(val_true) else float("nan")
         # No validation images: keep the last epoch (nothing to choose with).
         improved = bool(np.isnan(score) or score > best_score)
         if improved:
             best_score = -1.0 if np.isnan(score) else score
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in scored.state_dict().items()}
             bad_epochs = 0
         else:
             bad_epochs += 1
@@ -598,6 +610,7 @@ def _run_stage(
                     "config": config.to_dict(),
                     "stage_done": stopped_early or epoch + 1 == config.epochs,
                 },
+                ema_state=ema.module.state_dict() if ema is not None else None,
             )
         barrier(world)
         reporter.progress.update(
@@ -665,6 +678,7 @@ def _card(
                 + (f", pixel noise sigma ~ U(0, {config.pixel_noise:g}) gray levels" if config.pixel_noise else ""),
                 "pixel_noise": config.pixel_noise,
                 "label_smoothing": config.label_smoothing,
+                "ema_decay": config.ema_decay,
             },
         }
     )
