@@ -237,6 +237,8 @@ def run_bench(path: str | Path, options: BenchOptions, *, progress: Any = None) 
         tool_seconds=options.tool_seconds,
         input_size=card.input_size,
         eval_tensor=str(eval_data.tensor_path) if eval_data else "",
+        eval_clinical=str(eval_data.clinical_path) if eval_data and eval_data.clinical_path else "",
+        clinical_width=card.clinical.width if card.clinical is not None else 0,
         work_dir=str(work),
     )
     rows = plan_rows(source.export_dir, source.manifest, source.run_dir, options.backends, options.device)

@@ -69,6 +69,8 @@ class Settings:
     tool_seconds: float = 3.0
     input_size: int = 224
     eval_tensor: str = ""  # .npy of uint8 NCHW evaluation images ("" = none)
+    eval_clinical: str = ""  # .npy of float32 [N, F] recorded clinical answers of those images ("" = none)
+    clinical_width: int = 0  # F of a model with clinical fields (0: image-only)
     work_dir: str = ""
 
     def budget(self, batch: int = 1) -> Budget:
@@ -190,7 +192,7 @@ def backend_of(row: RowSpec) -> type[Backend] | None:
 class Opened:
     """An opened model: its predict function and what the backend reports about how it computes."""
 
-    run: Callable[[np.ndarray], np.ndarray]
+    run: Callable[..., np.ndarray]  # (images) or, for a clinical model, (images, encoded answers)
     compute_precision: str | None = None
     details: str = ""
 
@@ -206,9 +208,10 @@ def open_torch(row: RowSpec, threads: int) -> Opened:
     classifier, card = load_trained(Path(row.path), ensemble=is_cv_dir(row.path))  # a CV dir: its fold ensemble
     model = ProbabilityModel.from_card(classifier, card).eval().to(memory_format=torch.channels_last)
 
-    def run(batch: np.ndarray) -> np.ndarray:
+    def run(batch: np.ndarray, clinical: np.ndarray | None = None) -> np.ndarray:
         with torch.inference_mode():
-            return model(torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)).numpy()
+            x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
+            return (model(x) if clinical is None else model(x, torch.from_numpy(clinical))).numpy()
 
     return Opened(run, "fp32", f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
@@ -260,6 +263,19 @@ class Context:
             if len(images):
                 return np.ascontiguousarray(images[np.arange(n) % len(images)], dtype=np.float32)
         return make_probe(seed=0, batch=n, size=self.settings.input_size)
+
+    def input_clinical(self, n: int) -> np.ndarray | None:
+        """float32 [n, F]: the recorded answers of :meth:`input_batch`'s images (a clinical model with evaluation
+        data), else None: the artifact then encodes "nothing answered" itself."""
+        if not self.settings.eval_clinical:
+            return None
+        answers = np.load(self.settings.eval_clinical, mmap_mode="r")
+        return np.ascontiguousarray(answers[np.arange(n) % len(answers)], dtype=np.float32) if len(answers) else None
+
+    def call(self, run: Callable[..., np.ndarray], n: int) -> Callable[[], np.ndarray]:
+        """``run`` on ``n`` input images (and their answers for a clinical model), ready to time."""
+        x, answers = self.input_batch(n), self.input_clinical(n)
+        return (lambda: run(x)) if answers is None else (lambda: run(x, answers))
 
     def reference(self, name: str) -> dict[str, Any]:
         """The reference row's first figures of measurement ``name`` ({} when it has none)."""

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from facederm.runtime.errors import FacedermError
+from facederm.runtime.metadata import CLINICAL_INPUT_NAME
 
 from .measure import RUNNERS, Settings, backend_of, measurement, not_run_here, percentiles, throughput, time_calls
 from .plan import RowSpec
@@ -26,7 +27,11 @@ class ToolError(FacedermError):
     """A backend's own benchmark tool failed or printed nothing we can read."""
 
 
-def _timed(ctx: Any, run: Any, batch: int) -> list[float]:
+def _timed(ctx: Any, run: Any, batch: int, *, answers: bool = True) -> list[float]:
+    """Per-call ms of ``run`` at ``batch``; with ``answers`` a clinical model also gets the images' recorded answers
+    (a bare library call feeds its own "nothing answered" input, see ``Backend.bare_call``)."""
+    if answers:
+        return time_calls(ctx.call(run, batch), ctx.settings.budget(batch))
     x = ctx.input_batch(batch)
     return time_calls(lambda: run(x), ctx.settings.budget(batch))
 
@@ -42,9 +47,9 @@ def load(ctx: Any) -> dict[str, Any]:
     start = time.perf_counter()
     ctx.opened = open_model(ctx.row, ctx.settings.threads)
     load_ms = (time.perf_counter() - start) * 1e3
-    first = ctx.input_batch(1)
+    first = ctx.call(ctx.opened.run, 1)
     start = time.perf_counter()
-    ctx.opened.run(first)
+    first()
     return {
         "import_ms": import_ms,
         "cold_load_ms": load_ms,
@@ -110,12 +115,13 @@ def native_scoring_skip(row: RowSpec, settings: Settings) -> str:
 )
 def predict(ctx: Any) -> dict[str, Any]:
     images = np.load(ctx.settings.eval_tensor, mmap_mode="r")
-    probs = np.concatenate(
-        [
-            ctx.opened.run(np.ascontiguousarray(images[i : i + CHUNK], dtype=np.float32))
-            for i in range(0, len(images), CHUNK)
-        ]
-    ).astype(np.float32)
+    answers = np.load(ctx.settings.eval_clinical) if ctx.settings.eval_clinical else None
+
+    def chunk(i: int) -> np.ndarray:  # a clinical model gets each image's recorded answers
+        x = np.ascontiguousarray(images[i : i + CHUNK], dtype=np.float32)
+        return ctx.opened.run(x) if answers is None else ctx.opened.run(x, answers[i : i + CHUNK])
+
+    probs = np.concatenate([chunk(i) for i in range(0, len(images), CHUNK)]).astype(np.float32)
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in ctx.row.key)
     path = Path(ctx.settings.work_dir) / f"probs-{safe}.npy"
     np.save(path, probs)
@@ -143,10 +149,10 @@ def bare_call(ctx: Any) -> dict[str, Any]:
         threads=threads,  # type: ignore[union-attr]
         options=ctx.row.options,
     )
-    calls = _timed(ctx, call, ctx.settings.batch)
+    calls = _timed(ctx, call, ctx.settings.batch, answers=False)
     return {
         "tool": f"{backend.short_name or backend.name}_bare",
-        **percentiles(_timed(ctx, call, 1)),  # type: ignore
+        **percentiles(_timed(ctx, call, 1, answers=False)),  # type: ignore
         "throughput_ips": throughput(calls, ctx.settings.batch),
         "command": f"{backend.name} bare call on {ctx.row.display_path}, {threads} threads",
     }  # type: ignore
@@ -201,6 +207,7 @@ def native_tool(ctx: Any) -> dict[str, Any]:
             input_size=s.input_size,
             seconds=s.tool_seconds,
             options=row.options,
+            extra_inputs={CLINICAL_INPUT_NAME: (s.clinical_width,)} if s.clinical_width else None,
         )
 
     one = command(1)

@@ -7,7 +7,8 @@ matches the manifest's.
 The evaluation images go through the runtime's one preprocessing (via ``facederm.training.evaluate``) once and
 are stored as a uint8 NCHW ``.npy`` in the work dir (exact: the graphs take whole 0-255 values), which each
 row's process memory-maps. Which images: the run's test split when the data holds it; otherwise every image the
-run did not train or validate on (an external set); never an image the model was trained on.
+run did not train or validate on (an external set); never an image the model was trained on. A model with clinical
+fields also gets the images' recorded answers, encoded by its card's schema, as a float32 ``.npy`` beside them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from facederm.runtime.layout import CARD_FILE, MANIFEST_FILE, WEIGHTS_FILE, Mani
 from .schema import EvalInfo
 
 EVAL_FILE = "eval-images.npy"
+EVAL_CLINICAL_FILE = "eval-clinical.npy"  # float32 [N, F]: a clinical model's recorded answers per image
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class EvalData:
     y_true: np.ndarray  # class index per image, in the card's label order
     groups: np.ndarray  # patient id per image (bootstrap resampling unit)
     tensor_path: Path
+    clinical_path: Path | None = None  # the images' encoded clinical answers (a model with clinical fields)
 
 
 def data_spec(requested: str | None, card: ModelCard) -> str | None:
@@ -138,6 +141,11 @@ def prepare_eval(
     images = np.stack(list(preprocess_samples(dataset, chosen, card.preprocessing))).transpose(0, 3, 1, 2)
     work_dir.mkdir(parents=True, exist_ok=True)
     np.save(work_dir / EVAL_FILE, np.ascontiguousarray(images, dtype=np.uint8))
+    clinical_path = None
+    if card.clinical is not None:  # each image with its own recorded answers, as the export's gate fed them
+        answers = card.clinical.encode([s.clinical_record for s in chosen], unseen="missing", extra="ignore")
+        clinical_path = work_dir / EVAL_CLINICAL_FILE
+        np.save(clinical_path, answers)
     counts = Counter(s.label for s in chosen)
     info = EvalInfo(
         spec=spec,
@@ -149,4 +157,5 @@ def prepare_eval(
         class_counts={label: counts.get(label, 0) for label in card.labels},
     )
     y_true = np.array([card.labels.index(s.label) for s in chosen], dtype=np.int64)
-    return EvalData(info, y_true, np.array([s.patient_id for s in chosen]).astype(str), work_dir / EVAL_FILE)
+    groups = np.array([s.patient_id for s in chosen]).astype(str)
+    return EvalData(info, y_true, groups, work_dir / EVAL_FILE, clinical_path)

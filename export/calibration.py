@@ -11,6 +11,10 @@ From the run dir (``splits.json`` + the card's ``data["spec"]``):
   gate compares enough pairs.
 - **Labelled effect**: the run's test images (the ones its metrics are on), or ``eval_data`` when the run
   records no split.
+
+A model with clinical fields is calibrated and judged on both of its inputs: each image carries its own encoded
+answers (the card's schema; categories its training never saw and fields it lacks are missing), and every view of
+an image keeps that image's answers.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from facederm.runtime.card import ModelCard, Preprocessing
+from facederm.runtime.clinical import ClinicalSchema
 from facederm.runtime.errors import ConfigError, ExportError
 from facederm.runtime.preprocess import to_tensor
 
@@ -45,16 +50,18 @@ def apply_view(batch: np.ndarray, view: str) -> np.ndarray:
 
 @dataclass
 class ImageSet:
-    """Samples of one data set, their label indices (in the card's label order; -1: not a model label) and
-    lazily loaded tensors."""
+    """Samples of one data set, their label indices (in the card's label order; -1: not a model label), lazily
+    loaded tensors and, for a model with clinical fields (``schema``), the images' encoded answers."""
 
     dataset: object  # facederm.training.data.DataSet (kept loose: the data layer owns the type)
     samples: list
     y_true: np.ndarray
     preprocessing: Preprocessing
     spec: str = ""
+    schema: ClinicalSchema | None = None
     _images: list[np.ndarray] | None = field(default=None, repr=False)
     _tensors: np.ndarray | None = field(default=None, repr=False)
+    _clinical: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -82,6 +89,15 @@ class ImageSet:
             crop = self.preprocessing.crop
             self._tensors = to_tensor(images) if images else np.zeros((0, 3, crop, crop), np.float32)
         return self._tensors
+
+    def clinical(self) -> np.ndarray | None:
+        """float32 [N, F]: the graphs' second input, each image's answers as recorded (None: image-only model)."""
+        if self.schema is None:
+            return None
+        if self._clinical is None:
+            records = [getattr(s, "clinical_record", {}) for s in self.samples]
+            self._clinical = self.schema.encode(records, unseen="missing", extra="ignore")
+        return self._clinical
 
 
 @dataclass
@@ -130,10 +146,23 @@ class ViewedSet:
             chunk = pairs[start : start + batch_size]
             yield np.concatenate([apply_view(base[i : i + 1], v) for i, v in chunk]) if chunk else base[:0]
 
+    def input_batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """(images, clinical answers or None) per batch, in order: what a two-input graph is fed."""
+        answers = self.clinical_tensors()
+        for start, images in zip(range(0, len(self), batch_size), self.batches(batch_size)):
+            yield images, None if answers is None else answers[start : start + batch_size]
+
     def tensors(self) -> np.ndarray:
         """Every input at once (calibration sets are small)."""
         parts = list(self.batches(64))
         return np.concatenate(parts) if parts else self.images.tensors()[:0]
+
+    def clinical_tensors(self) -> np.ndarray | None:
+        """float32 [n_inputs, F]: each input's answers (a view keeps its image's); None for an image-only model."""
+        answers = self.images.clinical()
+        if answers is None:
+            return None
+        return np.ascontiguousarray(answers[[i for i, _ in self._pairs()]]).reshape(len(self), answers.shape[1])
 
     def describe(self, labels: Sequence[str]) -> dict[str, object]:
         """What the manifest records of this set."""
@@ -161,7 +190,7 @@ def _image_set(dataset, samples: Sequence, card: ModelCard, spec: str, *, what: 
     if unknown and strict:
         raise ExportError(f"{what} data {spec}: label(s) {', '.join(unknown)} are not the model's {list(card.labels)}")
     y = np.asarray([index.get(s.label, -1) for s in samples], dtype=np.int64)
-    return ImageSet(dataset, list(samples), y, card.preprocessing, spec)
+    return ImageSet(dataset, list(samples), y, card.preprocessing, spec, schema=card.clinical)
 
 
 def _run_data(run_dir: Path, card: ModelCard):
@@ -272,6 +301,7 @@ def _concat(parts: list[ImageSet], card: ModelCard) -> ImageSet:
         np.asarray([p.y_true[i] for p, i in chosen]),
         card.preprocessing,
         " + ".join(p.spec for p in parts),
+        schema=card.clinical,
     )
     merged._images = [p.images()[i] for p, i in chosen]
     return merged

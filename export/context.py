@@ -20,7 +20,9 @@ from facederm.runtime.card import ModelCard
 from .calibration import Calibration
 from .options import ExportOptions
 
-Predict = Callable[[np.ndarray], np.ndarray]
+#: Runs an artifact (or its twin) on float32 NCHW 0-255 images; a model with clinical fields also takes the
+#: images' encoded answers [N, F] as a second argument (omitted: nothing answered).
+Predict = Callable[..., np.ndarray]
 
 
 @dataclass
@@ -73,21 +75,25 @@ class BuiltArtifact:
     close: Callable[[], None] | None = None
 
 
-def run_batched(fn: Predict, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """Apply ``fn`` to ``images`` in chunks (memory stays flat for any evaluation size)."""
-    out = [
-        np.asarray(fn(np.ascontiguousarray(images[i : i + batch_size])), dtype=np.float32)
-        for i in range(0, len(images), batch_size)
-    ]
+def run_batched(fn: Predict, images: np.ndarray, batch_size: int, clinical: np.ndarray | None = None) -> np.ndarray:
+    """Apply ``fn`` to ``images`` (and their clinical answers) in chunks (memory stays flat for any evaluation size)."""
+    out = []
+    for i in range(0, len(images), batch_size):
+        batch = np.ascontiguousarray(images[i : i + batch_size])
+        result = fn(batch) if clinical is None else fn(batch, np.ascontiguousarray(clinical[i : i + batch_size]))
+        out.append(np.asarray(result, dtype=np.float32))
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
 def torch_predict(model: torch.nn.Module, dtype: torch.dtype = torch.float32) -> Predict:
-    """A predictor for a torch module taking 0-255 NCHW input (fp32 reference, or a Core ML twin)."""
+    """A predictor for a torch module taking 0-255 NCHW input (fp32 reference, or a Core ML twin), and a clinical
+    model's answers as a second argument (None: the model's own "nothing answered" vector)."""
 
-    def predict(batch: np.ndarray) -> np.ndarray:
+    def predict(batch: np.ndarray, clinical: np.ndarray | None = None) -> np.ndarray:
         with torch.inference_mode():
             x = torch.from_numpy(batch).to(dtype)
-            return model(x).float().numpy()
+            if clinical is None:
+                return model(x).float().numpy()
+            return model(x, torch.from_numpy(clinical).to(dtype)).float().numpy()
 
     return predict

@@ -1,8 +1,8 @@
 """The fp32 ONNX graph every ONNX-based artifact starts from, its metadata, and an onnxruntime predictor.
 
 One file (legacy TorchScript exporter: one .onnx, no external data, 3-10x faster than dynamo here),
-input ``image`` float32 NCHW 0-255 with a dynamic batch, output ``probabilities``, simplified with
-onnxslim, the model card in ``metadata_props``.
+input ``image`` float32 NCHW 0-255 with a dynamic batch (a model with clinical fields also ``clinical``, float32
+[batch, F]), output ``probabilities``, simplified with onnxslim, the model card in ``metadata_props``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 
 from facederm.runtime.card import NOT_A_DIAGNOSIS, ModelCard
 from facederm.runtime.errors import ExportError
-from facederm.runtime.metadata import INPUT_NAME, OUTPUT_NAME, card_to_metadata
+from facederm.runtime.metadata import CLINICAL_INPUT_NAME, INPUT_NAME, OUTPUT_NAME, card_to_metadata
 
 from .context import BuildContext, Predict
 from .surgery import static_same_padding
@@ -44,17 +44,19 @@ def export_fp32(model: torch.nn.Module, card: ModelCard, path: Path, *, slim: bo
     size = card.input_size
     static, _ = static_same_padding(model, size)
     raw = path.with_suffix(".raw.onnx")
+    inputs, names = example_inputs(card)
+    axes = {name: {0: "batch"} for name in (*names, OUTPUT_NAME)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about shape arithmetic are expected and harmless
         torch.onnx.export(
             static,
-            (torch.zeros(1, 3, size, size),),
+            inputs,
             str(raw),
             dynamo=False,
             opset_version=OPSET,
-            input_names=[INPUT_NAME],
+            input_names=list(names),
             output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            dynamic_axes=axes,
             do_constant_folding=True,
         )
     graph = onnx.load(str(raw))
@@ -70,6 +72,16 @@ def export_fp32(model: torch.nn.Module, card: ModelCard, path: Path, *, slim: bo
     onnx.checker.check_model(graph)
     onnx.save(graph, str(path))
     return path
+
+
+def example_inputs(card: ModelCard) -> tuple[tuple[torch.Tensor, ...], tuple[str, ...]]:
+    """The tracing inputs and their graph names: ``image`` (1, 3, S, S), and for a model with clinical fields
+    ``clinical`` (1, F) holding the "nothing answered" encoding."""
+    image = torch.zeros(1, 3, card.input_size, card.input_size)
+    if card.clinical is None:
+        return (image,), (INPUT_NAME,)
+    clinical = torch.from_numpy(card.clinical.missing_batch(1))
+    return (image, clinical), (INPUT_NAME, CLINICAL_INPUT_NAME)
 
 
 def shared_fp32(ctx: BuildContext) -> Path:
@@ -94,8 +106,8 @@ def ort_predict(path: Path, **options: Any) -> Predict:
     except FacedermError as exc:
         raise ExportError(f"{path.name}: the runtime's onnxruntime backend cannot load it: {exc}") from exc
 
-    def predict(batch: np.ndarray) -> np.ndarray:
-        return model.run(np.ascontiguousarray(batch, dtype=np.float32))
+    def predict(batch: np.ndarray, clinical: np.ndarray | None = None) -> np.ndarray:
+        return model.run(np.ascontiguousarray(batch, dtype=np.float32), clinical)
 
     predict.model = model  # type: ignore[attr-defined]
     return predict

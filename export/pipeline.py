@@ -155,10 +155,14 @@ def run_export(
                     target.check_requirements()
                 except MissingDependencyError as exc:
                     missing = exc
+                # A target that cannot feed a second input skips a clinical model, with its reason (not a failure).
+                unsupported = target.clinical_unsupported if card.clinical is not None else ""
                 for variant in variants:
                     if bar:
                         bar.update(task, description=f"{target.name} {variant.precision}")
-                    if missing is not None:
+                    if unsupported:
+                        emit(_skipped(target, variant, unsupported))
+                    elif missing is not None:
                         emit(_skipped(target, variant, str(missing)))
                     else:
                         ctx = BuildContext(
@@ -194,8 +198,12 @@ def run_export(
 
 
 def predict_inputs(predict, inputs: ViewedSet, batch_size: int) -> np.ndarray:
-    """``predict`` over every input of ``inputs`` in batches (views made per batch)."""
-    out = [np.asarray(predict(batch), dtype=np.float32) for batch in inputs.batches(batch_size)]
+    """``predict`` over every input of ``inputs`` in batches (views made per batch); a clinical model's graph gets
+    each input's answers too (both inputs, as deployed)."""
+    out = [
+        np.asarray(predict(batch) if clinical is None else predict(batch, clinical), dtype=np.float32)
+        for batch, clinical in inputs.input_batches(batch_size)
+    ]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
@@ -211,9 +219,9 @@ def fp32_noise_floor(
     rng = np.random.default_rng(seed)
     predict = torch_predict(model)
 
-    def noisy(batch: np.ndarray) -> np.ndarray:
+    def noisy(batch: np.ndarray, clinical: np.ndarray | None = None) -> np.ndarray:
         noise = rng.normal(0.0, NOISE_FLOOR_SIGMA, batch.shape).astype(np.float32)
-        return predict(np.clip(batch + noise, 0.0, 255.0))
+        return predict(np.clip(batch + noise, 0.0, 255.0), clinical)  # pixel noise only: the answers stay
 
     probs = predict_inputs(noisy, inputs, batch_size)
     same = probs.argmax(1) == reference.argmax(1)

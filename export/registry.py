@@ -54,6 +54,9 @@ class Target:
     validation: str = "native"
     #: Where the artifact carries its card (labels, preprocessing).
     metadata: str = ""
+    #: Why the target cannot take a model with clinical fields (its artifacts are skipped with this reason);
+    #: empty: it exports the second input ``clinical`` like the image.
+    clinical_unsupported: str = ""
 
     def missing_requirements(self) -> list[str]:
         """pip commands for the required libraries that are not installed (empty: ready)."""
@@ -140,10 +143,11 @@ def get_target(name: str) -> Target:
 
 
 def resolve_targets(names: Iterable[str]) -> list[Target]:
-    """Targets for ``names`` (aliases and ``all`` expanded), each once, in registry order."""
+    """Targets for ``names`` (aliases and ``all`` expanded; ``"onnx,openvino"`` comma lists too), each once, in
+    registry order."""
     _load_builtin()
     wanted: set[str] = set()
-    names = list(names)
+    names = [part for name in names for part in name.split(",") if part.strip()]
     if not names:
         raise ConfigError("no export target given; use --target onnx|openvino|coreml|tensorrt|all")
     for name in names:

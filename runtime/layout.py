@@ -225,6 +225,7 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = to_dict(self)
+        data["card"] = self.card.to_dict()  # the card's own JSON (an image-only card has no clinical entry)
         return data
 
     @classmethod

@@ -1,6 +1,7 @@
 """Clinical fields end to end on a tiny synthetic run: training fits the schema on the training images and fuses the
 answers in the head (image-only models unchanged), metrics report recall as answered vs all masked and whether
-missingness alone predicts the label."""
+missingness alone predicts the label; the run exports to every target with the two named inputs (calibration and the
+gate feed both; the web target skips it with its reason) and predicts through ``facederm-predict --clinical``."""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ def _config(out: Path, **overrides) -> TrainConfig:
         device="cpu",
         progress=False,
         patience=0,
+        head_hidden=64,
+        lr=3e-3,
         clinical=FIELDS,
     )
     options.update(overrides)
@@ -144,3 +147,174 @@ def test_biopsed_is_refused_before_training(tmp_path: Path):
     assert result.exit_code != 0
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "biopsed" in lines[0] and "biopsy-proven" in lines[0], result.output
+
+
+# --- export: both inputs through every target ------------------------------------------------------------------
+TARGETS = ["onnx", "openvino", "tensorrt", "coreml", "web"]
+
+
+def export_clinical(run_dir: Path, out: Path) -> dict:
+    """The export the tests below read (in its own process: native int8 kernels can crash an interpreter)."""
+    from facederm.export import export_run
+
+    result = export_run(
+        run_dir,
+        out_dir=out,
+        targets=TARGETS,
+        precisions=["fp32", "fp16", "int8"],
+        max_drop=100.0,
+        min_agreement=0.0,
+        eval_views=1,
+    )
+    return {r.key: (r.status, r.error, r.path) for r in result.records}
+
+
+@pytest.fixture(scope="module")
+def clinical_export(clinical_run: Path, tmp_path_factory, run_isolated) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("clinical-export") / "out"
+    records = run_isolated(export_clinical, clinical_run, out, what="export_run(clinical run, onnx/openvino/...)")
+    return out, records
+
+
+def test_every_target_exports_or_says_why(clinical_export):
+    out, records = clinical_export
+    for key in ("onnx:fp32", "onnx:fp16", "onnx:int8", "onnx-mobile:fp32", "openvino:fp32", "openvino:fp16"):
+        assert records[key][0] == "ok", (key, records[key])
+    assert records["openvino:int8"][0] == "ok" and records["tensorrt:int8"][0] == "ok", records
+    assert records["coreml:fp16"][0] == "ok", records["coreml:fp16"]
+    for key in ("web:fp32", "web:int8"):
+        status, error, _ = records[key]
+        assert status == "skipped" and "no clinical form" in error
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["card"]["clinical"]["fields"][0]["name"] == "age"
+
+
+def test_graphs_have_both_named_inputs_and_carry_the_schema(clinical_export, clinical_run: Path):
+    import onnx
+    import openvino as ov
+
+    from facederm.runtime.metadata import OPENVINO_RT_INFO_PATH, card_from_json, card_from_metadata
+
+    out, _ = clinical_export
+    schema = ModelCard.load(clinical_run / "config.json").clinical
+    for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx", "tensorrt/model.int8.qdq.onnx"):
+        graph = onnx.load(str(out / name))
+        inputs = {i.name: i for i in graph.graph.input}
+        assert list(inputs) == ["image", "clinical"], name
+        dims = [d.dim_value or d.dim_param for d in inputs["clinical"].type.tensor_type.shape.dim]
+        assert dims[1] == schema.width and inputs["clinical"].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        meta = {p.key: p.value for p in graph.metadata_props}
+        assert card_from_metadata(meta, name).clinical == schema
+    ir = ov.Core().read_model(str(out / "openvino" / "model.int8.xml"))
+    assert [i.get_any_name() for i in ir.inputs] == ["image", "clinical"]
+    assert card_from_json(ir.get_rt_info(list(OPENVINO_RT_INFO_PATH)).astype(str), "ir").clinical == schema
+
+
+def test_coreml_package_has_a_multiarray_clinical_input(clinical_export, clinical_run: Path):
+    import coremltools as ct
+
+    from facederm.runtime.metadata import card_from_metadata
+
+    out, _ = clinical_export
+    mlmodel = ct.models.MLModel(str(out / "model.mlpackage"), skip_model_load=True)
+    inputs = {i.name: i.type for i in mlmodel.get_spec().description.input}
+    assert inputs["image"].WhichOneof("Type") == "imageType"
+    assert inputs["clinical"].WhichOneof("Type") == "multiArrayType"
+    schema = ModelCard.load(clinical_run / "config.json").clinical
+    assert list(inputs["clinical"].multiArrayType.shape) == [1, schema.width]
+    assert card_from_metadata(dict(mlmodel.user_defined_metadata), "mlpackage").clinical == schema
+
+
+@pytest.mark.parametrize("key", ["onnx:fp32", "openvino:fp32", "tensorrt:fp16"])
+def test_fp32_artifacts_match_torch_on_both_inputs(clinical_export, clinical_run: Path, key):
+    from facederm.runtime import load
+
+    out, records = clinical_export
+    model, card = load_run(clinical_run)
+    target, precision = key.split(":")
+    artifact = load(out, target=target, precision=precision, **({"precision_hint": "f32"} if "openvino" in key else {}))
+    x = np.random.default_rng(1).uniform(0, 255, (5, 3, 32, 32)).astype(np.float32)
+    answers = card.clinical.encode([{"age": 80, "bleed": True}, {"gender": "MALE"}, None, {"itch": False}, {}])
+    reference = ProbabilityModel.from_card(model, card).eval()
+    with torch.inference_mode():
+        expected = reference(torch.from_numpy(x), torch.from_numpy(answers)).numpy()
+        missing = reference(torch.from_numpy(x)).numpy()
+    tolerance = 1e-4 if precision == "fp32" else 1e-2
+    np.testing.assert_allclose(artifact.run(x, answers), expected, atol=tolerance)
+    np.testing.assert_allclose(artifact.run(x), missing, atol=tolerance)
+    assert artifact.self_test().passed  # the probe: nothing answered, as recorded at export
+
+
+def test_calibration_and_gate_sets_carry_each_images_answers(clinical_run: Path):
+    from facederm.export.calibration import calibration_set, evaluation_data
+
+    card = ModelCard.load(clinical_run / "config.json")
+    evaluation = evaluation_data(clinical_run, card, None, views=2)
+    answers = evaluation.agreement.clinical_tensors()
+    n = len(evaluation.agreement.images)
+    assert answers.shape == (2 * n, card.clinical.width)
+    np.testing.assert_array_equal(answers[:n], answers[n:])  # the flipped view keeps its image's answers
+    expected = card.clinical.encode(
+        [s.clinical_record for s in evaluation.agreement.images.samples], unseen="missing", extra="ignore"
+    )
+    np.testing.assert_array_equal(answers[:n], expected)
+    calib = calibration_set(clinical_run, card, evaluation, calib_data=None, size=40)
+    assert calib.clinical_tensors().shape == (len(calib), card.clinical.width)
+
+
+def test_predict_cli_with_clinical_answers_on_the_export_dir(clinical_export, tmp_path: Path):
+    from PIL import Image
+
+    from facederm.runtime.cli import main as predict_cli
+
+    out, _ = clinical_export
+    dataset = open_dataset(DATA)
+    chosen = dataset.samples[:3]
+    rows = ["img_id,age,bleed,gender,itch,diameter_1,biopsed"]
+    for s in chosen:
+        Image.fromarray(dataset.load_rgb(s)).save(tmp_path / s.image_id)
+        r = s.clinical_record
+        rows.append(f"{s.image_id},{r['age']},{r['bleed']},{r['gender']},{r['itch']},{r['diameter_1']},True")
+    (tmp_path / "answers.csv").write_text("\n".join(rows) + "\n")
+    images = [str(tmp_path / s.image_id) for s in chosen]
+    for backend in ("onnxruntime", "openvino"):
+        result = CliRunner().invoke(
+            predict_cli,
+            [str(out), *images, "--clinical", str(tmp_path / "answers.csv"), "--json", "--backend", backend],
+        )
+        assert result.exit_code == 0, result.output
+        predictions = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+        assert len(predictions) == 3 and all("probabilities" in p for p in predictions)
+        assert "3 image record(s)" in result.stderr
+
+
+def test_image_only_export_is_unchanged(tiny_run: Path, tmp_path: Path):
+    """An image-only run's graph keeps its one input and its card has no clinical entry."""
+    import onnx
+
+    from facederm.export import export_run
+
+    result = export_run(tiny_run, out_dir=tmp_path / "out", targets=["onnx"], precisions=["fp32"], eval_views=1)
+    assert [r.status for r in result.records] == ["ok", "ok"]  # model.onnx and model.ort
+    graph = onnx.load(str(tmp_path / "out" / "model.onnx"))
+    assert [i.name for i in graph.graph.input] == ["image"]
+    assert "clinical" not in json.loads((tmp_path / "out" / "manifest.json").read_text())["card"]
+
+
+def test_bench_measures_clinical_artifacts_with_the_recorded_answers(clinical_export, clinical_run: Path, tmp_path):
+    from facederm.benchmarks.bench import BenchOptions, run_bench
+
+    out, _ = clinical_export
+    fast = dict(iterations=3, seconds=None, warmup=1, repeats=1, batch=2, tool_seconds=0.3, max_images=12)
+    outcome = run_bench(
+        out, BenchOptions(out=tmp_path / "bench", run_dir=clinical_run, backends=["torch", "onnxruntime"], **fast)
+    )
+    rows = {r["artifact"]: r for r in json.loads((outcome.out_dir / "results.json").read_text())["rows"]}
+    assert rows["torch:fp32"]["status"] == "ok" and rows["onnx:fp32"]["status"] == "ok", rows.keys()
+    # fp32 ONNX fed the same recorded answers as the torch baseline: the same decisions.
+    assert rows["onnx:fp32"]["accuracy"]["agreement"] == pytest.approx(1.0)
+    assert rows["onnx:fp32"]["accuracy"]["max_abs_prob_delta"] < 1e-4
+    answers = np.load(outcome.out_dir / "work" / "eval-clinical.npy")
+    schema = ModelCard.load(clinical_run / "config.json").clinical
+    assert answers.shape == (rows["onnx:fp32"]["accuracy"]["n_images"], schema.width)
+    assert not np.array_equal(answers, schema.missing_batch(len(answers)))  # the recorded answers, not all missing

@@ -7,6 +7,7 @@ The encoding itself is :mod:`facederm.runtime.clinical` (torch-free, shared with
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -78,13 +79,15 @@ def missingness_predicts_label(
         "chance": chance,
         "method": f"logistic regression on the missing indicators only, {folds}-fold patient-grouped CV",
     }
-    smallest = min(int((y == c).sum()) for c in present) if len(present) else 0
-    k = min(folds, len({str(g) for g in groups}), smallest)
+    k = min(folds, len({str(g) for g in groups}))
     if len(present) < 2 or k < 2:
         return {**base, "balanced_accuracy": None, "ci": [None, None], "predicts_label": None, "note": "too few images"}
     probs = np.zeros((len(y), len(labels)), dtype=np.float64)
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    for train_idx, test_idx in splitter.split(x, y, groups):
+    with warnings.catch_warnings():  # a class rarer than k (PAD lesions: one MEL) only lands in fewer folds
+        warnings.simplefilter("ignore", UserWarning)
+        fold_indices = list(splitter.split(x, y, groups))
+    for train_idx, test_idx in fold_indices:
         if len(np.unique(y[train_idx])) < 2:  # one class only: that class everywhere
             probs[test_idx, y[train_idx][0]] = 1.0
             continue

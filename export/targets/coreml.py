@@ -1,7 +1,8 @@
 """Core ML: iOS 16 ML programs (``.mlpackage``) for apps using Vision + Core ML.
 
 Input ``image`` is an RGB ``ImageType`` (scale 1, bias 0: normalization is inside the graph), so an app
-hands over a ``CVPixelBuffer``; a ``ClassifierConfig`` with the labels makes Vision return
+hands over a ``CVPixelBuffer``; a model with clinical fields has a second input ``clinical``, a float32
+``MLMultiArray`` of shape [1, F] (the answers encoded by the card's schema); a ``ClassifierConfig`` with the labels makes Vision return
 ``VNClassificationObservation``s by name, and the ``probabilities`` output is the label -> p dictionary.
 Precisions: fp16 (``model.mlpackage``), int8 per-channel symmetric weights (``model.int8.mlpackage``), 6- and
 4-bit k-means palettization (``model.palettize6/4.mlpackage``; depthwise kernels stay fp16). The minimum
@@ -28,11 +29,12 @@ import numpy as np
 import torch
 
 from facederm.runtime.card import NOT_A_DIAGNOSIS
+from facederm.runtime.clinical import ClinicalSchema
 from facederm.runtime.errors import ExportError
-from facederm.runtime.metadata import INPUT_NAME, OUTPUT_NAME, card_to_metadata
+from facederm.runtime.metadata import CLINICAL_INPUT_NAME, INPUT_NAME, OUTPUT_NAME, card_to_metadata
 
 from ..context import BuildContext, BuiltArtifact, Predict
-from ..onnx_graph import export_fp32, ort_predict, versions
+from ..onnx_graph import example_inputs, export_fp32, ort_predict, versions
 from ..registry import Target, Variant, quiet_converter, register
 from ..surgery import static_same_padding
 from .onnx import fp16_graph, shared_fp16
@@ -102,28 +104,35 @@ def _metadata(mlmodel, ctx: BuildContext) -> None:
     mlmodel.input_description[INPUT_NAME] = (
         f"RGB photo {card.input_size}x{card.input_size}: shorter side resized, center-cropped; no normalization"
     )
+    if card.clinical is not None:
+        mlmodel.input_description[CLINICAL_INPUT_NAME] = (
+            f"clinical answers encoded by the card's schema (facederm.card: clinical), float32 [1, {card.clinical.width}]:"
+            f" {', '.join(card.clinical.names)}; each field's value columns then its missing flag"
+        )
     mlmodel.output_description[OUTPUT_NAME] = "probability per label (softmax); " + NOT_A_DIAGNOSIS
 
 
 def _convert(model: torch.nn.Module, ctx: BuildContext, target: str):
     import coremltools as ct
 
-    size = ctx.input_size
-    example = torch.zeros(1, 3, size, size)
+    examples, _names = example_inputs(ctx.card)
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(model.eval(), example, check_trace=False)
+        traced = torch.jit.trace(model.eval(), examples, check_trace=False)
+    inputs = [
+        ct.ImageType(
+            name=INPUT_NAME,
+            shape=tuple(examples[0].shape),
+            scale=1.0,
+            bias=[0.0, 0.0, 0.0],
+            color_layout=ct.colorlayout.RGB,
+        )
+    ]
+    if ctx.card.clinical is not None:  # the answers beside the image: an MLMultiArray float32 [1, F]
+        inputs.append(ct.TensorType(name=CLINICAL_INPUT_NAME, shape=tuple(examples[1].shape), dtype=np.float32))
     mlmodel = ct.convert(
         traced,
-        inputs=[
-            ct.ImageType(
-                name=INPUT_NAME,
-                shape=tuple(example.shape),
-                scale=1.0,
-                bias=[0.0, 0.0, 0.0],
-                color_layout=ct.colorlayout.RGB,
-            )
-        ],
+        inputs=inputs,
         outputs=[ct.TensorType(name=OUTPUT_NAME)],
         classifier_config=ct.ClassifierConfig(
             list(ctx.card.labels), predicted_feature_name="label", predicted_probabilities_output=OUTPUT_NAME
@@ -153,17 +162,22 @@ def _twin(model: torch.nn.Module, ctx: BuildContext, name: str) -> Predict:
     return ort_predict(fp16)
 
 
-def _native(path: Path, labels: tuple[str, ...]) -> Predict:
+def _native(path: Path, labels: tuple[str, ...], schema: ClinicalSchema | None = None) -> Predict:
     import coremltools as ct
     from PIL import Image
 
     mlmodel = ct.models.MLModel(str(path))
 
-    def predict(batch: np.ndarray) -> np.ndarray:
+    def predict(batch: np.ndarray, clinical: np.ndarray | None = None) -> np.ndarray:
         rows = []
-        for chw in batch:
+        if schema is not None and clinical is None:
+            clinical = schema.missing_batch(len(batch))
+        for i, chw in enumerate(batch):
             image = Image.fromarray(np.clip(chw.transpose(1, 2, 0), 0, 255).round().astype(np.uint8), "RGB")
-            probs = mlmodel.predict({INPUT_NAME: image})[OUTPUT_NAME]
+            feed = {INPUT_NAME: image}
+            if clinical is not None:
+                feed[CLINICAL_INPUT_NAME] = np.ascontiguousarray(clinical[i : i + 1], dtype=np.float32)
+            probs = mlmodel.predict(feed)[OUTPUT_NAME]
             rows.append([float(probs[label]) for label in labels])
         return np.asarray(rows, dtype=np.float32)
 
@@ -200,13 +214,17 @@ def _builder(
             _metadata(mlmodel, ctx)
             mlmodel.save(str(ctx.output))
             if native_available():
-                predict, validated, reason = _native(ctx.output, ctx.card.labels), "native", NATIVE_REASON
+                predict, validated, reason = (
+                    _native(ctx.output, ctx.card.labels, ctx.card.clinical),
+                    "native",
+                    NATIVE_REASON,
+                )
             else:
                 predict, validated, reason = _twin(model, ctx, precision), "twin", TWIN_REASON
         options = {
             "minimum_deployment_target": target,
             "compute_precision": "fp16",
-            "input": "ImageType RGB",
+            "input": "ImageType RGB" + (" + MultiArray clinical [1, F] float32" if ctx.card.clinical else ""),
             "conv2d_same_replaced": replaced,
         }
         if weights is not None:

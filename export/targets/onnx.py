@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from facederm.runtime.errors import ExportError
+from facederm.runtime.metadata import CLINICAL_INPUT_NAME, INPUT_NAME
 
 from ..context import BuildContext, BuiltArtifact, run_batched, torch_predict
 from ..onnx_graph import ort_predict, set_metadata, shared_fp32, versions
@@ -81,17 +82,24 @@ def preprocessed_fp32(ctx: BuildContext) -> Path:
 
 
 class CalibrationReader:
-    """Feeds the calibration tensors to onnxruntime's calibrator in batches."""
+    """Feeds the calibration tensors to onnxruntime's calibrator in batches: ``image``, and for a model with clinical
+    fields ``clinical`` (each image's own answers), so the ranges are those of deployed inputs."""
 
-    def __init__(self, images: np.ndarray, batch_size: int) -> None:
+    def __init__(self, images: np.ndarray, batch_size: int, clinical: np.ndarray | None = None) -> None:
         self.batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
+        self.clinical = (
+            None if clinical is None else [clinical[i : i + batch_size] for i in range(0, len(images), batch_size)]
+        )
         self.index = 0
 
     def get_next(self):
         if self.index >= len(self.batches):
             return None
         self.index += 1
-        return {"image": np.ascontiguousarray(self.batches[self.index - 1], dtype=np.float32)}
+        feed = {INPUT_NAME: np.ascontiguousarray(self.batches[self.index - 1], dtype=np.float32)}
+        if self.clinical is not None:
+            feed[CLINICAL_INPUT_NAME] = np.ascontiguousarray(self.clinical[self.index - 1], dtype=np.float32)
+        return feed
 
     def rewind(self) -> None:
         self.index = 0
@@ -118,7 +126,9 @@ def calibration_ranges(ctx: BuildContext) -> Path:
         calibrate_method=CalibrationMethod.MinMax,
     )
     try:
-        calibrator.collect_data(CalibrationReader(ctx.calibration.tensors(), ctx.batch_size))
+        calibrator.collect_data(
+            CalibrationReader(ctx.calibration.tensors(), ctx.batch_size, ctx.calibration.clinical_tensors())
+        )
         save_tensors_data(calibrator.compute_data(), cache)
     finally:
         del calibrator
@@ -207,14 +217,14 @@ def build_int8(ctx: BuildContext) -> BuiltArtifact:
         quantize_int8(ctx, ctx.output)
         built = _built(ctx.output, scheme=INT8_SCHEME, **options)
         return built
-    calib = ctx.calibration.tensors()
-    reference = run_batched(torch_predict(ctx.model), calib, ctx.batch_size).argmax(1)
+    calib, answers = ctx.calibration.tensors(), ctx.calibration.clinical_tensors()
+    reference = run_batched(torch_predict(ctx.model), calib, ctx.batch_size, answers).argmax(1)
     candidates = {}
     for name, per_channel in ((INT8_SCHEME, True), ("qdq-u8s8-per-tensor", False)):
         path = ctx.scratch / f"model.int8.{name}.onnx"
         quantize_int8(ctx, path, per_channel=per_channel)
         predict = ort_predict(path)
-        agreement = float((run_batched(predict, calib, ctx.batch_size).argmax(1) == reference).mean())
+        agreement = float((run_batched(predict, calib, ctx.batch_size, answers).argmax(1) == reference).mean())
         candidates[name] = (path, _latency_ms(predict, ctx.input_size), agreement)
     passing = {k: v for k, v in candidates.items() if v[2] >= MIN_CALIB_AGREEMENT} or candidates
     choice = min(passing, key=lambda k: (passing[k][1], -passing[k][2]))

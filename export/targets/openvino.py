@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from facederm.runtime.errors import ExportError
-from facederm.runtime.metadata import OPENVINO_RT_INFO_PATH
+from facederm.runtime.metadata import CLINICAL_INPUT_NAME, INPUT_NAME, OPENVINO_RT_INFO_PATH
 from facederm.runtime.schema import to_dict
 
 from ..context import BuildContext, BuiltArtifact
@@ -65,8 +65,8 @@ def _predict(xml: Path):
     except FacedermError as exc:
         raise ExportError(f"{xml.name}: the runtime's OpenVINO backend cannot open it: {exc}") from exc
 
-    def predict(batch: np.ndarray) -> np.ndarray:
-        return model.run(np.ascontiguousarray(batch, dtype=np.float32))
+    def predict(batch: np.ndarray, clinical: np.ndarray | None = None) -> np.ndarray:
+        return model.run(np.ascontiguousarray(batch, dtype=np.float32), clinical)
 
     predict.model = model  # type: ignore[attr-defined]
     return predict
@@ -97,7 +97,8 @@ def build_int8(ctx: BuildContext) -> BuiltArtifact:
 
     calib = ctx.calibration
     images = calib.tensors()
-    items = [(images[i : i + 1], int(calib.y_true[i])) for i in range(len(images))]
+    answers = calib.clinical_tensors()  # a clinical model: NNCF calibrates both inputs, each image with its answers
+    items = [(_inputs(images, answers, i), int(calib.y_true[i])) for i in range(len(images))]
     dataset = nncf.Dataset(items, lambda item: item[0])
     # MIXED: symmetric weights, asymmetric activations (Lite0's pre-ReLU6 and residual tensors are signed and
     # lopsided); measured on a Lite0 run: 97.3% agreement with fp32 vs 95.6% with PERFORMANCE (symmetric).
@@ -117,6 +118,13 @@ def build_int8(ctx: BuildContext) -> BuiltArtifact:
     files = _save(model, ctx, compress_to_fp16=False)
     built = _built(ctx, files, **options)
     return built
+
+
+def _inputs(images: np.ndarray, answers: np.ndarray | None, i: int):
+    """Input ``i`` as the IR takes it: the image batch of one, or {name: array} for a two-input graph."""
+    if answers is None:
+        return images[i : i + 1]
+    return {INPUT_NAME: images[i : i + 1], CLINICAL_INPUT_NAME: answers[i : i + 1]}
 
 
 def _overflow_fix():

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from facederm.runtime.clinical import ClinicalSchema
 from facederm.runtime.errors import BackendUnavailableError, ExportError, MissingDependencyError
-from facederm.runtime.metadata import INPUT_NAME, OUTPUT_NAME, tensorrt_sidecar
+from facederm.runtime.metadata import CLINICAL_INPUT_NAME, INPUT_NAME, OUTPUT_NAME, tensorrt_sidecar
 
 from ..context import BuildContext, BuiltArtifact, Predict
 from ..onnx_graph import qdq_arithmetic_predict, versions
@@ -115,9 +116,12 @@ def _tensorrt():
     return trt
 
 
-def build_engine_bytes(onnx_path: Path, input_size: int, *, max_batch: int = MAX_BATCH) -> bytes:
+def build_engine_bytes(
+    onnx_path: Path, input_size: int, *, max_batch: int = MAX_BATCH, clinical_width: int = 0
+) -> bytes:
     """Parse ``onnx_path`` into a strongly typed network (its own fp16 / Q/DQ types decide the precision)
-    and build a serialized engine for batch 1..``max_batch``."""
+    and build a serialized engine for batch 1..``max_batch`` (both inputs of a clinical graph: ``clinical``
+    [batch, ``clinical_width``] gets the same batch range)."""
     trt = _tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -131,6 +135,9 @@ def build_engine_bytes(onnx_path: Path, input_size: int, *, max_batch: int = MAX
     profile = builder.create_optimization_profile()
     shape = (3, input_size, input_size)
     profile.set_shape(INPUT_NAME, (1, *shape), (min(OPT_BATCH, max_batch), *shape), (max_batch, *shape))
+    if clinical_width:
+        width = (clinical_width,)
+        profile.set_shape(CLINICAL_INPUT_NAME, (1, *width), (min(OPT_BATCH, max_batch), *width), (max_batch, *width))
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -138,8 +145,11 @@ def build_engine_bytes(onnx_path: Path, input_size: int, *, max_batch: int = MAX
     return bytes(serialized)
 
 
-def engine_predict(path: Path, num_classes: int, max_batch: int = MAX_BATCH) -> tuple[Predict, object]:
-    """Run a serialized engine with CUDA tensors from torch (the native check)."""
+def engine_predict(
+    path: Path, num_classes: int, max_batch: int = MAX_BATCH, schema: ClinicalSchema | None = None
+) -> tuple[Predict, object]:
+    """Run a serialized engine with CUDA tensors from torch (the native check); a clinical engine (``schema``) gets
+    each batch's answers, or "nothing answered" when none are given."""
     trt = _tensorrt()
     import torch
 
@@ -148,13 +158,19 @@ def engine_predict(path: Path, num_classes: int, max_batch: int = MAX_BATCH) -> 
         raise ExportError(f"{path.name}: TensorRT cannot deserialize the engine it just built")
     context = engine.create_execution_context()
 
-    def predict(batch: np.ndarray) -> np.ndarray:
+    def predict(batch: np.ndarray, clinical: np.ndarray | None = None) -> np.ndarray:
         outputs = []
+        if schema is not None and clinical is None:
+            clinical = schema.missing_batch(len(batch))
         for i in range(0, len(batch), max_batch):
             x = torch.from_numpy(np.ascontiguousarray(batch[i : i + max_batch], dtype=np.float32)).cuda()
             out = torch.empty((x.shape[0], num_classes), dtype=torch.float32, device="cuda")
             context.set_input_shape(INPUT_NAME, tuple(x.shape))
             context.set_tensor_address(INPUT_NAME, x.data_ptr())
+            if clinical is not None:
+                c = torch.from_numpy(np.ascontiguousarray(clinical[i : i + max_batch], dtype=np.float32)).cuda()
+                context.set_input_shape(CLINICAL_INPUT_NAME, tuple(c.shape))
+                context.set_tensor_address(CLINICAL_INPUT_NAME, c.data_ptr())
             context.set_tensor_address(OUTPUT_NAME, out.data_ptr())
             stream = torch.cuda.current_stream()
             if not context.execute_async_v3(stream.cuda_stream):
@@ -171,7 +187,8 @@ def _engine_builder(precision: str, graph):
         trt = _tensorrt()
         import torch
 
-        ctx.output.write_bytes(build_engine_bytes(graph(ctx), ctx.input_size))
+        width = ctx.card.clinical.width if ctx.card.clinical is not None else 0
+        ctx.output.write_bytes(build_engine_bytes(graph(ctx), ctx.input_size, clinical_width=width))
         major, minor = torch.cuda.get_device_capability()
         sidecar = tensorrt_sidecar(
             ctx.card,
@@ -182,7 +199,7 @@ def _engine_builder(precision: str, graph):
         )
         sidecar_rel = f"{ctx.path}.json"
         (ctx.workdir / sidecar_rel).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
-        predict, _engine = engine_predict(ctx.output, ctx.card.num_classes)
+        predict, _engine = engine_predict(ctx.output, ctx.card.num_classes, schema=ctx.card.clinical)
         built = BuiltArtifact(
             format="engine",
             predict=predict,

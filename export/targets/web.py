@@ -224,5 +224,7 @@ TARGET = register(
         validation="twin: facederm.runtime's onnxruntime session on the page's model file; the browser itself in "
         "tests/test_web.py (headless Chromium)",
         metadata="ONNX metadata_props (facederm.card, labels, preprocessing), read by the page itself",
+        clinical_unsupported="the web page has no clinical form: it feeds the image only, so a model with clinical "
+        "fields is not exported to it (export an image-only run for the browser)",
     )
 )

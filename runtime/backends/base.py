@@ -107,9 +107,11 @@ class NativeTool(ABC):
         input_size: int,
         seconds: float,
         options: Mapping[str, Any],
+        extra_inputs: Mapping[str, tuple[int, ...]] | None = None,
     ) -> list[str]:
         """The argv timing ``path`` at ``batch`` (NCHW, square ``input_size``) for about ``seconds``, with the
-        same threads and backend ``options`` (``precision_hint``) that facederm's own session gets."""
+        same threads and backend ``options`` (``precision_hint``) that facederm's own session gets.
+        ``extra_inputs``: the other inputs' shapes without the batch (a clinical model's ``clinical``: (F,))."""
 
     @abstractmethod
     def parse(self, output: str) -> dict[str, float]:

@@ -56,7 +56,14 @@ class BenchmarkApp(NativeTool):
         input_size: int,
         seconds: float,
         options: Mapping[str, Any],
+        extra_inputs: Mapping[str, tuple[int, ...]] | None = None,
     ) -> list[str]:
+        shape = f"[{batch},3,{input_size},{input_size}]"
+        if extra_inputs:  # several inputs: each named, all with the same batch
+            named = [f"{INPUT_NAME}{shape}"] + [
+                f"{k}[{','.join(map(str, (batch, *v)))}]" for k, v in extra_inputs.items()
+            ]
+            shape = ",".join(named)
         cmd = [
             self.executable() or self.name,
             "-m",
@@ -76,7 +83,7 @@ class BenchmarkApp(NativeTool):
             "-t",
             str(max(1, math.ceil(seconds))),
             "-shape",
-            f"[{batch},3,{input_size},{input_size}]",
+            shape,
             "-report_type",
             "no_counters",
         ]
