@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from test_train_e2e import DATA
+from test_train_e2e import _config as train_config
 
 from facederm.runtime.card import ModelCard
 from facederm.runtime.clinical import ClinicalSchema, fit_schema
@@ -25,28 +27,12 @@ from facederm.training.models import ProbabilityModel, create_model
 from facederm.training.rundir import load_run, load_splits
 from facederm.training.trainer import train
 
-DATA = "synthetic:96"
 FIELDS = "age,bleed,gender,itch,diameter_1"
 
 
 def _config(out: Path, **overrides) -> TrainConfig:
-    options = dict(
-        data=DATA,
-        out=out,
-        arch="mobilenetv3_small_050",
-        epochs=2,
-        img_size=32,
-        batch_size=16,
-        n_boot=30,
-        device="cpu",
-        progress=False,
-        patience=0,
-        head_hidden=64,
-        lr=3e-3,
-        clinical=FIELDS,
-    )
-    options.update(overrides)
-    return TrainConfig(**options)
+    """test_train_e2e's tiny run with clinical fields (a smaller head and a higher rate: something to export)."""
+    return train_config(out, **{"n_boot": 30, "head_hidden": 64, "lr": 3e-3, "clinical": FIELDS, **overrides})
 
 
 @pytest.fixture(scope="module")
