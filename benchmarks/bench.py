@@ -295,9 +295,9 @@ def run_bench(path: str | Path, options: BenchOptions, *, progress: Any = None) 
 def _splits(run_dir: Path | None) -> dict[str, list[str]]:
     if run_dir is None:
         return {}
-    from facederm.training.rundir import load_splits
+    from facederm.training.ensemble import trained_splits
 
-    return load_splits(run_dir)
+    return trained_splits(run_dir)
 
 
 def _notes(eval_data: EvalData | None) -> list[str]:

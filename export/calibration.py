@@ -195,10 +195,10 @@ def _image_set(dataset, samples: Sequence, card: ModelCard, spec: str, *, what: 
 
 def _run_data(run_dir: Path, card: ModelCard):
     """(dataset, splits, data spec) of the run, or (None, {}, "") when it records none."""
-    from facederm.training.rundir import load_splits
+    from facederm.training.ensemble import trained_splits
 
     spec = card.data.get("spec") if isinstance(card.data, dict) else None
-    splits = load_splits(run_dir)
+    splits = trained_splits(run_dir)
     if not spec or not splits:
         return None, {}, ""
     return _open(spec), splits, spec

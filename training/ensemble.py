@@ -20,6 +20,8 @@ from facederm.runtime.card import Calibration, ModelCard
 from facederm.runtime.errors import ConfigError
 from facederm.runtime.layout import CV_PLAN_FILE, fold_dir, is_run_dir
 
+from .rundir import TRAINING_KEY, load_run, load_splits, training_ids
+
 
 def is_cv_dir(path: str | Path) -> bool:
     """Whether ``path`` is a cross-validation dir (``facederm-train --cv K``)."""
@@ -56,8 +58,6 @@ def fold_dirs(cv_dir: str | Path) -> list[Path]:
 def load_ensemble(cv_dir: str | Path) -> tuple[EnsembleClassifier, ModelCard]:
     """The CV dir's folds as one :class:`EnsembleClassifier` (eval mode) and its card (fold 0's, temperature 1,
     ``data["ensemble"]`` naming the members and their temperatures)."""
-    from .rundir import load_run
-
     loaded = [load_run(d) for d in fold_dirs(cv_dir)]
     first = loaded[0][1]
     for _, card in loaded[1:]:
@@ -76,8 +76,6 @@ def load_ensemble(cv_dir: str | Path) -> tuple[EnsembleClassifier, ModelCard]:
 def ensemble_splits(cv_dir: str | Path) -> dict[str, list[str]]:
     """An ensemble's splits.json view: every image some fold trained on (calibration may use them), none held
     out (every image was some fold's training image)."""
-    from .rundir import TRAINING_KEY, load_splits, training_ids
-
     ids: dict[str, None] = {}
     for d in fold_dirs(cv_dir):
         ids.update(dict.fromkeys(training_ids(load_splits(d))))
@@ -86,8 +84,6 @@ def ensemble_splits(cv_dir: str | Path) -> dict[str, list[str]]:
 
 def load_trained(path: str | Path, *, ensemble: bool = False) -> tuple[nn.Module, ModelCard]:
     """A run dir's classifier and card, or with ``ensemble`` a CV dir's folds as one (:func:`load_ensemble`)."""
-    from .rundir import load_run
-
     if is_cv_dir(path):
         if not ensemble:
             raise ConfigError(
@@ -98,3 +94,8 @@ def load_trained(path: str | Path, *, ensemble: bool = False) -> tuple[nn.Module
     if ensemble:
         raise ConfigError(f"--ensemble needs a cross-validation dir (facederm-train --cv K); {path} is not one")
     return load_run(path)
+
+
+def trained_splits(path: str | Path) -> dict[str, list[str]]:
+    """A run dir's recorded splits, or a CV dir's as its fold ensemble sees them (:func:`ensemble_splits`)."""
+    return ensemble_splits(path) if is_cv_dir(path) else load_splits(path)

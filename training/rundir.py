@@ -105,14 +105,9 @@ def recorded_splits(
 
 
 def load_splits(run_dir: str | Path) -> dict[str, list[str]]:
-    """Image ids per split as recorded at training time ({} when the run has none). A CV dir's are those of
-    the ensemble of its folds (:func:`facederm.training.ensemble.ensemble_splits`: training images, none held out)."""
+    """Image ids per split as recorded at training time ({} when the run has none)."""
     path = Path(run_dir) / SPLITS_FILE
-    if path.is_file():
-        return read_json(path)
-    from .ensemble import ensemble_splits, is_cv_dir
-
-    return ensemble_splits(run_dir) if is_cv_dir(run_dir) else {}
+    return read_json(path) if path.is_file() else {}
 
 
 def training_ids(splits: dict[str, list[str]]) -> list[str]:
