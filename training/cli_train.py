@@ -15,6 +15,14 @@ from .protocols import PROTOCOLS
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @common_option("--data", required=True)
+@click.option(
+    "--extra-data",
+    "extra_data",
+    multiple=True,
+    metavar="SPEC",
+    help="Another data set whose images join training only (repeatable): never validated or tested; a patient "
+    "of --data is dropped from it. all/face-only train on it, face-transfer pretrains on it (other-sites stage).",
+)
 @click.option("--arch", default=DEFAULT_ARCH, show_default=True, help=f"One of: {', '.join(ARCHS)}.")
 @click.option(
     "--protocol",
@@ -121,6 +129,7 @@ from .protocols import PROTOCOLS
 @debug_option()
 def main(
     data,
+    extra_data,
     arch,
     protocol,
     epochs,
@@ -164,6 +173,7 @@ def main(
 
         config = TrainConfig(
             data=data,
+            extra_data=extra_data,
             out=out,
             arch=arch,
             protocol=protocol,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,6 +12,7 @@ from facederm.runtime.errors import ConfigError
 from .labels import FACE_REGIONS
 from .models import get_arch
 from .protocols import get_protocol
+from .sources import parse_spec
 from .splits import Splits, check_disjoint_patients
 
 Device = Literal["cpu", "cuda", "auto"]
@@ -24,6 +25,8 @@ class TrainConfig:
 
     data: str
     out: str | Path
+    # Other data sets whose images join training only (training/extra_data.py; the protocol's stages say where)
+    extra_data: tuple[str, ...] = ()
     arch: str = "efficientnet_lite0"
     protocol: str = "all"
     epochs: int = 10
@@ -107,6 +110,11 @@ class TrainConfig:
             self.clinical = ",".join(parse_fields(self.clinical))  # biopsed, the label, ids: refused here
         if not 0 <= self.clinical_dropout < 1 or self.clinical_hidden < 1:
             raise ConfigError("--clinical-dropout must be within [0, 1) and the clinical embedding width >= 1")
+        self.extra_data = tuple(self.extra_data)
+        for spec in self.extra_data:
+            parse_spec(spec)  # unknown kind -> ConfigError naming the known ones
+        if self.data in self.extra_data:
+            raise ConfigError(f"--extra-data {self.data}: that is --data itself; extra data must be another set")
         self.out = Path(self.out)
         if self.splits is not None:
             check_disjoint_patients(self.splits)
@@ -126,7 +134,20 @@ class TrainConfig:
         data = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "splits"}
         data["out"] = str(self.out)
         data["face_regions"] = list(self.face_regions)
+        data["extra_data"] = list(self.extra_data)
         return data
+
+
+def recorded_defaults() -> dict[str, Any]:
+    """Each option's default as :meth:`TrainConfig.to_dict` writes it: what a run or CV dir written before an
+    option existed had (so a resume of it compares equal)."""
+    values: dict[str, Any] = {}
+    for f in fields(TrainConfig):
+        if f.default is not MISSING:
+            values[f.name] = list(f.default) if isinstance(f.default, tuple) else f.default
+        elif f.default_factory is not MISSING:
+            values[f.name] = f.default_factory()
+    return values
 
 
 def parse_refer_below(spec: str, labels: list[str] | tuple[str, ...] | None) -> dict[str, float]:

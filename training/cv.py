@@ -39,7 +39,7 @@ from facederm.runtime.errors import ConfigError, DataError, DataLeakageError, Sc
 from facederm.runtime.layout import CARD_FILE, CV_PLAN_FILE, CV_SUMMARY_FILE, OOF_FILE, fold_dir
 from facederm.runtime.schema import read_json, write_json_atomic
 
-from .config import TrainConfig
+from .config import TrainConfig, recorded_defaults
 from .dataset import DataSet, Sample
 from .labels import FACE_REGIONS
 from .metrics import (
@@ -447,7 +447,9 @@ def _claim(cv_dir: Path, plan: dict[str, Any], resume: bool) -> None:
             )
         saved = read_json(path)
         changed = [key for key in ("k", "folds") if saved.get(key) != plan[key]]
-        changed += [key for key, value in plan["options"].items() if saved.get("options", {}).get(key) != value]
+        # An option the saved plan lacks is one added since: it had its default then.
+        saved_options = {**recorded_defaults(), **saved.get("options", {})}
+        changed += [key for key, value in plan["options"].items() if saved_options.get(key) != value]
         if changed:
             raise ConfigError(f"{cv_dir}: cannot resume with different options or folds ({', '.join(changed)})")
         return

@@ -17,10 +17,12 @@ Site = Literal["face", "other", "all"]
 @dataclass(frozen=True)
 class Stage:
     """One training stage: train/validate on ``site`` images, starting from the previous stage's best
-    weights when there is one."""
+    weights when there is one. ``extra``: which sites of ``--extra-data`` join its training images (None: none;
+    the extra patients are never evaluated, so a pretraining stage may take their face images too)."""
 
     name: str
     site: Site
+    extra: Site | None = None
 
 
 @dataclass(frozen=True)
@@ -41,14 +43,16 @@ def register_protocol(protocol: Protocol) -> Protocol:
     return protocol
 
 
-register_protocol(Protocol("all", (Stage("all", "all"),), "all", "train and evaluate on every body site"))
+register_protocol(Protocol("all", (Stage("all", "all", extra="all"),), "all", "train and evaluate on every body site"))
 register_protocol(
-    Protocol("face-only", (Stage("face", "face"),), "face", "train on face images only (the study's Table 3)")
+    Protocol(
+        "face-only", (Stage("face", "face", extra="face"),), "face", "train on face images only (the study's Table 3)"
+    )
 )
 register_protocol(
     Protocol(
         "face-transfer",
-        (Stage("other-sites", "other"), Stage("face", "face")),
+        (Stage("other-sites", "other", extra="all"), Stage("face", "face")),
         "face",
         "train on the other body sites, then fine-tune on face images (the study's Table 4)",
     )

@@ -12,7 +12,7 @@ import platform
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,21 +33,12 @@ from facederm.runtime.version import __version__
 from . import checkpoint as ckpt
 from .calibrate import calibration_report, fit_on_validation
 from .clinical import encode_samples, fit_run_schema, fusion_report, summary_line
-from .config import TrainConfig, parse_refer_below
-from .data import (
-    FACE_REGIONS,
-    DataSet,
-    ImageCache,
-    Sample,
-    class_weights,
-    fingerprint,
-    open_dataset,
-    select_sites,
-    split_by_patient,
-)
+from .config import TrainConfig, parse_refer_below, recorded_defaults
+from .data import DataSet, ImageCache, Sample, class_weights, fingerprint, open_dataset, select_sites, split_by_patient
 from .distributed import World, barrier, close_world, init_world, write_state_hash
 from .engine import AugmentedSet, make_loader, make_optimizer, predict_sharded, train_one_epoch, warmup_cosine
 from .evaluate import preprocess_samples, resolve_device, split_metrics
+from .extra_data import ExtraData, open_extra_data, with_extra_images
 from .metrics import macro_recall
 from .models import create_model, default_preprocessing
 from .plots import plot_confusion_matrix, plot_history, plot_roc
@@ -80,6 +71,7 @@ RESUME_KEYS = (
     "clinical",
     "clinical_dropout",
     "clinical_hidden",
+    "extra_data",
 )
 
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -134,10 +126,13 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _stage_data(protocol: Protocol, splits, dataset: DataSet) -> list[_StageData]:
+def _stage_data(protocol: Protocol, splits, dataset: DataSet, extras: list[ExtraData]) -> list[_StageData]:
     stages = []
+    extra = [s for source in extras for s in source.samples]
     for stage in protocol.stages:
         train = select_sites(splits.train, stage.site, dataset.face_regions)
+        if stage.extra is not None:
+            train += select_sites(extra, stage.extra, dataset.face_regions)  # training only, never val or test
         val = select_sites(splits.val, stage.site, dataset.face_regions)
         if not train:
             raise DataError(
@@ -150,11 +145,7 @@ def _stage_data(protocol: Protocol, splits, dataset: DataSet) -> list[_StageData
 def _check_resumable(config: TrainConfig, state: dict[str, Any]) -> None:
     # An option a run from an older facederm did not record had its default value then (pixel noise came
     # later, with a default of 12: before it there was none).
-    defaults = {
-        **{f.name: f.default for f in fields(TrainConfig)},
-        "pixel_noise": 0.0,
-        "face_regions": list(FACE_REGIONS),
-    }
+    defaults = {**recorded_defaults(), "pixel_noise": 0.0}
     saved = {k: state.get("config", {}).get(k, defaults.get(k)) for k in RESUME_KEYS}
     current = config.to_dict()
     changed = [k for k in RESUME_KEYS if saved[k] != current.get(k)]
@@ -257,7 +248,8 @@ def _train(
             face_regions=dataset.face_regions,
         )
     # --- end of hook ---
-    stages = _stage_data(protocol, splits, dataset)
+    extras = open_extra_data(config.extra_data, dataset)
+    stages = _stage_data(protocol, splits, dataset, extras)
     test = select_sites(splits.test, protocol.eval_site, dataset.face_regions)
     preprocessing = default_preprocessing(config.arch, config.img_size)
     model_args = {"head_hidden": config.head_hidden, "head_dropout": config.head_dropout}
@@ -277,7 +269,7 @@ def _train(
         model.head.clinical_missing.copy_(torch.from_numpy(schema.missing_vector()))
     model = model.to(device).to(memory_format=torch.channels_last)
     normalize = Normalize(preprocessing).to(device)
-    cache = ImageCache(dataset, config.img_size, config.cache_bytes)
+    cache = ImageCache(with_extra_images(dataset, extras), config.img_size, config.cache_bytes)
     augment = TrainAugment(config.img_size, pixel_noise=config.pixel_noise)
 
     if state is None:
@@ -290,6 +282,8 @@ def _train(
             f"{', '.join(labels)}{' [SYNTHETIC]' if dataset.synthetic else ''}; device {device}, "
             f"{world.world_size} process(es)"
         )
+        for extra in extras:
+            reporter.log(f"  {extra.describe()}")
         for sd in stages:
             reporter.log(f"  stage {sd.stage.name}: {len(sd.train)} train / {len(sd.val)} val images ({sd.stage.site})")
         reporter.log(
@@ -394,6 +388,7 @@ def _train(
             wall,
             f"{device.type} x{world.world_size}",
             temperature,
+            extras,
         )
         if schema is not None:
             card = replace(card, clinical=schema, data={**card.data, "clinical": _clinical_card_data(config, stages)})
@@ -648,9 +643,17 @@ def _card(
     wall: float,
     where: str,
     temperature: float,
+    extras: list[ExtraData],
 ) -> ModelCard:
     final = stages[-1]
-    data = fingerprint(dataset, {"train": final.train, "val": final.val, "test": test})
+    extra_ids = {s.image_id for source in extras for s in source.samples}
+
+    def extra_count(samples: list[Sample]) -> int:
+        return sum(s.image_id in extra_ids for s in samples)
+
+    # The fingerprint is of the main data (its splits); extra images are counted per stage and source below.
+    main_train = [s for s in final.train if s.image_id not in extra_ids]
+    data = fingerprint(dataset, {"train": main_train, "val": final.val, "test": test})
     data.update(
         {
             "spec": config.data,
@@ -658,9 +661,16 @@ def _card(
             "synthetic": dataset.synthetic,
             "site_eval": protocol.eval_site,
             "stages": [
-                {"name": sd.stage.name, "site": sd.stage.site, "train_images": len(sd.train), "val_images": len(sd.val)}
+                {
+                    "name": sd.stage.name,
+                    "site": sd.stage.site,
+                    "train_images": len(sd.train),
+                    "val_images": len(sd.val),
+                    "extra_train_images": extra_count(sd.train),
+                }
                 for sd in stages
             ],
+            "extra_data": [extra.summary() for extra in extras],
             "split_patients_over": "all samples (split once by patient, then filtered by site per stage)",
             "training": {
                 "init": config.init_description,
