@@ -19,6 +19,8 @@ from .cv import VIEWS, compare_oof, read_oof, summarize
 
 #: Training options shown as a recipe's description (the rest are in its cv.json).
 RECIPE_KEYS = ("arch", "protocol", "epochs", "img_size", "pixel_noise", "label_smoothing", "lr")
+#: Shown only when set (image-only, no extra data otherwise).
+OPTIONAL_RECIPE_KEYS = ("ema_decay", "clinical", "clinical_dropout", "extra_data")
 
 
 def _fmt(value: float | None) -> str:
@@ -46,7 +48,15 @@ def load_cv(cv_dir: Path) -> dict[str, Any]:
 
 def _recipe(plan: dict[str, Any]) -> str:
     options = plan.get("options", {})
-    return ", ".join(f"{key} {options[key]}" for key in RECIPE_KEYS if key in options)
+    shown = [f"{key} {options[key]}" for key in RECIPE_KEYS if key in options]
+    shown += [f"{key} {_value(options[key])}" for key in OPTIONAL_RECIPE_KEYS if options.get(key)]
+    if not options.get("clinical"):
+        shown = [part for part in shown if not part.startswith("clinical_dropout")]
+    return ", ".join(shown)
+
+
+def _value(value: Any) -> str:
+    return " + ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def render_cv(entries: Sequence[tuple[Path, str]], baseline: str | None = None, *, n_boot: int = 1000) -> list[str]:
