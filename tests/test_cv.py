@@ -285,6 +285,9 @@ def test_results_report_renders_cv_dirs_with_paired_differences(cv_run, tmp_path
 
     copy = tmp_path / "copy"
     shutil.copytree(cv_run.cv_dir, copy)
+    plan = json.loads((copy / CV_PLAN_FILE).read_text())
+    plan["options"]["extra_data"] = ["pad-ufes-20:lesions", "pad-ufes-20:more"]
+    (copy / CV_PLAN_FILE).write_text(json.dumps(plan))
     out = tmp_path / "RESULTS.md"
     result = CliRunner().invoke(
         results_cli,
@@ -305,6 +308,10 @@ def test_results_report_renders_cv_dirs_with_paired_differences(cv_run, tmp_path
     assert "## Cross-validated results" in text and "| base | 2 | face |" in text and "| same | 2 | all |" in text
     # the same predictions compared paired: no difference, and a CI of exactly zero
     assert "| same | all |" in text and "+0.00 [0.00, 0.00]" in text
+    # a recipe line names what sets it apart; options a recipe does not use stay out of it
+    same_recipe = next(line for line in text.splitlines() if line.startswith("- **same**"))
+    assert "extra_data pad-ufes-20:lesions + pad-ufes-20:more" in same_recipe
+    assert "clinical" not in same_recipe and "extra_data" not in text.replace(same_recipe, "")
     bad = CliRunner().invoke(
         results_cli, ["report", "--cv", f"{cv_run.cv_dir}=base", "--baseline", "nope", "--out", str(out)]
     )
