@@ -304,3 +304,37 @@ def test_bench_measures_clinical_artifacts_with_the_recorded_answers(clinical_ex
     schema = ModelCard.load(clinical_run / "config.json").clinical
     assert answers.shape == (rows["onnx:fp32"]["accuracy"]["n_images"], schema.width)
     assert not np.array_equal(answers, schema.missing_batch(len(answers)))  # the recorded answers, not all missing
+
+
+# --- MetaBlock fusion: the answers gate the image features; the run reloads and exports the same --------------
+def test_metablock_run_records_its_fusion_reloads_and_exports_with_both_inputs(tmp_path: Path):
+    from facederm.export import export_run
+    from facederm.runtime import load
+
+    run_dir = train(_config(tmp_path / "run", clinical_fusion="metablock")).run_dir
+    card = ModelCard.load(run_dir / "config.json")
+    assert card.model_args["clinical_fusion"] == "metablock" and "MetaBlock" in card.data["clinical"]["fusion"]
+    model, card = load_run(run_dir)
+    assert {"head.clinical_scale.weight", "head.clinical_shift.weight"} <= set(model.state_dict())
+    assert model.head.fc.in_features == 64  # gated, not concatenated: the FC layer sees the image width only
+    reference = ProbabilityModel.from_card(model, card).eval()
+    x = np.random.default_rng(2).uniform(0, 255, (4, 3, 32, 32)).astype(np.float32)
+    answers = card.clinical.encode([{"age": 80, "bleed": True}, {"gender": "MALE"}, None, {}])
+    with torch.inference_mode():
+        expected = reference(torch.from_numpy(x), torch.from_numpy(answers)).numpy()
+        missing = reference(torch.from_numpy(x)).numpy()
+    assert not np.allclose(expected[:2], missing[:2])  # answers change the decision inputs
+    np.testing.assert_allclose(expected[2:], missing[2:], atol=1e-6)  # nothing answered: the missing vector
+    result = export_run(run_dir, out_dir=tmp_path / "out", targets=["onnx", "openvino"], precisions=["fp32"])
+    statuses = {r.key: r.status for r in result.records}
+    assert statuses["onnx:fp32"] == "ok" and statuses["openvino:fp32"] == "ok", result.records
+    for target, options in (("onnx", {}), ("openvino", {"precision_hint": "f32"})):
+        artifact = load(tmp_path / "out", target=target, precision="fp32", **options)
+        np.testing.assert_allclose(artifact.run(x, answers), expected, atol=1e-4)
+
+
+def test_unknown_fusion_is_refused_in_one_line(tmp_path: Path):
+    with pytest.raises(ConfigError, match="concat, metablock"):
+        _config(tmp_path / "x", clinical_fusion="film")
+    result = CliRunner().invoke(train_cli, ["--data", DATA, "--out", str(tmp_path / "y"), "--clinical-fusion", "film"])
+    assert result.exit_code != 0 and "film" in result.output and "Traceback" not in result.output

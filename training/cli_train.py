@@ -9,7 +9,7 @@ import click
 from facederm.runtime.cli_support import common_option, debug_option, one_line_errors
 
 from .labels import FACE_REGIONS
-from .models import ARCHS, DEFAULT_ARCH
+from .models import ARCHS, CLINICAL_FUSIONS, DEFAULT_ARCH
 from .protocols import PROTOCOLS
 
 
@@ -117,6 +117,14 @@ from .protocols import PROTOCOLS
     "third of it, so the model stays sound when answers are missing.",
 )
 @click.option(
+    "--clinical-fusion",
+    type=click.Choice(list(CLINICAL_FUSIONS)),
+    default="concat",
+    show_default=True,
+    help="How the clinical answers meet the image features: concatenated before the FC layers, or a MetaBlock "
+    "gate that scales and shifts them.",
+)
+@click.option(
     "--cv",
     "cv",
     type=int,
@@ -158,6 +166,7 @@ def main(
     n_boot,
     clinical,
     clinical_dropout,
+    clinical_fusion,
     cv,
     quiet,
     debug,
@@ -202,6 +211,7 @@ def main(
             n_boot=n_boot,
             clinical=clinical,
             clinical_dropout=clinical_dropout,
+            clinical_fusion=clinical_fusion,
             progress=not quiet,
         )
         if cv is not None:

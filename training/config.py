@@ -10,7 +10,7 @@ from typing import Any, Literal
 from facederm.runtime.errors import ConfigError
 
 from .labels import FACE_REGIONS
-from .models import get_arch
+from .models import check_clinical_fusion, get_arch
 from .protocols import get_protocol
 from .sources import parse_spec
 from .splits import Splits, check_disjoint_patients
@@ -63,6 +63,7 @@ class TrainConfig:
     clinical: str | None = None
     clinical_dropout: float = 0.3
     clinical_hidden: int = 64
+    clinical_fusion: str = "concat"  # models.CLINICAL_FUSIONS
     n_boot: int = 1000
     cache_bytes: int = 4 << 30
     progress: bool = True
@@ -110,6 +111,7 @@ class TrainConfig:
             self.clinical = ",".join(parse_fields(self.clinical))  # biopsed, the label, ids: refused here
         if not 0 <= self.clinical_dropout < 1 or self.clinical_hidden < 1:
             raise ConfigError("--clinical-dropout must be within [0, 1) and the clinical embedding width >= 1")
+        check_clinical_fusion(self.clinical_fusion)
         self.extra_data = tuple(self.extra_data)
         for spec in self.extra_data:
             parse_spec(spec)  # unknown kind -> ConfigError naming the known ones

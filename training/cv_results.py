@@ -20,7 +20,7 @@ from .cv import VIEWS, compare_oof, read_oof, summarize
 #: Training options shown as a recipe's description (the rest are in its cv.json).
 RECIPE_KEYS = ("arch", "protocol", "epochs", "img_size", "pixel_noise", "label_smoothing", "lr")
 #: Shown only when set (image-only, no extra data otherwise).
-OPTIONAL_RECIPE_KEYS = ("ema_decay", "clinical", "clinical_dropout", "extra_data")
+OPTIONAL_RECIPE_KEYS = ("ema_decay", "clinical", "clinical_dropout", "clinical_fusion", "extra_data")
 
 
 def _fmt(value: float | None) -> str:
@@ -51,7 +51,7 @@ def _recipe(plan: dict[str, Any]) -> str:
     shown = [f"{key} {options[key]}" for key in RECIPE_KEYS if key in options]
     shown += [f"{key} {_value(options[key])}" for key in OPTIONAL_RECIPE_KEYS if options.get(key)]
     if not options.get("clinical"):
-        shown = [part for part in shown if not part.startswith("clinical_dropout")]
+        shown = [part for part in shown if not part.startswith(("clinical_dropout", "clinical_fusion"))]
     return ", ".join(shown)
 
 

@@ -104,14 +104,35 @@ def get_arch(name: str) -> ArchSpec:
         raise ConfigError(f"unknown arch {name!r}{hint}; known: {', '.join(ARCHS)}") from None
 
 
+#: How :class:`StudyHead` fuses the clinical embedding with the image features (name: what the card says).
+CLINICAL_FUSIONS = {
+    "concat": "MLP embedding of the clinical vector concatenated with the pooled image features before the FC layers",
+    "metablock": "MetaBlock: an MLP embedding of the clinical vector scales and shifts the pooled image features "
+    "through sigmoid(tanh(x * scale) + shift) before the FC layers",
+}
+
+
+def check_clinical_fusion(name: str) -> str:
+    """``name`` if it is one of :data:`CLINICAL_FUSIONS`, else :class:`ConfigError` naming them."""
+    if name not in CLINICAL_FUSIONS:
+        raise ConfigError(f"--clinical-fusion {name!r}: choose one of {', '.join(CLINICAL_FUSIONS)}")
+    return name
+
+
 class StudyHead(nn.Module):
     """The reference study's classifier head: GAP -> 1x1 conv -> FC(1024) -> class layer.
 
     With ``clinical_features`` F > 0 it fuses the clinical vector (float32 [N, F], encoded by the card's
-    :class:`~facederm.runtime.clinical.ClinicalSchema`): an MLP embedding of it (F -> ``clinical_hidden`` ->
-    ``clinical_hidden``) is concatenated with the pooled image features before the FC layers. Without clinical
-    features no module is added, so an image-only head has the same parameters, initialization and state dict as
-    before clinical fields existed.
+    :class:`~facederm.runtime.clinical.ClinicalSchema`) through an MLP embedding of it (F -> ``clinical_hidden`` ->
+    ``clinical_hidden``), one of :data:`CLINICAL_FUSIONS`:
+
+    - ``concat``: the embedding is concatenated with the pooled image features before the FC layers;
+    - ``metablock``: the embedding scales and shifts the pooled image features through a gate,
+      ``sigmoid(tanh(x * scale(e)) + shift(e))`` (Pacheco & Krohling's MetaBlock, IEEE JBHI 2021, applied to the
+      pooled features), so the answers select image features instead of adding their own.
+
+    Without clinical features no module is added, so an image-only head has the same parameters, initialization
+    and state dict as before clinical fields existed.
     """
 
     def __init__(
@@ -122,12 +143,16 @@ class StudyHead(nn.Module):
         dropout: float = 0.3,
         clinical_features: int = 0,
         clinical_hidden: int = 64,
+        clinical_fusion: str = "concat",
     ) -> None:
         super().__init__()
+        check_clinical_fusion(clinical_fusion)
         self.clinical_features = int(clinical_features)
+        self.clinical_fusion = clinical_fusion
+        concatenated = clinical_hidden if self.clinical_features and clinical_fusion == "concat" else 0
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.conv = nn.Conv2d(in_channels, hidden, kernel_size=1)
-        self.fc = nn.Linear(hidden + (clinical_hidden if self.clinical_features else 0), hidden)
+        self.fc = nn.Linear(hidden + concatenated, hidden)
         self.act = nn.ReLU(inplace=True)
         self.drop = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden, num_classes)
@@ -141,13 +166,20 @@ class StudyHead(nn.Module):
             # The "nothing answered" encoding, used when no clinical vector is given (saved with the weights; the
             # trainer sets it from the schema's missing_vector()).
             self.register_buffer("clinical_missing", torch.zeros(self.clinical_features))
+            if clinical_fusion == "metablock":
+                self.clinical_scale = nn.Linear(clinical_hidden, hidden)
+                self.clinical_shift = nn.Linear(clinical_hidden, hidden)
 
     def forward(self, features: torch.Tensor, clinical: torch.Tensor | None = None) -> torch.Tensor:
         x = self.act(self.conv(self.pool(features))).flatten(1)
         if self.clinical_features:
             if clinical is None:
                 clinical = self.clinical_missing.expand(x.shape[0], -1)
-            x = torch.cat([x, self.clinical(clinical.to(x.dtype))], dim=1)
+            embedding = self.clinical(clinical.to(x.dtype))
+            if self.clinical_fusion == "metablock":
+                x = torch.sigmoid(torch.tanh(x * self.clinical_scale(embedding)) + self.clinical_shift(embedding))
+            else:
+                x = torch.cat([x, embedding], dim=1)
         elif clinical is not None:
             raise ConfigError("this model takes no clinical input (it was trained on images only)")
         x = self.drop(self.act(self.fc(x)))
@@ -190,6 +222,7 @@ def create_model(
     head_dropout: float = 0.3,
     clinical_features: int = 0,
     clinical_hidden: int = 64,
+    clinical_fusion: str = "concat",
 ) -> FacedermClassifier:
     """Build ``arch`` with the study's head for ``num_classes`` (fusing ``clinical_features`` clinical columns when
     > 0, see :class:`StudyHead`).
@@ -207,7 +240,15 @@ def create_model(
         from .weights import load_lukemelas_efficientnet
 
         load_lukemelas_efficientnet(backbone, spec.local_weights())
-    head = StudyHead(backbone.num_features, num_classes, head_hidden, head_dropout, clinical_features, clinical_hidden)
+    head = StudyHead(
+        backbone.num_features,
+        num_classes,
+        head_hidden,
+        head_dropout,
+        clinical_features,
+        clinical_hidden,
+        clinical_fusion,
+    )
     model = FacedermClassifier(backbone, head)
     if weights is not None:
         from .weights import load_checkpoint_into

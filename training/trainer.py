@@ -40,7 +40,7 @@ from .engine import AugmentedSet, make_loader, make_optimizer, predict_sharded, 
 from .evaluate import preprocess_samples, resolve_device, split_metrics
 from .extra_data import ExtraData, open_extra_data, with_extra_images
 from .metrics import macro_recall
-from .models import create_model, default_preprocessing
+from .models import CLINICAL_FUSIONS, create_model, default_preprocessing
 from .plots import plot_confusion_matrix, plot_history, plot_roc
 from .protocols import Protocol, Stage, get_protocol
 from .rundir import load_metrics, recorded_splits, save_run
@@ -71,6 +71,7 @@ RESUME_KEYS = (
     "clinical",
     "clinical_dropout",
     "clinical_hidden",
+    "clinical_fusion",
     "extra_data",
 )
 
@@ -256,7 +257,11 @@ def _train(
     # Clinical fields: the schema is fitted on the training images of every stage, never on val or test answers.
     schema = fit_run_schema(config.clinical, [s for sd in stages for s in sd.train]) if config.clinical else None
     if schema is not None:
-        model_args.update(clinical_features=schema.width, clinical_hidden=config.clinical_hidden)
+        model_args.update(
+            clinical_features=schema.width,
+            clinical_hidden=config.clinical_hidden,
+            clinical_fusion=config.clinical_fusion,
+        )
     model = create_model(
         config.arch,
         len(labels),
@@ -454,7 +459,7 @@ def _clinical_card_data(config: TrainConfig, stages: list[_StageData]) -> dict[s
     return {
         "fields": config.clinical,
         "fitted_on": f"the training images of every stage ({sum(len(sd.train) for sd in stages)} images)",
-        "fusion": "MLP embedding of the clinical vector concatenated with the pooled image features before the FC layers",
+        "fusion": CLINICAL_FUSIONS[config.clinical_fusion],
         "embedding": config.clinical_hidden,
         "dropout_per_field": config.clinical_dropout,
     }
