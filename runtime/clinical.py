@@ -456,3 +456,61 @@ def fit_schema(
         else:
             fitted.append(ClinicalField(name, kind, observed=len(answers)))
     return ClinicalSchema(tuple(fitted), tokens)
+
+
+def merge_schemas(schemas: Sequence[ClinicalSchema]) -> ClinicalSchema:
+    """One schema from which every one of ``schemas`` can be computed (see :func:`translation`): a fold ensemble's
+    input, when each fold fitted its own. The first schema's fields, kinds, number scaling and missing tokens; a
+    category field's categories are those any schema saw. :class:`SchemaError` when fields, kinds or missing tokens
+    differ."""
+    first = schemas[0]
+    for other in schemas[1:]:
+        _check_translatable(first, other)
+    merged = []
+    for i, f in enumerate(first.fields):
+        if f.kind != "category":
+            merged.append(f)
+            continue
+        spelled = {c.casefold(): c for s in reversed(schemas) for c in s.fields[i].categories}
+        categories = tuple(spelled[c] for c in sorted(spelled))
+        observed = max(s.fields[i].observed for s in schemas)
+        merged.append(ClinicalField(f.name, f.kind, categories=categories, observed=observed))
+    return ClinicalSchema(tuple(merged), first.missing_tokens)
+
+
+def translation(source: ClinicalSchema, target: ClinicalSchema) -> tuple[np.ndarray, np.ndarray]:
+    """``(W, b)``, float32 [F_target, F_source] and [F_target], such that ``W @ source.encode_one(r) + b`` equals
+    ``target.encode_one(r, unseen="missing")`` for every record ``r`` ``source`` encodes: an affine map, so a graph
+    can take one encoding and feed members fitted on other images. A number is rescaled (and stays 0 when
+    missing), a bool copied, a category's column moved to the target's; a category the target never saw sets the
+    target's missing indicator. :class:`SchemaError` when fields, kinds or missing tokens differ."""
+    _check_translatable(source, target)
+    weight = np.zeros((target.width, source.width), dtype=np.float64)
+    bias = np.zeros(target.width, dtype=np.float64)
+    for i, (fs, ft) in enumerate(zip(source.fields, target.fields)):
+        s0, t0 = source._offsets[i], target._offsets[i]
+        s_missing, t_missing = s0 + fs.width - 1, t0 + ft.width - 1
+        weight[t_missing, s_missing] = 1.0
+        if fs.kind == "number":
+            # answered: (z_s * std_s + mean_s - mean_t) / std_t; missing (z_s = 0, indicator 1): 0
+            shift = (fs.mean - ft.mean) / ft.std
+            weight[t0, s0] = fs.std / ft.std
+            bias[t0] = shift
+            weight[t0, s_missing] = -shift
+        elif fs.kind == "bool":
+            weight[t0, s0] = 1.0
+        else:
+            for j, category in enumerate(fs.categories):
+                k = target._lookup[i].get(category.casefold())
+                weight[t0 + k if k is not None else t_missing, s0 + j] = 1.0
+    return weight.astype(np.float32), bias.astype(np.float32)
+
+
+def _check_translatable(a: ClinicalSchema, b: ClinicalSchema) -> None:
+    kinds_a = [(f.name, f.kind) for f in a.fields]
+    kinds_b = [(f.name, f.kind) for f in b.fields]
+    if kinds_a != kinds_b or a._tokens != b._tokens:
+        raise SchemaError(
+            "clinical schemas differ in their fields, kinds or missing tokens: "
+            f"{', '.join(f'{n}:{k}' for n, k in kinds_a)} vs {', '.join(f'{n}:{k}' for n, k in kinds_b)}"
+        )

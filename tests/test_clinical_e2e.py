@@ -338,3 +338,47 @@ def test_unknown_fusion_is_refused_in_one_line(tmp_path: Path):
         _config(tmp_path / "x", clinical_fusion="film")
     result = CliRunner().invoke(train_cli, ["--data", DATA, "--out", str(tmp_path / "y"), "--clinical-fusion", "film"])
     assert result.exit_code != 0 and "film" in result.output and "Traceback" not in result.output
+
+
+# --- a clinical fold ensemble: each fold fitted its own schema; the graph takes one and translates -----------------
+def test_clinical_fold_ensemble_takes_one_encoding_and_equals_its_folds(tmp_path: Path):
+    from facederm.export import export_run
+    from facederm.runtime import load
+    from facederm.runtime.layout import fold_dir
+    from facederm.training.cv import run_cv
+    from facederm.training.ensemble import load_ensemble
+
+    cv_dir = tmp_path / "cv"
+    run_cv(_config(cv_dir, epochs=1, protocol="all"), 2)
+    folds = [load_run(fold_dir(cv_dir, i)) for i in range(2)]
+    assert folds[0][1].clinical != folds[1][1].clinical  # fitted on different training images
+    ensemble, card = load_ensemble(cv_dir)
+    records = [{"age": 80, "bleed": True}, {"gender": "MALE", "itch": False}, None, {"age": 20, "diameter_1": 9}]
+    x = np.random.default_rng(3).uniform(0, 255, (4, 3, 32, 32)).astype(np.float32)
+    with torch.inference_mode():
+        expected = np.mean(
+            [
+                ProbabilityModel.from_card(m, c)(
+                    torch.from_numpy(x), torch.from_numpy(c.clinical.encode(records, unseen="missing"))
+                ).numpy()
+                for m, c in folds
+            ],
+            axis=0,
+        )
+        whole = ProbabilityModel.from_card(ensemble, card)(
+            torch.from_numpy(x), torch.from_numpy(card.clinical.encode(records))
+        )
+    np.testing.assert_allclose(whole.numpy(), expected, atol=1e-5)
+    result = export_run(
+        cv_dir,
+        out_dir=tmp_path / "out",
+        targets=["onnx"],
+        precisions=["fp32"],
+        ensemble=True,
+        eval_data="synthetic:40,seed=7",
+        min_agreement=0.0,
+    )
+    assert {r.key: r.status for r in result.records}["onnx:fp32"] == "ok", result.records
+    artifact = load(tmp_path / "out", precision="fp32")
+    assert artifact.clinical == card.clinical
+    np.testing.assert_allclose(artifact.run(x, card.clinical.encode(records)), expected, atol=1e-4)

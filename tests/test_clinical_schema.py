@@ -18,7 +18,9 @@ from facederm.runtime.clinical import (
     ClinicalSchema,
     fit_schema,
     infer_kind,
+    merge_schemas,
     parse_fields,
+    translation,
 )
 from facederm.runtime.errors import (
     ClinicalError,
@@ -254,3 +256,42 @@ def test_artifact_and_manifest_must_agree_on_the_schema(make_card, schema: Clini
 def test_schema_module_is_torch_free():
     code = "import sys, facederm.runtime.clinical, facederm.runtime.card; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- one encoding for members fitted on different images (a clinical fold ensemble) ------------------------------
+OTHER = [
+    {"age": "30", "bleed": "False", "gender": "MALE", "region": "NOSE"},
+    {"age": "45", "bleed": "True", "gender": "MALE", "region": "ARM"},
+    {"age": "", "bleed": "", "gender": "", "region": "face"},
+]
+RECORDS = [
+    {"age": 67, "bleed": True, "gender": "FEMALE", "region": "NOSE"},  # NOSE: unseen by the first schema
+    {"age": "33", "region": "ARM"},
+    {"region": "back", "bleed": False},
+    {"gender": "MALE"},
+    None,
+    {},
+]
+
+
+def test_translation_maps_one_encoding_onto_each_members(schema: ClinicalSchema):
+    other = fit_schema(["age", "bleed", "gender", "region"], OTHER)
+    merged = merge_schemas([schema, other])
+    assert merged.fields[0] == schema.fields[0]  # the first schema's number scaling
+    assert [f.categories for f in merged.fields if f.kind == "category"] == [
+        ("FEMALE", "MALE"),
+        ("ARM", "BACK", "FACE", "NOSE"),
+    ]
+    encoded = merged.encode(RECORDS)
+    for member in (schema, other, merged):
+        weight, bias = translation(merged, member)
+        expected = member.encode(RECORDS, unseen="missing")
+        np.testing.assert_allclose(encoded @ weight.T + bias, expected, atol=1e-5)
+        np.testing.assert_allclose(weight @ merged.missing_vector() + bias, member.missing_vector(), atol=1e-6)
+
+
+def test_schemas_with_other_fields_cannot_be_merged(schema: ClinicalSchema):
+    with pytest.raises(SchemaError, match="differ"):
+        merge_schemas([schema, fit_schema(["age", "bleed"], TRAIN)])
+    with pytest.raises(SchemaError, match="differ"):
+        translation(schema, fit_schema(["age", "bleed", "gender", "region"], TRAIN, kinds={"age": "category"}))
