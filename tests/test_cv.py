@@ -307,7 +307,7 @@ def test_results_report_renders_cv_dirs_with_paired_differences(cv_run, tmp_path
     text = out.read_text()
     assert "## Cross-validated results" in text and "| base | 2 | face |" in text and "| same | 2 | all |" in text
     # the same predictions compared paired: no difference, and a CI of exactly zero
-    assert "| same | all |" in text and "+0.00 [0.00, 0.00]" in text
+    assert "| base → same | all |" in text and "+0.00 [0.00, 0.00]" in text
     # a recipe line names what sets it apart; options a recipe does not use stay out of it
     same_recipe = next(line for line in text.splitlines() if line.startswith("- **same**"))
     assert "extra_data pad-ufes-20:lesions + pad-ufes-20:more" in same_recipe
@@ -316,6 +316,15 @@ def test_results_report_renders_cv_dirs_with_paired_differences(cv_run, tmp_path
         results_cli, ["report", "--cv", f"{cv_run.cv_dir}=base", "--baseline", "nope", "--out", str(out)]
     )
     assert bad.exit_code != 0 and "--baseline 'nope'" in bad.output and "Traceback" not in bad.output
+    # explicit pairs replace the comparisons to the baseline: B minus A, in the order given
+    entries = ["--cv", f"{cv_run.cv_dir}=base", "--cv", f"{copy}=same", "--out", str(out)]
+    paired = CliRunner().invoke(results_cli, ["report", *entries, "--pair", "same,base"])
+    assert paired.exit_code == 0, paired.output
+    text = out.read_text()
+    assert "B minus A" in text and "| same → base | face |" in text and "base → same" not in text
+    for pair, words in (("same,nope", "--pair 'nope'"), ("same", "give two CV labels")):
+        bad = CliRunner().invoke(results_cli, ["report", *entries, "--pair", pair])
+        assert bad.exit_code != 0 and words in bad.output and "Traceback" not in bad.output
 
 
 def test_results_report_refuses_a_dir_that_is_not_a_finished_cv(tmp_path):

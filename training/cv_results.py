@@ -59,16 +59,25 @@ def _value(value: Any) -> str:
     return " + ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-def render_cv(entries: Sequence[tuple[Path, str]], baseline: str | None = None, *, n_boot: int = 1000) -> list[str]:
-    """Markdown lines: a summary row per recipe and view, per-class recall with support, and every recipe's
-    paired difference to ``baseline`` (a label of ``entries``; default the first)."""
+def render_cv(
+    entries: Sequence[tuple[Path, str]],
+    baseline: str | None = None,
+    *,
+    pairs: Sequence[tuple[str, str]] = (),
+    n_boot: int = 1000,
+) -> list[str]:
+    """Markdown lines: a summary row per recipe and view, per-class recall with support, and paired differences:
+    of each ``pairs`` (A, B) entry, B minus A (labels of ``entries``), else of every recipe to ``baseline``
+    (default the first)."""
     runs = [load_cv(Path(folder)) | {"label": label} for folder, label in entries]
     if not runs:
         return []
-    labels = {run["label"] for run in runs}
+    by_label = {run["label"]: run for run in runs}
     baseline = baseline or runs[0]["label"]
-    if baseline not in labels:
-        raise ConfigError(f"--baseline {baseline!r} is not one of the CV labels: {', '.join(sorted(labels))}")
+    for option, label in [("--baseline", baseline), *(("--pair", label) for pair in pairs for label in pair)]:
+        if label not in by_label:
+            raise ConfigError(f"{option} {label!r} is not one of the CV labels: {', '.join(sorted(by_label))}")
+    compared = list(pairs) or [(baseline, run["label"]) for run in runs if run["label"] != baseline]
     lines = [
         "## Cross-validated results (out-of-fold, every image once)",
         "",
@@ -110,24 +119,23 @@ def render_cv(entries: Sequence[tuple[Path, str]], baseline: str | None = None, 
                 for c in labels_order
             ]
             lines.append(f"| {run['label']} | " + " | ".join(cells) + " |")
-    others = [run for run in runs if run["label"] != baseline]
-    if others:
-        base = next(run for run in runs if run["label"] == baseline)
+    if compared:
+        title = "Paired differences, B minus A" if pairs else f"Paired differences to `{baseline}`"
         lines += [
             "",
-            f"### Paired differences to `{baseline}` (same images, patient bootstrap of the difference)",
+            f"### {title} (same images, patient bootstrap of the difference)",
             "",
-            "| recipe | view | images | mean recall (baseline → recipe) | difference [95% CI] | per class difference |",
+            "| A → B | view | images | mean recall (A → B) | difference [95% CI] | per class difference |",
             "|---|---|---|---|---|---|",
         ]
-        for run in others:
+        for a, b in compared:
             for view in VIEWS:
-                diff = compare_oof(base["dir"], run["dir"], site=view, n_boot=n_boot)
+                diff = compare_oof(by_label[a]["dir"], by_label[b]["dir"], site=view, n_boot=n_boot)
                 per_class = ", ".join(
                     f"{label} {_signed(row['delta'])}" for label, row in diff.per_class.items() if row["support"]
                 )
                 lines.append(
-                    f"| {run['label']} | {view} | {diff.n_images} | {_fmt(diff.macro_recall_a)} → "
+                    f"| {a} → {b} | {view} | {diff.n_images} | {_fmt(diff.macro_recall_a)} → "
                     f"{_fmt(diff.macro_recall_b)} | {_signed(diff.delta)} {_ci(diff.ci)} | {per_class} |"
                 )
     return lines + [""]

@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from facederm.runtime.cli_support import common_option, debug_option, one_line_errors
+from facederm.runtime.errors import ConfigError
 from facederm.runtime.layout import CARD_FILE, HISTORY_FILE, METRICS_FILE
 
 DEFAULT_DATA = "pad-ufes-20:" + str(
@@ -160,6 +161,14 @@ def _labelled(spec: str) -> tuple[Path, str]:
     """``DIR=LABEL`` (or ``DIR``, labelled by its name)."""
     path, _, label = spec.partition("=")
     return Path(path), label or Path(path).name
+
+
+def _pair(spec: str) -> tuple[str, str]:
+    """``A,B`` -> (A, B); :class:`ConfigError` otherwise."""
+    a, sep, b = spec.partition(",")
+    if not sep or not a.strip() or not b.strip() or "," in b:
+        raise ConfigError(f"--pair {spec!r}: give two CV labels, A,B")
+    return a.strip(), b.strip()
 
 
 def _findings(runs: list[dict[str, Any]]) -> list[str]:
@@ -381,6 +390,13 @@ def run_command(
 @click.option(
     "--baseline", default=None, help="The CV label the others are compared with, paired (default: the first)."
 )
+@click.option(
+    "--pair",
+    "pairs",
+    multiple=True,
+    metavar="A,B",
+    help="Compare CV labels A and B paired (B minus A; repeatable); replaces the comparisons to --baseline.",
+)
 @common_option("--out", default="docs/RESULTS.md", show_default=True)
 @debug_option()
 def report_command(
@@ -388,6 +404,7 @@ def report_command(
     throughput: tuple[str, ...],
     cv_dirs: tuple[str, ...],
     baseline: str | None,
+    pairs: tuple[str, ...],
     out: str,
     debug: bool,
 ) -> None:
@@ -395,7 +412,7 @@ def report_command(
     with one_line_errors("results report", debug):
         from .cv_results import render_cv
 
-        cv_lines = render_cv([_labelled(c) for c in cv_dirs], baseline)
+        cv_lines = render_cv([_labelled(c) for c in cv_dirs], baseline, pairs=[_pair(p) for p in pairs])
         text = render([_labelled(r) for r in runs_dirs], [_labelled(t) for t in throughput], cv_lines)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(text)
