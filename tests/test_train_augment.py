@@ -1,12 +1,15 @@
-"""Training augmentation: crops, flips and pixel noise are seeded, stay uint8, and noise can be switched off."""
+"""Training augmentation: crops, flips and pixel noise are seeded, stay uint8, and noise can be switched off;
+stability training's noisy twin and its KL term."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from facederm.runtime.errors import ConfigError
 from facederm.training.config import TrainConfig
+from facederm.training.engine import Stability
 from facederm.training.transforms import TrainAugment
 
 
@@ -39,3 +42,21 @@ def test_pixel_noise_and_label_smoothing_are_validated(tmp_path):
     with pytest.raises(ConfigError, match="label-smoothing"):
         TrainConfig(data="synthetic:8", out=tmp_path, label_smoothing=1.0)
     assert TrainConfig(data="synthetic:8", out=tmp_path).pixel_noise == 12.0
+
+
+def test_stability_noise_stays_on_the_pixel_grid_and_its_term_pulls_only_the_noisy_view():
+    torch.manual_seed(0)
+    images = torch.from_numpy(_image().transpose(2, 0, 1).copy()).unsqueeze(0).repeat(8, 1, 1, 1)
+    stability = Stability(weight=2.0, noise=8.0)
+    noisy = stability.perturb(images)
+    assert noisy.min() >= 0 and noisy.max() <= 255 and torch.equal(noisy, noisy.round())
+    assert 0 < (noisy - images.float()).abs().mean() < 8
+
+    logits = torch.randn(8, 6, requires_grad=True)
+    same = stability.loss(logits, logits.detach().clone())
+    assert same.item() == pytest.approx(0.0, abs=1e-6)
+    noisy_logits = torch.randn(8, 6, requires_grad=True)
+    term = stability.loss(logits, noisy_logits)
+    assert term.item() > 0
+    term.backward()
+    assert logits.grad is None and noisy_logits.grad.abs().sum() > 0  # p(x) is the fixed target

@@ -270,3 +270,26 @@ def test_ema_weights_are_kept_and_survive_a_resume(tmp_path):
     assert state_hash(load_run(straight)[0]) == state_hash(load_run(resumed)[0])
     with pytest.raises(ConfigError, match="--ema-decay"):
         _config(tmp_path / "bad", ema_decay=1.0)
+
+
+def test_stability_training_is_recorded_and_survives_a_resume(tmp_path):
+    """--stability-weight: a different model than plain training, named in the card's loss, and an interrupted run
+    resumes to the same weights (its noise is seeded like dropout)."""
+    options = dict(protocol="all", epochs=2, stability_weight=1.0, stability_noise=8.0)
+    plain = train(_config(tmp_path / "plain", protocol="all", epochs=2)).run_dir
+    straight = train(_config(tmp_path / "straight", **options)).run_dir
+    assert state_hash(load_run(plain)[0]) != state_hash(load_run(straight)[0])
+    training = load_run(straight)[1].data["training"]
+    assert training["stability_weight"] == 1.0 and "stability training" in training["loss"]
+
+    def interrupt(row):
+        if row["epoch"] == 1:
+            raise _Interrupt
+
+    interrupted = tmp_path / "interrupted"
+    with pytest.raises(_Interrupt):
+        train(_config(interrupted, **options), on_epoch_end=interrupt)
+    resumed = train(_config(interrupted, resume=True, **options)).run_dir
+    assert state_hash(load_run(straight)[0]) == state_hash(load_run(resumed)[0])
+    with pytest.raises(ConfigError, match="--stability-weight"):
+        _config(tmp_path / "bad", stability_weight=1.0, stability_noise=0.0)

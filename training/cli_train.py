@@ -53,6 +53,21 @@ from .protocols import PROTOCOLS
 )
 @click.option("--label-smoothing", default=0.0, show_default=True, type=float, help="Cross-entropy label smoothing.")
 @click.option(
+    "--stability-weight",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="Stability training: add W x KL(p(x) || p(x + noise)) to the loss, so the top label survives small "
+    "input noise and int8 rounding (twice the compute per batch; 0: off).",
+)
+@click.option(
+    "--stability-noise",
+    default=4.0,
+    show_default=True,
+    type=float,
+    help="Stability training's noise: sigma ~ U(0, N) gray levels per image.",
+)
+@click.option(
     "--ema-decay",
     default=0.0,
     show_default=True,
@@ -149,6 +164,8 @@ def main(
     finetune_lr_scale,
     pixel_noise,
     label_smoothing,
+    stability_weight,
+    stability_noise,
     ema_decay,
     calibrate,
     refer_below,
@@ -194,6 +211,8 @@ def main(
             finetune_lr_scale=finetune_lr_scale,
             pixel_noise=pixel_noise,
             label_smoothing=label_smoothing,
+            stability_weight=stability_weight,
+            stability_noise=stability_noise,
             ema_decay=ema_decay,
             calibrate=calibrate,
             refer_below=refer_below,

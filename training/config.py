@@ -36,6 +36,9 @@ class TrainConfig:
     finetune_lr_scale: float = 1.0  # peak lr of a stage that fine-tunes the previous stage, as a fraction of lr
     pixel_noise: float = 12.0  # training noise, gray levels (sigma ~ U(0, pixel_noise)); see TrainAugment
     label_smoothing: float = 0.0  # cross-entropy label smoothing
+    # Stability training: + weight * KL(p(x) || p(x + noise)), noise sigma ~ U(0, stability_noise) gray levels
+    stability_weight: float = 0.0
+    stability_noise: float = 4.0
     ema_decay: float = 0.0  # EMA of the weights (timm ModelEmaV3, warm-up), validated and kept; 0: off
     calibrate: bool = True  # fit a temperature on the validation images (training/calibrate.py)
     refer_below: str = ""  # "0.5" (every label) or "AK=0.6,MEL=0.8": refer a top label below it
@@ -101,6 +104,11 @@ class TrainConfig:
             raise ConfigError(f"--label-smoothing must be within [0, 1), got {self.label_smoothing}")
         if not 0 <= self.pixel_noise <= 64:
             raise ConfigError(f"--pixel-noise must be within [0, 64] gray levels, got {self.pixel_noise}")
+        if self.stability_weight < 0 or not 0 < self.stability_noise <= 64:
+            raise ConfigError(
+                f"--stability-weight must be >= 0 and --stability-noise within (0, 64] gray levels, got "
+                f"{self.stability_weight:g} and {self.stability_noise:g}"
+            )
         if self.workers < 0 or self.patience < 0:
             raise ConfigError("--workers and --patience must be >= 0")
         if self.device not in ("cpu", "cuda", "auto"):

@@ -20,7 +20,17 @@ from .cv import VIEWS, compare_oof, read_oof, summarize
 #: Training options shown as a recipe's description (the rest are in its cv.json).
 RECIPE_KEYS = ("arch", "protocol", "epochs", "img_size", "pixel_noise", "label_smoothing", "lr")
 #: Shown only when set (image-only, no extra data otherwise).
-OPTIONAL_RECIPE_KEYS = ("ema_decay", "clinical", "clinical_dropout", "clinical_fusion", "extra_data")
+OPTIONAL_RECIPE_KEYS = (
+    "stability_weight",
+    "stability_noise",
+    "ema_decay",
+    "clinical",
+    "clinical_dropout",
+    "clinical_fusion",
+    "extra_data",
+)
+#: Shown only with the option they qualify.
+QUALIFIERS = {"stability_noise": "stability_weight", "clinical_dropout": "clinical", "clinical_fusion": "clinical"}
 
 
 def _fmt(value: float | None) -> str:
@@ -49,9 +59,11 @@ def load_cv(cv_dir: Path) -> dict[str, Any]:
 def _recipe(plan: dict[str, Any]) -> str:
     options = plan.get("options", {})
     shown = [f"{key} {options[key]}" for key in RECIPE_KEYS if key in options]
-    shown += [f"{key} {_value(options[key])}" for key in OPTIONAL_RECIPE_KEYS if options.get(key)]
-    if not options.get("clinical"):
-        shown = [part for part in shown if not part.startswith(("clinical_dropout", "clinical_fusion"))]
+    shown += [
+        f"{key} {_value(options[key])}"
+        for key in OPTIONAL_RECIPE_KEYS
+        if options.get(key) and options.get(QUALIFIERS.get(key, key))
+    ]
     return ", ".join(shown)
 
 

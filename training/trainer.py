@@ -36,7 +36,15 @@ from .clinical import encode_samples, fit_run_schema, fusion_report, summary_lin
 from .config import TrainConfig, parse_refer_below, recorded_defaults
 from .data import DataSet, ImageCache, Sample, class_weights, fingerprint, open_dataset, select_sites, split_by_patient
 from .distributed import World, barrier, close_world, init_world, write_state_hash
-from .engine import AugmentedSet, make_loader, make_optimizer, predict_sharded, train_one_epoch, warmup_cosine
+from .engine import (
+    AugmentedSet,
+    Stability,
+    make_loader,
+    make_optimizer,
+    predict_sharded,
+    train_one_epoch,
+    warmup_cosine,
+)
 from .evaluate import preprocess_samples, resolve_device, split_metrics
 from .extra_data import ExtraData, open_extra_data, with_extra_images
 from .metrics import macro_recall
@@ -59,6 +67,8 @@ RESUME_KEYS = (
     "finetune_lr_scale",
     "pixel_noise",
     "label_smoothing",
+    "stability_weight",
+    "stability_noise",
     "ema_decay",
     "seed",
     "label_set",
@@ -568,6 +578,7 @@ def _run_stage(
             device,
             world,
             amp=config.amp and device.type == "cuda",
+            stability=Stability(config.stability_weight, config.stability_noise) if config.stability_weight else None,
             on_step=on_step,
         )
         val_probs = predict_sharded(
@@ -688,11 +699,19 @@ def _card(
                 "patience": config.patience,
                 "optimizer": "AdamW, warm-up + cosine",
                 "device": where,
-                "loss": "class-weighted cross-entropy",
+                "loss": "class-weighted cross-entropy"
+                + (
+                    f" + {config.stability_weight:g} x KL(p(x) || p(x + noise)), noise sigma ~ "
+                    f"U(0, {config.stability_noise:g}) gray levels (stability training)"
+                    if config.stability_weight
+                    else ""
+                ),
                 "augmentation": "random resized crop, h+v flips"
                 + (f", pixel noise sigma ~ U(0, {config.pixel_noise:g}) gray levels" if config.pixel_noise else ""),
                 "pixel_noise": config.pixel_noise,
                 "label_smoothing": config.label_smoothing,
+                "stability_weight": config.stability_weight,
+                "stability_noise": config.stability_noise,
                 "ema_decay": config.ema_decay,
             },
         }
