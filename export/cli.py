@@ -94,6 +94,14 @@ def _class_drops(values: tuple[str, ...]) -> dict[str, float]:
     help="ONNX int8: also build per-tensor weights and keep the faster candidate (default: per-channel).",
 )
 @click.option(
+    "--int8-weight-bits",
+    type=click.IntRange(7, 8),
+    default=7,
+    show_default=True,
+    help="ONNX Runtime and OpenVINO int8 weights: 7 bits decide alike on every CPU; 8 bits are more faithful where "
+    "the products are exact (x86 with VNNI or AMX, ARM) and saturate on x86 without VNNI (the runtime warns there).",
+)
+@click.option(
     "--ensemble",
     is_flag=True,
     help="RUN_DIR is a CV dir (facederm-train --cv K): export the mean of its folds' probabilities as one graph "
@@ -124,6 +132,7 @@ def main(
     min_agreement: float,
     accuracy_control: bool,
     int8_search: bool,
+    int8_weight_bits: int,
     ensemble: bool,
     coreml_target: str,
     batch_size: int,
@@ -159,6 +168,7 @@ def main(
             min_agreement=min_agreement,
             accuracy_control=accuracy_control,
             int8_search=int8_search,
+            int8_weight_bits=int8_weight_bits,
             ensemble=ensemble,
             coreml_target=coreml_target,
             batch_size=batch_size,
@@ -180,6 +190,14 @@ def main(
             f"noise floor: fp32 keeps its own top label on {floor['agreement'] * 100:.1f}% of "
             f"{floor['inputs']} inputs under pixel noise of sigma {floor['sigma_gray_levels']:g} gray level "
             "(an artifact's agreement reads against it)",
+            highlight=False,
+        )
+    margins = result.manifest.evaluation.get("fp32_margins") or {}
+    if margins.get("median") is not None:
+        shares = ", ".join(f"{share * 100:.0f}% below {t}" for t, share in margins["below"].items())
+        console.print(
+            f"near-ties: fp32 top-1 margins (top-1 minus top-2 probability) over {margins['inputs']} inputs: "
+            f"median {margins['median']:.2f}, {shares} (a few hundredths of change flips these)",
             highlight=False,
         )
     console.print(f"manifest: {result.manifest_path}  ({time.perf_counter() - start:.0f} s)  {NOT_A_DIAGNOSIS}")

@@ -89,6 +89,30 @@ def pass_probability(true_agreement: float, n: int, min_agreement: float) -> flo
     return float(binom.cdf(max(allowed), n, 1 - true_agreement)) if allowed else 0.0
 
 
+#: fp32 top-1 margins (probability) below which an input counts as a near-tie in the export's summary.
+NEAR_TIE_MARGINS = (0.05, 0.1)
+
+
+def top1_margins(probs: np.ndarray) -> np.ndarray:
+    """Top-1 minus top-2 probability of each row (the top-1 probability for a one-class output)."""
+    ordered = np.sort(np.asarray(probs, dtype=np.float64), axis=1)
+    return ordered[:, -1] - ordered[:, -2] if ordered.shape[1] > 1 else ordered[:, -1]
+
+
+def margin_profile(reference: np.ndarray) -> dict[str, object]:
+    """How decided the fp32 model is on the agreement inputs: the median top-1 margin and the share of near-ties
+    (margin below each of :data:`NEAR_TIE_MARGINS`). Any artifact whose probabilities move by a few hundredths
+    can flip a near-tie, so this share says how much agreement a model leaves to quantize with."""
+    margin = top1_margins(reference)
+    if not len(margin):
+        return {"inputs": 0, "median": None, "below": {}}
+    return {
+        "inputs": int(len(margin)),
+        "median": round(float(np.median(margin)), 4),
+        "below": {f"{t:g}": round(float((margin < t).mean()), 4) for t in NEAR_TIE_MARGINS},
+    }
+
+
 def _agreement(inputs: AgreementInputs, labels: Sequence[str]) -> dict[str, object]:
     ref = np.asarray(inputs.reference, dtype=np.float64)
     art = np.asarray(inputs.probs, dtype=np.float64)
@@ -108,8 +132,7 @@ def _agreement(inputs: AgreementInputs, labels: Sequence[str]) -> dict[str, obje
         }
     ref_top, art_top = ref.argmax(1), art.argmax(1)
     same = ref_top == art_top
-    ordered = np.sort(ref, axis=1)
-    margin = ordered[:, -1] - ordered[:, -2] if ref.shape[1] > 1 else ordered[:, -1]
+    margin = top1_margins(ref)
     kl = np.sum(ref * (np.log(ref + _EPS) - np.log(art + _EPS)), axis=1)
     top1_delta = np.abs(art[np.arange(n), ref_top] - ref[np.arange(n), ref_top])
     flips = sorted(

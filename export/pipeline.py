@@ -28,7 +28,7 @@ from facederm.runtime.version import __version__
 from .calibration import EvaluationData, ViewedSet, calibration_set, evaluation_data
 from .context import BuildContext, BuiltArtifact, torch_predict
 from .options import ExportOptions, ExportResult
-from .parity import AgreementInputs, GateRules, check_class_drops, compute_parity, gate_verdict
+from .parity import AgreementInputs, GateRules, check_class_drops, compute_parity, gate_verdict, margin_profile
 from .registry import Target, Variant, resolve_targets
 from .staging import ManifestStore, clean_stale_staging, file_entries, install, new_staging_dir, remove_artifact_files
 
@@ -114,7 +114,11 @@ def run_export(
         facederm_version=__version__,
         source_run=run_dir.name,
         calibration=calibration.describe(card.labels) if calibration is not None else {},
-        evaluation={**_describe_evaluation(evaluation, card.labels), "fp32_under_noise": noise_floor},
+        evaluation={
+            **_describe_evaluation(evaluation, card.labels),
+            "fp32_under_noise": noise_floor,
+            "fp32_margins": margin_profile(reference),
+        },
         gate=rules.to_dict(),
         options=options.to_dict(),
     )

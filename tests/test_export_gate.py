@@ -38,6 +38,10 @@ def test_impossible_threshold_fails_the_artifact_and_the_cli(tiny_run, tmp_path)
     record = Manifest.load(tmp_path / "out" / "manifest.json").find("onnx", "fp32")
     assert record.status == "failed" and "fidelity gate" in record.error and record.parity is not None
     assert not (tmp_path / "out" / "model.onnx").exists(), "a failed artifact is not installed"
+    # the summary says how decided fp32 is: the near-ties any artifact may flip
+    margins = Manifest.load(tmp_path / "out" / "manifest.json").evaluation["fp32_margins"]
+    assert margins["inputs"] == record.parity.n_pairs and set(margins["below"]) == {"0.05", "0.1"}
+    assert "near-ties: fp32 top-1 margins" in result.output
 
 
 def test_corrupted_artifact_is_caught_by_the_gate(tiny_run, tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ from facederm.export.parity import (
     clopper_pearson_lower,
     compute_parity,
     gate_verdict,
+    margin_profile,
     pass_probability,
 )
 from facederm.runtime.errors import ConfigError
@@ -96,6 +97,17 @@ def test_flips_are_listed_with_their_fp32_margin_largest_first():
     assert [f.image_id for f in parity.flips] == ["img7", "img3"]
     assert parity.flips[1].fp32_margin == pytest.approx(0.05)
     assert parity.n_pairs == 50 and parity.mean_kl > 0 and parity.mean_top1_prob_delta > 0
+
+
+def test_margin_profile_counts_the_near_ties_an_artifact_can_flip():
+    reference = _confident(40, seed=3)  # margins 0.4-0.9
+    reference[:4] = [0.40, 0.38, 0.22]  # 4 near-ties, margin 0.02
+    reference[4:6] = [0.50, 0.43, 0.07]  # 2 more at margin 0.07
+    profile = margin_profile(reference)
+    assert profile["inputs"] == 40
+    assert profile["below"] == {"0.05": pytest.approx(4 / 40), "0.1": pytest.approx(6 / 40)}
+    assert 0.4 <= profile["median"] <= 0.9
+    assert margin_profile(np.zeros((0, 3)))["median"] is None
 
 
 def test_per_class_deltas_carry_patient_bootstrap_cis():
