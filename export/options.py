@@ -28,6 +28,8 @@ DEFAULT_CALIB_SIZE = 300
 #: all iOS16 allows, cannot hold Lite0's weights).
 DEFAULT_COREML_TARGET = "auto"
 COREML_TARGETS = ("auto", "iOS16", "iOS18")
+#: int8 weight precisions of ONNX Runtime's and OpenVINO's int8 (``int8_weight_bits``): see facederm.runtime.cpu.
+INT8_WEIGHT_BITS = (7, 8)
 #: ``eval_views``: flipped views per agreement image (identity, hflip, vflip, hvflip), or ``auto``.
 MAX_EVAL_VIEWS = len(VIEWS)
 
@@ -48,6 +50,7 @@ class ExportOptions:
     min_agreement: float = DEFAULT_MIN_AGREEMENT
     accuracy_control: bool = False
     int8_search: bool = False
+    int8_weight_bits: int = 7  # ONNX Runtime / OpenVINO int8 weights: 7 (every CPU decides alike) or 8 (VNNI, ARM)
     ensemble: bool = False  # run_dir is a CV dir: export its folds as one graph
     coreml_target: str = DEFAULT_COREML_TARGET
     batch_size: int = 16
@@ -67,6 +70,8 @@ class ExportOptions:
             raise ConfigError("no export target given; use --target onnx|openvino|coreml|tensorrt|all")
         if self.calib_size < 1:
             raise ConfigError(f"--calib-size must be >= 1, got {self.calib_size}")
+        if self.int8_weight_bits not in INT8_WEIGHT_BITS:
+            raise ConfigError(f"--int8-weight-bits must be 7 or 8, got {self.int8_weight_bits}")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         self.gate_rules()  # checks --min-agreement, --max-drop

@@ -11,6 +11,11 @@ class FacedermError(Exception):
     """Base class of every error facederm raises on purpose."""
 
 
+class Int8SaturationWarning(RuntimeWarning):
+    """An int8 artifact with 8-bit weights opened on an x86 CPU without VNNI: its kernels may saturate, so it can
+    decide differently from what its fidelity gate measured (see :mod:`facederm.runtime.cpu`)."""
+
+
 # --- inputs (images and arrays handed to preprocessing or predict) -------------------------------
 class FacedermInputError(FacedermError, ValueError):
     """An input image could not be used. The message names the input."""

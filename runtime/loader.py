@@ -8,6 +8,7 @@ preprocessing stored inside the artifact must match the manifest's card.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,14 @@ from typing import Any
 from .backends import all_backends, check_reads, readers
 from .backends import get as get_backend
 from .backends.base import Backend
+from .cpu import int8_saturates
 from .errors import (
     ArtifactError,
     BackendMismatchError,
     BackendUnavailableError,
     ConfigError,
     FacedermError,
+    Int8SaturationWarning,
     IntegrityError,
     SchemaError,
 )
@@ -197,6 +200,7 @@ def _open_first(
                 raise
             reasons.append(f"{candidate.backend.name}: {exc}")
             continue
+        _warn_if_int8_saturates(candidate)
         card = session.card
         if manifest is not None:
             check_agreement(card, manifest.card, str(candidate.path))
@@ -229,3 +233,17 @@ def verify_artifact(root: Path, record: ArtifactRecord) -> None:
                 f"{file}: sha256 {actual[:12]}... does not match {MANIFEST_FILE} ({expected[:12]}...): the file was"
                 " modified or corrupted; re-export it (or load(..., verify=False) if you changed it on purpose)"
             )
+
+
+def _warn_if_int8_saturates(candidate: _Candidate) -> None:
+    record = candidate.record
+    if record is None or record.precision != "int8" or not candidate.backend.x86_int8_kernels:
+        return
+    if record.options.get("weight_bits") == 8 and int8_saturates():
+        warnings.warn(
+            f"{candidate.path}: int8 with 8-bit weights on an x86 CPU without VNNI: {candidate.backend.name}'s "
+            "kernels may saturate and decide differently from the export's fidelity gate; on this CPU use an "
+            "artifact exported with --int8-weight-bits 7 (the default)",
+            Int8SaturationWarning,
+            stacklevel=3,
+        )

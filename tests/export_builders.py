@@ -63,3 +63,18 @@ def export_everything(tiny_run: Path, out: Path):
     # palettize4 is opt-in (not a default variant): add it to the same export dir, as a user would.
     export_run(tiny_run, out_dir=out, targets=["coreml"], precisions=["palettize4"], max_drop=100.0, min_agreement=0.0)
     return result
+
+
+def export_int8_8bit(tiny_run: Path, out: Path):
+    """ONNX Runtime and OpenVINO int8 with ``int8_weight_bits=8``, in its own process (native int8 validation)."""
+    from facederm.export import export_run
+
+    return export_run(
+        tiny_run,
+        out_dir=out,
+        targets=["onnx", "openvino"],
+        precisions=["int8"],
+        int8_weight_bits=8,
+        max_drop=100.0,
+        min_agreement=0.0,
+    )

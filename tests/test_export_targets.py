@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -242,6 +243,53 @@ def _ov_int8_weights(xml: str) -> list[np.ndarray]:
         and op.get_output_shape(0)
         and len(op.get_output_shape(0)) == 4
     ]
+
+
+def test_int8_weight_bits_8_keeps_every_bit_and_the_runtime_warns_where_it_saturates(
+    tiny_run, full_export, tmp_path, run_isolated, monkeypatch
+):
+    """``--int8-weight-bits 8``: ONNX Runtime's and OpenVINO's int8 weights use the full s8 range (|w| > 64), the
+    manifest says so, and loading such an artifact where the kernels saturate (x86 without VNNI) warns; the 7-bit
+    default never warns."""
+    import onnx
+    from export_builders import export_int8_8bit
+    from onnx import numpy_helper
+
+    from facederm.export.options import ExportOptions
+    from facederm.runtime import cpu, load
+    from facederm.runtime.errors import ConfigError, Int8SaturationWarning
+
+    out = tmp_path / "out"
+    run_isolated(export_int8_8bit, tiny_run, out, what="export_run(tiny run, onnx + openvino int8, 8-bit weights)")
+    manifest = Manifest.load(out / "manifest.json")
+    for target in ("onnx", "openvino"):
+        assert manifest.find(target, "int8").options["weight_bits"] == 8
+    model = onnx.load(str(out / "model.int8.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    onnx_weights = [w for w in inits.values() if w.dtype == np.int8 and w.ndim == 4]
+    assert max(int(np.abs(w.astype(int)).max()) for w in onnx_weights) > 64
+    ov_weights = _ov_int8_weights(str(out / "openvino/model.int8.xml"))
+    assert max(int(np.abs(w.astype(int)).max()) for w in ov_weights) > 64
+
+    monkeypatch.setattr(cpu, "has_vnni", lambda *a, **k: False)
+    monkeypatch.setattr(cpu.platform, "machine", lambda: "x86_64")
+    with pytest.warns(Int8SaturationWarning, match="without VNNI"):
+        load(out, backend="onnxruntime", precision="int8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Int8SaturationWarning)
+        load(full_export.out_dir, backend="onnxruntime", precision="int8")  # 7 bits: the same on every CPU
+    with pytest.raises(ConfigError, match="--int8-weight-bits"):
+        ExportOptions(int8_weight_bits=6)
+
+
+def test_int8_saturation_is_known_from_the_cpu_flags():
+    from facederm.runtime.cpu import has_vnni, int8_saturates
+
+    assert has_vnni(flags={"avx2", "avx512f"}) is False
+    assert has_vnni(flags={"avx2", "avx512f", "avx512_vnni"}) is True
+    assert has_vnni(flags={"avx2", "amx_int8"}) is True
+    assert has_vnni(flags=set(), features={}) is None  # cannot tell: no warning then
+    assert int8_saturates("aarch64") is False  # ARM's kernels do not saturate
 
 
 def test_int8_weights_use_7_bits_so_every_x86_cpu_decides_alike(full_export):

@@ -138,6 +138,8 @@ class Backend(ABC):
     native_tool: ClassVar[NativeTool | None] = None
     #: Whether :meth:`bare_call` is implemented.
     has_bare_call: ClassVar[bool] = False
+    #: Whether its int8 runs on x86 u8 x s8 kernels that saturate 8-bit weights without VNNI (runtime/cpu.py).
+    x86_int8_kernels: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod

@@ -44,6 +44,7 @@ class OnnxRuntimeBackend(Backend):
     short_name = "ort"
     library = "onnxruntime"
     has_bare_call = True
+    x86_int8_kernels = True
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:

@@ -110,6 +110,7 @@ class OpenVinoBackend(Backend):
     library = "openvino"
     native_tool = BenchmarkApp()
     has_bare_call = True
+    x86_int8_kernels = True
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:

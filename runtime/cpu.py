@@ -1,0 +1,57 @@
+"""What this CPU does with int8 arithmetic (torch-free).
+
+x86 int8 kernels of onnxruntime and OpenVINO multiply u8 activations by s8 weights. With VNNI (AVX-512 VNNI from
+Cascade Lake / Zen 4, AVX-VNNI, AMX) the products are summed exactly in 32 bits; without it (AVX2, AVX-512 before
+Cascade Lake) ``VPMADDUBSW`` sums pairs in 16 bits and saturates when weights use all 8 bits (255 x 127 x 2 >
+32767). ARM's dot-product and widening multiply kernels do not saturate. An artifact exported with 8-bit int8
+weights (``facederm-export --int8-weight-bits 8``) therefore decides as its gate measured only where the products
+are exact; :func:`int8_saturates` says whether this CPU is not such a place.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+#: /proc/cpuinfo flags (Linux) and numpy CPU-feature names that mean exact u8 x s8 dot products.
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+VNNI_FEATURES = ("AVX512VNNI", "AVX512_CLX", "AVXVNNI", "AVX_VNNI")
+X86_MACHINES = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
+
+
+def _cpuinfo_flags(path: Path = Path("/proc/cpuinfo")) -> set[str] | None:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return None
+
+
+def _numpy_features() -> dict[str, bool]:
+    try:  # numpy's own dispatch table; private, so absence only means "unknown"
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:
+        return {}
+    return dict(__cpu_features__)
+
+
+def has_vnni(flags: set[str] | None = None, features: dict[str, bool] | None = None) -> bool | None:
+    """True when this x86 CPU sums u8 x s8 products exactly (VNNI / AMX), False when it does not, None when it
+    cannot tell (no /proc/cpuinfo and numpy reports no VNNI feature name)."""
+    flags = _cpuinfo_flags() if flags is None else flags
+    if flags:
+        return bool(flags & VNNI_FLAGS)
+    features = _numpy_features() if features is None else features
+    if not features:
+        return None
+    return any(features.get(name) for name in VNNI_FEATURES)
+
+
+def int8_saturates(machine: str | None = None) -> bool:
+    """Whether 8-bit int8 weights can saturate here: an x86 CPU known to lack VNNI (False on ARM, and when unknown)."""
+    machine = (machine or platform.machine()).lower()
+    return machine in X86_MACHINES and has_vnni() is False
