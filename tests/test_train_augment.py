@@ -60,3 +60,35 @@ def test_stability_noise_stays_on_the_pixel_grid_and_its_term_pulls_only_the_noi
     assert term.item() > 0
     term.backward()
     assert logits.grad is None and noisy_logits.grad.abs().sum() > 0  # p(x) is the fixed target
+
+
+def test_rotation_is_seeded_and_fills_corners_with_the_image_colour_not_black():
+    skin = np.full((60, 60, 3), (200, 150, 120), np.uint8)
+    augment = TrainAugment(60, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0, vflip=0, rotation=45)
+    turned = augment(skin, np.random.default_rng(3))
+    assert np.array_equal(turned, augment(skin, np.random.default_rng(3)))
+    assert np.abs(turned.astype(int) - (200, 150, 120)).max() <= 1, "no black corners to learn from"
+    image = _image()
+    assert not np.array_equal(
+        TrainAugment(32, rotation=30)(image, np.random.default_rng(0)),
+        TrainAugment(32)(image, np.random.default_rng(0)),
+    )
+
+
+def test_color_jitter_is_seeded_bounded_and_leaves_hue_alone():
+    image = _image()
+    augment = TrainAugment(32, color_jitter=0.3)
+    out = augment(image, np.random.default_rng(5))
+    assert out.dtype == np.uint8 and np.array_equal(out, augment(image, np.random.default_rng(5)))
+    plain = TrainAugment(32)(image, np.random.default_rng(5))
+    assert not np.array_equal(out, plain)
+    gray = np.full((40, 40, 3), 90, np.uint8)
+    jittered = TrainAugment(40, color_jitter=0.5).jitter(gray, np.random.default_rng(1))
+    assert np.array_equal(jittered[..., 0], jittered[..., 1]) and np.array_equal(jittered[..., 1], jittered[..., 2])
+
+
+def test_rotation_and_color_jitter_are_validated(tmp_path):
+    with pytest.raises(ConfigError, match="--rotation"):
+        TrainConfig(data="synthetic:8", out=tmp_path, rotation=200)
+    with pytest.raises(ConfigError, match="--color-jitter"):
+        TrainConfig(data="synthetic:8", out=tmp_path, color_jitter=1.0)

@@ -250,17 +250,13 @@ def test_export_calibrates_on_every_stage_and_judges_on_heldout_images(runs):
     assert len(calibration) == 120 and not used & set(evaluation.agreement.images.ids)
 
 
-def test_ema_weights_are_kept_and_survive_a_resume(tmp_path):
-    """--ema-decay: the run keeps the weights' moving average (not the raw weights), and an interrupted run
-    resumes its average too (same final weights as a straight run)."""
-    options = dict(protocol="all", epochs=3, ema_decay=0.9)
-    plain = train(_config(tmp_path / "plain", protocol="all", epochs=3)).run_dir
+def _resumes_like_a_straight_run(tmp_path: Path, options: dict, stop_after_epoch: int) -> Path:
+    """Train ``options`` straight, and again killed after ``stop_after_epoch`` then resumed: the same final weights
+    (what the run dir holds after a kill must be enough). Returns the straight run's dir."""
     straight = train(_config(tmp_path / "straight", **options)).run_dir
-    assert state_hash(load_run(plain)[0]) != state_hash(load_run(straight)[0])
-    assert load_run(straight)[1].data["training"]["ema_decay"] == 0.9
 
     def interrupt(row):
-        if row["epoch"] == 2:
+        if row["epoch"] == stop_after_epoch:
             raise _Interrupt
 
     interrupted = tmp_path / "interrupted"
@@ -268,6 +264,16 @@ def test_ema_weights_are_kept_and_survive_a_resume(tmp_path):
         train(_config(interrupted, **options), on_epoch_end=interrupt)
     resumed = train(_config(interrupted, resume=True, **options)).run_dir
     assert state_hash(load_run(straight)[0]) == state_hash(load_run(resumed)[0])
+    return straight
+
+
+def test_ema_weights_are_kept_and_survive_a_resume(tmp_path):
+    """--ema-decay: the run keeps the weights' moving average (not the raw weights), and an interrupted run
+    resumes its average too (same final weights as a straight run)."""
+    plain = train(_config(tmp_path / "plain", protocol="all", epochs=3)).run_dir
+    straight = _resumes_like_a_straight_run(tmp_path, dict(protocol="all", epochs=3, ema_decay=0.9), 2)
+    assert state_hash(load_run(plain)[0]) != state_hash(load_run(straight)[0])
+    assert load_run(straight)[1].data["training"]["ema_decay"] == 0.9
     with pytest.raises(ConfigError, match="--ema-decay"):
         _config(tmp_path / "bad", ema_decay=1.0)
 
@@ -275,21 +281,20 @@ def test_ema_weights_are_kept_and_survive_a_resume(tmp_path):
 def test_stability_training_is_recorded_and_survives_a_resume(tmp_path):
     """--stability-weight: a different model than plain training, named in the card's loss, and an interrupted run
     resumes to the same weights (its noise is seeded like dropout)."""
-    options = dict(protocol="all", epochs=2, stability_weight=1.0, stability_noise=8.0)
     plain = train(_config(tmp_path / "plain", protocol="all", epochs=2)).run_dir
-    straight = train(_config(tmp_path / "straight", **options)).run_dir
+    options = dict(protocol="all", epochs=2, stability_weight=1.0, stability_noise=8.0)
+    straight = _resumes_like_a_straight_run(tmp_path, options, 1)
     assert state_hash(load_run(plain)[0]) != state_hash(load_run(straight)[0])
     training = load_run(straight)[1].data["training"]
     assert training["stability_weight"] == 1.0 and "stability training" in training["loss"]
-
-    def interrupt(row):
-        if row["epoch"] == 1:
-            raise _Interrupt
-
-    interrupted = tmp_path / "interrupted"
-    with pytest.raises(_Interrupt):
-        train(_config(interrupted, **options), on_epoch_end=interrupt)
-    resumed = train(_config(interrupted, resume=True, **options)).run_dir
-    assert state_hash(load_run(straight)[0]) == state_hash(load_run(resumed)[0])
     with pytest.raises(ConfigError, match="--stability-weight"):
         _config(tmp_path / "bad", stability_weight=1.0, stability_noise=0.0)
+
+
+def test_rotation_and_color_jitter_train_a_different_model_and_are_in_the_card(tmp_path):
+    plain = train(_config(tmp_path / "plain", protocol="all", epochs=1)).run_dir
+    augmented = train(_config(tmp_path / "aug", protocol="all", epochs=1, rotation=20, color_jitter=0.2)).run_dir
+    assert state_hash(load_run(plain)[0]) != state_hash(load_run(augmented)[0])
+    training = load_run(augmented)[1].data["training"]
+    assert training["rotation"] == 20 and training["color_jitter"] == 0.2
+    assert "rotation" in training["augmentation"] and "colour jitter" in training["augmentation"]

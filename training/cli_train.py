@@ -53,6 +53,20 @@ from .protocols import PROTOCOLS
 )
 @click.option("--label-smoothing", default=0.0, show_default=True, type=float, help="Cross-entropy label smoothing.")
 @click.option(
+    "--rotation",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="Training: turn each image by U(-R, R) degrees before the crop (mean-colour corners; 0: off).",
+)
+@click.option(
+    "--color-jitter",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="Training: scale brightness, contrast and saturation by U(1 - J, 1 + J) each (hue untouched; 0: off).",
+)
+@click.option(
     "--stability-weight",
     default=0.0,
     show_default=True,
@@ -164,6 +178,8 @@ def main(
     finetune_lr_scale,
     pixel_noise,
     label_smoothing,
+    rotation,
+    color_jitter,
     stability_weight,
     stability_noise,
     ema_decay,
@@ -211,6 +227,8 @@ def main(
             finetune_lr_scale=finetune_lr_scale,
             pixel_noise=pixel_noise,
             label_smoothing=label_smoothing,
+            rotation=rotation,
+            color_jitter=color_jitter,
             stability_weight=stability_weight,
             stability_noise=stability_noise,
             ema_decay=ema_decay,

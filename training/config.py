@@ -36,6 +36,8 @@ class TrainConfig:
     finetune_lr_scale: float = 1.0  # peak lr of a stage that fine-tunes the previous stage, as a fraction of lr
     pixel_noise: float = 12.0  # training noise, gray levels (sigma ~ U(0, pixel_noise)); see TrainAugment
     label_smoothing: float = 0.0  # cross-entropy label smoothing
+    rotation: float = 0.0  # random rotation, degrees (U(-r, r)); see TrainAugment
+    color_jitter: float = 0.0  # brightness / contrast / saturation factor range (U(1 - j, 1 + j))
     # Stability training: + weight * KL(p(x) || p(x + noise)), noise sigma ~ U(0, stability_noise) gray levels
     stability_weight: float = 0.0
     stability_noise: float = 4.0
@@ -104,6 +106,10 @@ class TrainConfig:
             raise ConfigError(f"--label-smoothing must be within [0, 1), got {self.label_smoothing}")
         if not 0 <= self.pixel_noise <= 64:
             raise ConfigError(f"--pixel-noise must be within [0, 64] gray levels, got {self.pixel_noise}")
+        if not 0 <= self.rotation <= 180:
+            raise ConfigError(f"--rotation must be within [0, 180] degrees, got {self.rotation:g}")
+        if not 0 <= self.color_jitter < 1:
+            raise ConfigError(f"--color-jitter must be within [0, 1), got {self.color_jitter:g}")
         if self.stability_weight < 0 or not 0 < self.stability_noise <= 64:
             raise ConfigError(
                 f"--stability-weight must be >= 0 and --stability-noise within (0, 64] gray levels, got "

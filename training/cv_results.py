@@ -21,6 +21,8 @@ from .cv import VIEWS, compare_oof, read_oof, summarize
 RECIPE_KEYS = ("arch", "protocol", "epochs", "img_size", "pixel_noise", "label_smoothing", "lr")
 #: Shown only when set (image-only, no extra data otherwise).
 OPTIONAL_RECIPE_KEYS = (
+    "rotation",
+    "color_jitter",
     "stability_weight",
     "stability_noise",
     "ema_decay",

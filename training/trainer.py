@@ -67,6 +67,8 @@ RESUME_KEYS = (
     "finetune_lr_scale",
     "pixel_noise",
     "label_smoothing",
+    "rotation",
+    "color_jitter",
     "stability_weight",
     "stability_noise",
     "ema_decay",
@@ -285,7 +287,9 @@ def _train(
     model = model.to(device).to(memory_format=torch.channels_last)
     normalize = Normalize(preprocessing).to(device)
     cache = ImageCache(with_extra_images(dataset, extras), config.img_size, config.cache_bytes)
-    augment = TrainAugment(config.img_size, pixel_noise=config.pixel_noise)
+    augment = TrainAugment(
+        config.img_size, pixel_noise=config.pixel_noise, rotation=config.rotation, color_jitter=config.color_jitter
+    )
 
     if state is None:
         reporter.log(
@@ -706,8 +710,12 @@ def _card(
                     if config.stability_weight
                     else ""
                 ),
-                "augmentation": "random resized crop, h+v flips"
+                "augmentation": (f"random rotation +-{config.rotation:g} deg, " if config.rotation else "")
+                + "random resized crop, h+v flips"
+                + (f", colour jitter {config.color_jitter:g}" if config.color_jitter else "")
                 + (f", pixel noise sigma ~ U(0, {config.pixel_noise:g}) gray levels" if config.pixel_noise else ""),
+                "rotation": config.rotation,
+                "color_jitter": config.color_jitter,
                 "pixel_noise": config.pixel_noise,
                 "label_smoothing": config.label_smoothing,
                 "stability_weight": config.stability_weight,

@@ -1,7 +1,8 @@
 """Training augmentation and the model-side normalization.
 
-Augmentations run on the cached, decoded uint8 image: a random resized crop, then random horizontal and
-vertical flips (skin lesions have no canonical orientation). Evaluation never comes through here: it uses
+Augmentations run on the cached, decoded uint8 image: an optional random rotation, a random resized crop, then
+random horizontal and vertical flips (skin lesions have no canonical orientation), optional colour jitter and
+pixel noise. Evaluation never comes through here: it uses
 :func:`facederm.runtime.preprocess.resize_and_crop`, the runtime's one preprocessing.
 Randomness comes from a seed per (epoch, sample), so results do not depend on worker count or resumes.
 """
@@ -21,7 +22,13 @@ from facederm.runtime.card import Preprocessing
 
 @dataclass(frozen=True)
 class TrainAugment:
-    """Random resized crop to ``size`` (area ``scale`` of the image, aspect ``ratio``) + h/v flips + pixel noise.
+    """Random rotation + random resized crop to ``size`` (area ``scale`` of the image, aspect ``ratio``) + h/v flips
+    + colour jitter + pixel noise.
+
+    ``rotation``: degrees, the image turns by U(-rotation, rotation) before the crop (bilinear; the corners it
+    uncovers are filled with the image's mean colour, not black, so no border cue is learned; 0: off).
+    ``color_jitter``: brightness, contrast and saturation each scaled by U(1 - j, 1 + j) (torchvision's
+    ColorJitter factors; hue is left alone: a lesion's colour is diagnostic; 0: off).
 
     ``pixel_noise``: Gaussian noise of a standard deviation drawn from U(0, pixel_noise) gray levels per image
     (0: none). Phone photos of skin are smooth: trained without it, a Lite0 on PAD-UFES-20 changed its top label
@@ -37,6 +44,8 @@ class TrainAugment:
     hflip: float = 0.5
     vflip: float = 0.5
     pixel_noise: float = 0.0
+    rotation: float = 0.0
+    color_jitter: float = 0.0
 
     def crop_box(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
         """(top, left, h, w) of a random crop; the largest centered square-ish crop when sampling fails."""
@@ -52,7 +61,26 @@ class TrainAugment:
         side = min(height, width)
         return (height - side) // 2, (width - side) // 2, side, side
 
+    def rotate(self, rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``rgb`` turned by U(-rotation, rotation) degrees about its centre, same size, mean-colour corners."""
+        angle = rng.uniform(-self.rotation, self.rotation)
+        fill = tuple(int(c) for c in rgb.reshape(-1, 3).mean(0).round())
+        turned = Image.fromarray(rgb).rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=fill)
+        return np.asarray(turned)
+
+    def jitter(self, rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Brightness, contrast, then saturation, each by a factor U(1 - color_jitter, 1 + color_jitter)."""
+        low, high = max(0.0, 1 - self.color_jitter), 1 + self.color_jitter
+        out = rgb.astype(np.float32) * rng.uniform(low, high)  # brightness
+        gray = out @ np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 luma, as PIL and torchvision
+        out = gray.mean() + (out - gray.mean()) * rng.uniform(low, high)  # contrast
+        gray = out @ np.array([0.299, 0.587, 0.114], np.float32)
+        out = gray[..., None] + (out - gray[..., None]) * rng.uniform(low, high)  # saturation
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
     def __call__(self, rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.rotation > 0:
+            rgb = self.rotate(rgb, rng)
         top, left, h, w = self.crop_box(rgb.shape[0], rgb.shape[1], rng)
         crop = Image.fromarray(rgb[top : top + h, left : left + w])
         out = np.asarray(crop.resize((self.size, self.size), Image.Resampling.BILINEAR))
@@ -60,6 +88,8 @@ class TrainAugment:
             out = out[:, ::-1]
         if rng.random() < self.vflip:
             out = out[::-1]
+        if self.color_jitter > 0:
+            out = self.jitter(out, rng)
         if self.pixel_noise > 0:
             sigma = rng.uniform(0.0, self.pixel_noise)
             noisy = out.astype(np.float32) + rng.normal(0.0, sigma, out.shape).astype(np.float32)
