@@ -55,8 +55,10 @@ def export_run(
       (metric: argmax agreement with fp32 within ``min_agreement``; macro recall within ``max_drop`` when it is 0).
     - ``int8_search``: ONNX Runtime int8 builds per-channel and per-tensor candidates and keeps the faster one
       that agrees with fp32 on the calibration images (default: per-channel only; both measured equally fast).
-    - ``int8_weight_bits``: 7 (default) or 8 bits for the weights of ONNX Runtime's and OpenVINO's int8 (web int8
-      always 7): 8 is more faithful on CPUs with exact u8 x s8 products (VNNI, AMX, ARM), saturates without VNNI.
+    - ``int8_weight_bits``: ``auto`` (default), 7 or 8 bits for the weights of ONNX Runtime's and OpenVINO's int8
+      (web int8 always 7): 8 is more faithful on CPUs with exact u8 x s8 products (VNNI, AMX, ARM) and saturates
+      on x86 without VNNI; ``auto`` takes 8 where this machine's products are exact (so the gate measures them)
+      and 7 elsewhere. Each int8 artifact records its ``weight_bits``.
     - ``coreml_target``: minimum iOS of the Core ML packages: ``auto`` (iOS16, palettized packages iOS18), ``iOS16``
       or ``iOS18`` for every package (palettized weights then get one lookup table per group of output channels
       instead of one per tensor).

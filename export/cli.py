@@ -16,7 +16,7 @@ from facederm.runtime.card import NOT_A_DIAGNOSIS
 from facederm.runtime.cli_support import EXIT_PARTIAL, common_option, debug_option, one_line_errors
 
 from .api import export_run
-from .options import COREML_TARGETS, DEFAULT_CALIB_SIZE, DEFAULT_COREML_TARGET, ExportOptions
+from .options import COREML_TARGETS, DEFAULT_CALIB_SIZE, DEFAULT_COREML_TARGET, INT8_WEIGHT_BITS_CHOICES, ExportOptions
 from .parity import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT
 
 
@@ -95,11 +95,12 @@ def _class_drops(values: tuple[str, ...]) -> dict[str, float]:
 )
 @click.option(
     "--int8-weight-bits",
-    type=click.IntRange(7, 8),
-    default=7,
+    type=click.Choice(INT8_WEIGHT_BITS_CHOICES),
+    default="auto",
     show_default=True,
     help="ONNX Runtime and OpenVINO int8 weights: 7 bits decide alike on every CPU; 8 bits are more faithful where "
-    "the products are exact (x86 with VNNI or AMX, ARM) and saturate on x86 without VNNI (the runtime warns there).",
+    "the products are exact (x86 with VNNI or AMX, ARM) and saturate on x86 without VNNI (the runtime warns there); "
+    "auto: 8 when this machine's products are exact, else 7.",
 )
 @click.option(
     "--ensemble",
@@ -132,7 +133,7 @@ def main(
     min_agreement: float,
     accuracy_control: bool,
     int8_search: bool,
-    int8_weight_bits: int,
+    int8_weight_bits: str,
     ensemble: bool,
     coreml_target: str,
     batch_size: int,

@@ -30,6 +30,7 @@ DEFAULT_COREML_TARGET = "auto"
 COREML_TARGETS = ("auto", "iOS16", "iOS18")
 #: int8 weight precisions of ONNX Runtime's and OpenVINO's int8 (``int8_weight_bits``): see facederm.runtime.cpu.
 INT8_WEIGHT_BITS = (7, 8)
+INT8_WEIGHT_BITS_CHOICES = ("auto", "7", "8")
 #: ``eval_views``: flipped views per agreement image (identity, hflip, vflip, hvflip), or ``auto``.
 MAX_EVAL_VIEWS = len(VIEWS)
 
@@ -50,7 +51,9 @@ class ExportOptions:
     min_agreement: float = DEFAULT_MIN_AGREEMENT
     accuracy_control: bool = False
     int8_search: bool = False
-    int8_weight_bits: int = 7  # ONNX Runtime / OpenVINO int8 weights: 7 (every CPU decides alike) or 8 (VNNI, ARM)
+    # ONNX Runtime / OpenVINO int8 weights: 7 (every CPU decides alike), 8 (exact on VNNI, AMX, ARM), or auto:
+    # 8 where this machine's products are exact (the gate then measures that arithmetic), else 7
+    int8_weight_bits: int | str = "auto"
     ensemble: bool = False  # run_dir is a CV dir: export its folds as one graph
     coreml_target: str = DEFAULT_COREML_TARGET
     batch_size: int = 16
@@ -70,11 +73,22 @@ class ExportOptions:
             raise ConfigError("no export target given; use --target onnx|openvino|coreml|tensorrt|all")
         if self.calib_size < 1:
             raise ConfigError(f"--calib-size must be >= 1, got {self.calib_size}")
-        if self.int8_weight_bits not in INT8_WEIGHT_BITS:
-            raise ConfigError(f"--int8-weight-bits must be 7 or 8, got {self.int8_weight_bits}")
+        if str(self.int8_weight_bits) not in INT8_WEIGHT_BITS_CHOICES:
+            raise ConfigError(f"--int8-weight-bits must be auto, 7 or 8, got {self.int8_weight_bits}")
+        if self.int8_weight_bits != "auto":
+            set_(self, "int8_weight_bits", int(self.int8_weight_bits))
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         self.gate_rules()  # checks --min-agreement, --max-drop
+
+    @property
+    def weight_bits(self) -> int:
+        """The int8 weight bits this export uses: ``int8_weight_bits``, with ``auto`` resolved on this machine."""
+        if self.int8_weight_bits != "auto":
+            return int(self.int8_weight_bits)
+        from facederm.runtime.cpu import exact_int8_products
+
+        return 8 if exact_int8_products() else 7
 
     def gate_rules(self) -> GateRules:
         """The fidelity gate's thresholds (:mod:`facederm.export.parity`)."""

@@ -51,6 +51,14 @@ def has_vnni(flags: set[str] | None = None, features: dict[str, bool] | None = N
     return any(features.get(name) for name in VNNI_FEATURES)
 
 
+def exact_int8_products(machine: str | None = None) -> bool:
+    """Whether this CPU is known to sum u8 x s8 products exactly: ARM, or x86 with VNNI / AMX (False when unknown)."""
+    machine = (machine or platform.machine()).lower()
+    if machine in ("arm64", "aarch64") or machine.startswith("arm"):
+        return True
+    return machine in X86_MACHINES and has_vnni() is True
+
+
 def int8_saturates(machine: str | None = None) -> bool:
     """Whether 8-bit int8 weights can saturate here: an x86 CPU known to lack VNNI (False on ARM, and when unknown)."""
     machine = (machine or platform.machine()).lower()

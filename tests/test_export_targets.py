@@ -277,27 +277,43 @@ def test_int8_weight_bits_8_keeps_every_bit_and_the_runtime_warns_where_it_satur
         load(out, backend="onnxruntime", precision="int8")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Int8SaturationWarning)
-        load(full_export.out_dir, backend="onnxruntime", precision="int8")  # 7 bits: the same on every CPU
+        load(full_export.out_dir, target="web", precision="int8")  # the page's 7 bits: the same on every CPU
     with pytest.raises(ConfigError, match="--int8-weight-bits"):
         ExportOptions(int8_weight_bits=6)
 
 
+def test_auto_weight_bits_follow_the_export_machine(monkeypatch):
+    """``auto`` (the default) takes 8 bits where this machine's u8 x s8 products are exact, so the gate measures the
+    arithmetic VNNI / AMX / ARM devices compute, and 7 elsewhere; an explicit choice is kept."""
+    from facederm.export.options import ExportOptions
+    from facederm.runtime import cpu
+
+    monkeypatch.setattr(cpu, "exact_int8_products", lambda *a, **k: True)
+    assert ExportOptions().weight_bits == 8 and ExportOptions(int8_weight_bits="7").weight_bits == 7
+    monkeypatch.setattr(cpu, "exact_int8_products", lambda *a, **k: False)
+    assert ExportOptions().weight_bits == 7 and ExportOptions(int8_weight_bits=8).weight_bits == 8
+
+
 def test_int8_saturation_is_known_from_the_cpu_flags():
-    from facederm.runtime.cpu import has_vnni, int8_saturates
+    from facederm.runtime.cpu import exact_int8_products, has_vnni, int8_saturates
 
     assert has_vnni(flags={"avx2", "avx512f"}) is False
     assert has_vnni(flags={"avx2", "avx512f", "avx512_vnni"}) is True
     assert has_vnni(flags={"avx2", "amx_int8"}) is True
     assert has_vnni(flags=set(), features={}) is None  # cannot tell: no warning then
-    assert int8_saturates("aarch64") is False  # ARM's kernels do not saturate
+    assert int8_saturates("aarch64") is False and exact_int8_products("aarch64") is True  # ARM: exact
 
 
-def test_int8_weights_use_7_bits_so_every_x86_cpu_decides_alike(full_export):
+def test_int8_weights_use_the_bits_the_manifest_records(full_export):
     """ONNX Runtime's and OpenVINO's u8 x s8 kernels saturate 16-bit pair sums on x86 CPUs without VNNI when
-    weights use all 8 bits (255 x 127 x 2 > 32767): 7-bit weights (|w| <= 64) make the same artifact compute the
-    same decisions on AVX2, AVX-512 and VNNI CPUs. TensorRT's Q/DQ graph keeps 8 bits (the GPU does not saturate)."""
+    weights use all 8 bits (255 x 127 x 2 > 32767). Each int8 artifact records its ``weight_bits`` (the default
+    ``auto``: 8 where this machine's products are exact, else 7) and its weights use exactly that range: |w| <= 64
+    for 7 bits, up to 127 for 8 (per-channel symmetric: each channel's largest weight is +-127). The web page
+    always keeps 7 bits; TensorRT's Q/DQ graph always 8 (a GPU does not saturate)."""
     import onnx
     from onnx import numpy_helper
+
+    from facederm.runtime.cpu import exact_int8_products
 
     def conv_weights(path: str) -> list[np.ndarray]:
         model = onnx.load(str(full_export.out_dir / path))
@@ -311,10 +327,17 @@ def test_int8_weights_use_7_bits_so_every_x86_cpu_decides_alike(full_export):
             and inits[n.input[0]].ndim == 4
         ]
 
-    onnx_weights = conv_weights("model.int8.onnx")
-    assert onnx_weights and max(int(np.abs(w.astype(int)).max()) for w in onnx_weights) <= 64
-    assert max(int(np.abs(w.astype(int)).max()) for w in conv_weights("tensorrt/model.int8.qdq.onnx")) > 64
-    ov_weights = _ov_int8_weights(str(full_export.out_dir / "openvino/model.int8.xml"))
-    assert ov_weights and max(int(np.abs(w.astype(int)).max()) for w in ov_weights) <= 64
-    record = full_export.manifest.find("openvino", "int8")
-    assert "overflow_fix" in record.options
+    def largest(weights: list[np.ndarray]) -> int:
+        assert weights
+        return max(int(np.abs(w.astype(int)).max()) for w in weights)
+
+    expected = 8 if exact_int8_products() else 7
+    for target in ("onnx", "openvino"):
+        assert full_export.manifest.find(target, "int8").options["weight_bits"] == expected
+    in_range = (lambda m: m <= 64) if expected == 7 else (lambda m: m > 64)
+    assert in_range(largest(conv_weights("model.int8.onnx")))
+    assert in_range(largest(_ov_int8_weights(str(full_export.out_dir / "openvino/model.int8.xml"))))
+    assert "overflow_fix" in full_export.manifest.find("openvino", "int8").options
+    assert largest(conv_weights("web/model.int8.onnx")) <= 64
+    assert full_export.manifest.find("web", "int8").options["weight_bits"] == 7
+    assert largest(conv_weights("tensorrt/model.int8.qdq.onnx")) > 64

@@ -108,11 +108,11 @@ def build_int8(ctx: BuildContext) -> BuiltArtifact:
         "preset": "mixed",
         "subset_size": len(items),
         "overflow_fix": "enable (7-bit weights in every layer)"
-        if ctx.options.int8_weight_bits == 7
+        if ctx.options.weight_bits == 7
         else "disable (8-bit weights: exact on VNNI / AMX / ARM)",
-        "weight_bits": ctx.options.int8_weight_bits,
+        "weight_bits": ctx.options.weight_bits,
     }
-    advanced = _overflow_fix(ctx.options.int8_weight_bits)
+    advanced = _overflow_fix(ctx.options.weight_bits)
     if ctx.options.accuracy_control:
         model, control = _accuracy_controlled(ctx, items, {**common, "advanced_quantization_parameters": advanced})
         options.update(algorithm="nncf.quantize_with_accuracy_control", **control)
