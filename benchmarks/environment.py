@@ -8,6 +8,7 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
+from facederm.runtime.cpu import CPUINFO, read_cpuinfo
 from facederm.runtime.version import __version__
 
 from .schema import Environment
@@ -18,24 +19,6 @@ ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni",
 
 #: Distributions whose versions go into results.json (missing ones are recorded as "not installed").
 LIBRARIES = ("numpy", "torch", "timm", "onnx", "onnxruntime", "openvino", "nncf", "coremltools", "tensorrt")
-
-
-def _cpuinfo(path: Path = Path("/proc/cpuinfo")) -> list[dict[str, str]]:
-    """One dict per logical CPU from /proc/cpuinfo (empty off Linux)."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
-    cpus = []
-    for block in text.strip().split("\n\n"):
-        entry = {}
-        for line in block.splitlines():
-            key, sep, value = line.partition(":")
-            if sep:
-                entry[key.strip()] = value.strip()
-        if entry:
-            cpus.append(entry)
-    return cpus
 
 
 def usable_cpus() -> int:
@@ -56,9 +39,9 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def describe_environment(threads: int, cpuinfo: Path = Path("/proc/cpuinfo")) -> Environment:
+def describe_environment(threads: int, cpuinfo: Path = CPUINFO) -> Environment:
     """Read the environment once, at the start of a run."""
-    cpus = _cpuinfo(cpuinfo)
+    cpus = read_cpuinfo(cpuinfo)
     first = cpus[0] if cpus else {}
     flags = set(first.get("flags", "").split())
     cores = {(c.get("physical id", "0"), c.get("core id")) for c in cpus if c.get("core id") is not None}

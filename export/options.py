@@ -28,8 +28,7 @@ DEFAULT_CALIB_SIZE = 300
 #: all iOS16 allows, cannot hold Lite0's weights).
 DEFAULT_COREML_TARGET = "auto"
 COREML_TARGETS = ("auto", "iOS16", "iOS18")
-#: int8 weight precisions of ONNX Runtime's and OpenVINO's int8 (``int8_weight_bits``): see facederm.runtime.cpu.
-INT8_WEIGHT_BITS = (7, 8)
+#: ``int8_weight_bits`` of ONNX Runtime's and OpenVINO's int8 (``auto``: see :attr:`ExportOptions.weight_bits`).
 INT8_WEIGHT_BITS_CHOICES = ("auto", "7", "8")
 #: ``eval_views``: flipped views per agreement image (identity, hflip, vflip, hvflip), or ``auto``.
 MAX_EVAL_VIEWS = len(VIEWS)

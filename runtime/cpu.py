@@ -10,6 +10,7 @@ are exact; :func:`int8_saturates` says whether this CPU is not such a place.
 
 from __future__ import annotations
 
+import functools
 import platform
 from pathlib import Path
 
@@ -19,16 +20,35 @@ VNNI_FEATURES = ("AVX512VNNI", "AVX512_CLX", "AVXVNNI", "AVX_VNNI")
 X86_MACHINES = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
 
 
-def _cpuinfo_flags(path: Path = Path("/proc/cpuinfo")) -> set[str] | None:
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def read_cpuinfo(path: Path = CPUINFO) -> list[dict[str, str]]:
+    """One dict per logical CPU from /proc/cpuinfo (empty off Linux)."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return None
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return None
+        return []
+    cpus = []
+    for block in text.strip().split("\n\n"):
+        entry = {}
+        for line in block.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                entry[key.strip()] = value.strip()
+        if entry:
+            cpus.append(entry)
+    return cpus
+
+
+@functools.cache
+def _cpuinfo_flags() -> frozenset[str] | None:
+    """The first CPU's feature flags (x86 ``flags``, ARM ``Features``); None off Linux. Read once per process:
+    they do not change while it runs, and the loader asks on every int8 load."""
+    cpus = read_cpuinfo()
+    first = cpus[0] if cpus else {}
+    flags = first.get("flags", first.get("Features"))
+    return None if flags is None else frozenset(flags.split())
 
 
 def _numpy_features() -> dict[str, bool]:
@@ -39,7 +59,7 @@ def _numpy_features() -> dict[str, bool]:
     return dict(__cpu_features__)
 
 
-def has_vnni(flags: set[str] | None = None, features: dict[str, bool] | None = None) -> bool | None:
+def has_vnni(flags: set[str] | frozenset[str] | None = None, features: dict[str, bool] | None = None) -> bool | None:
     """True when this x86 CPU sums u8 x s8 products exactly (VNNI / AMX), False when it does not, None when it
     cannot tell (no /proc/cpuinfo and numpy reports no VNNI feature name)."""
     flags = _cpuinfo_flags() if flags is None else flags
@@ -54,7 +74,7 @@ def has_vnni(flags: set[str] | None = None, features: dict[str, bool] | None = N
 def exact_int8_products(machine: str | None = None) -> bool:
     """Whether this CPU is known to sum u8 x s8 products exactly: ARM, or x86 with VNNI / AMX (False when unknown)."""
     machine = (machine or platform.machine()).lower()
-    if machine in ("arm64", "aarch64") or machine.startswith("arm"):
+    if machine.startswith(("arm", "aarch64")):
         return True
     return machine in X86_MACHINES and has_vnni() is True
 

@@ -243,7 +243,7 @@ def _warn_if_int8_saturates(candidate: _Candidate) -> None:
         warnings.warn(
             f"{candidate.path}: int8 with 8-bit weights on an x86 CPU without VNNI: {candidate.backend.name}'s "
             "kernels may saturate and decide differently from the export's fidelity gate; on this CPU use an "
-            "artifact exported with --int8-weight-bits 7 (the default)",
+            "artifact exported with --int8-weight-bits 7 (the same decisions on every CPU)",
             Int8SaturationWarning,
             stacklevel=3,
         )

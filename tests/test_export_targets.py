@@ -249,8 +249,8 @@ def test_int8_weight_bits_8_keeps_every_bit_and_the_runtime_warns_where_it_satur
     tiny_run, full_export, tmp_path, run_isolated, monkeypatch
 ):
     """``--int8-weight-bits 8``: ONNX Runtime's and OpenVINO's int8 weights use the full s8 range (|w| > 64), the
-    manifest says so, and loading such an artifact where the kernels saturate (x86 without VNNI) warns; the 7-bit
-    default never warns."""
+    manifest says so, and loading such an artifact where the kernels saturate (x86 without VNNI) warns; a 7-bit
+    artifact never warns."""
     import onnx
     from export_builders import export_int8_8bit
     from onnx import numpy_helper

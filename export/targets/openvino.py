@@ -103,16 +103,17 @@ def build_int8(ctx: BuildContext) -> BuiltArtifact:
     # MIXED: symmetric weights, asymmetric activations (Lite0's pre-ReLU6 and residual tensors are signed and
     # lopsided); measured on a Lite0 run: 97.3% agreement with fp32 vs 95.6% with PERFORMANCE (symmetric).
     common = dict(preset=nncf.QuantizationPreset.MIXED, model_type=None, subset_size=len(items))
+    bits = ctx.options.weight_bits  # resolved once: auto reads this machine's CPU flags
     options: dict[str, object] = {
         "algorithm": "nncf.quantize",
         "preset": "mixed",
         "subset_size": len(items),
         "overflow_fix": "enable (7-bit weights in every layer)"
-        if ctx.options.weight_bits == 7
+        if bits == 7
         else "disable (8-bit weights: exact on VNNI / AMX / ARM)",
-        "weight_bits": ctx.options.weight_bits,
+        "weight_bits": bits,
     }
-    advanced = _overflow_fix(ctx.options.weight_bits)
+    advanced = _overflow_fix(bits)
     if ctx.options.accuracy_control:
         model, control = _accuracy_controlled(ctx, items, {**common, "advanced_quantization_parameters": advanced})
         options.update(algorithm="nncf.quantize_with_accuracy_control", **control)
