@@ -56,6 +56,26 @@ class BuildContext:
     def input_size(self) -> int:
         return self.card.input_size
 
+    @property
+    def quant_aware(self) -> dict[str, Any] | None:
+        """The run's quantization-aware record (card ``data.training.quant_aware``; training/quant_aware.py), or
+        None: its weights sit on an int8 grid that the int8 graphs must quantize onto exactly."""
+        record = (self.card.data or {}).get("training", {}).get("quant_aware")
+        return record if isinstance(record, dict) else None
+
+    @property
+    def int8_weight_bits(self) -> int:
+        """Weight bits of ONNX Runtime's and OpenVINO's int8: 7 for a quant-aware run with ``--int8-weight-bits auto``
+        (its grid, levels -64..64: quantized exactly, and no x86 CPU saturates on it), else the options' width."""
+        if self.quant_aware is not None and self.options.int8_weight_bits == "auto":
+            return 7
+        return self.options.weight_bits
+
+    @property
+    def float_layers(self) -> int:
+        """How many leading convolutions the int8 graphs keep in float (a quant-aware run trained them so; 0 else)."""
+        return len(self.quant_aware.get("float_layers", ())) if self.quant_aware is not None else 0
+
 
 @dataclass
 class BuiltArtifact:

@@ -82,6 +82,21 @@ from .protocols import PROTOCOLS
     help="Stability training's noise: sigma ~ U(0, N) gray levels per image.",
 )
 @click.option(
+    "--quant-aware-epochs",
+    default=0,
+    show_default=True,
+    type=int,
+    help="After the last stage, train this many epochs as int8 computes (weights on an int8 grid, activations "
+    "rounded; BatchNorm frozen) and snap the weights onto the grid, so every int8 export reproduces them (0: off).",
+)
+@click.option(
+    "--quant-aware-lr",
+    default=1e-4,
+    show_default=True,
+    type=float,
+    help="Learning rate of the quantization-aware epochs (constant).",
+)
+@click.option(
     "--ema-decay",
     default=0.0,
     show_default=True,
@@ -183,6 +198,8 @@ def main(
     stability_weight,
     stability_noise,
     ema_decay,
+    quant_aware_epochs,
+    quant_aware_lr,
     calibrate,
     refer_below,
     weight_decay,
@@ -232,6 +249,8 @@ def main(
             stability_weight=stability_weight,
             stability_noise=stability_noise,
             ema_decay=ema_decay,
+            quant_aware_epochs=quant_aware_epochs,
+            quant_aware_lr=quant_aware_lr,
             calibrate=calibrate,
             refer_below=refer_below,
             weight_decay=weight_decay,

@@ -42,6 +42,9 @@ class TrainConfig:
     stability_weight: float = 0.0
     stability_noise: float = 4.0
     ema_decay: float = 0.0  # EMA of the weights (timm ModelEmaV3, warm-up), validated and kept; 0: off
+    # Quantization-aware epochs after the last stage (training/quant_aware.py): weights snapped to an int8 grid
+    quant_aware_epochs: int = 0
+    quant_aware_lr: float = 1e-4
     calibrate: bool = True  # fit a temperature on the validation images (training/calibrate.py)
     refer_below: str = ""  # "0.5" (every label) or "AK=0.6,MEL=0.8": refer a top label below it
     weight_decay: float = 0.05
@@ -102,6 +105,11 @@ class TrainConfig:
         parse_refer_below(self.refer_below, None)
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"--ema-decay must be within [0, 1), got {self.ema_decay}")
+        if self.quant_aware_epochs < 0 or self.quant_aware_lr <= 0:
+            raise ConfigError(
+                f"--quant-aware-epochs must be >= 0 and --quant-aware-lr > 0, got {self.quant_aware_epochs} and "
+                f"{self.quant_aware_lr:g}"
+            )
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"--label-smoothing must be within [0, 1), got {self.label_smoothing}")
         if not 0 <= self.pixel_noise <= 64:

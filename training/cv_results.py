@@ -26,6 +26,7 @@ OPTIONAL_RECIPE_KEYS = (
     "stability_weight",
     "stability_noise",
     "ema_decay",
+    "quant_aware_epochs",
     "clinical",
     "clinical_dropout",
     "clinical_fusion",

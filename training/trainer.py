@@ -72,6 +72,8 @@ RESUME_KEYS = (
     "stability_weight",
     "stability_noise",
     "ema_decay",
+    "quant_aware_epochs",
+    "quant_aware_lr",
     "seed",
     "label_set",
     "face_regions",
@@ -348,6 +350,25 @@ def _train(
             )
             state = None
     model.load_state_dict(best_state)
+    quant_aware = (
+        _quant_aware(
+            config,
+            model,
+            normalize,
+            stages,
+            labels,
+            cache,
+            augment,
+            dataset,
+            preprocessing,
+            device,
+            world,
+            reporter,
+            schema,
+        )
+        if config.quant_aware_epochs
+        else None
+    )
 
     # Final evaluation on the best weights (every rank predicts a shard).
     final = stages[-1]
@@ -408,6 +429,7 @@ def _train(
             f"{device.type} x{world.world_size}",
             temperature,
             extras,
+            quant_aware,
         )
         if schema is not None:
             card = replace(card, clinical=schema, data={**card.data, "clinical": _clinical_card_data(config, stages)})
@@ -483,6 +505,60 @@ def _preprocessed(dataset: DataSet, samples: list[Sample], preprocessing) -> np.
     if not samples:
         return np.zeros((0, preprocessing.crop, preprocessing.crop, 3), dtype=np.uint8)
     return np.stack(list(preprocess_samples(dataset, samples, preprocessing)))
+
+
+def _quant_aware(
+    config: TrainConfig,
+    model: torch.nn.Module,
+    normalize: Normalize,
+    stages: list[_StageData],
+    labels: list[str],
+    cache: ImageCache,
+    augment: TrainAugment,
+    dataset: DataSet,
+    preprocessing,
+    device: torch.device,
+    world: World,
+    reporter,
+    schema: ClinicalSchema | None,
+) -> dict[str, object]:
+    """``--quant-aware-epochs``: teach the chosen weights to reproduce their own predictions on every image the run
+    trained on (all stages, augmented) as int8 computes them, then snap them onto the int8 grid
+    (training/quant_aware.py). The evaluation that follows, the
+    calibration temperature and the saved weights are all of the snapped model."""
+    from .quant_aware import RANGE_IMAGES, quant_aware_finetune
+
+    if world.distributed:
+        raise ConfigError("--quant-aware-epochs runs in one process: start it without torchrun")
+    samples = [s for sd in stages for s in sd.train]
+    clinical = (schema, encode_samples(schema, samples)) if schema is not None else None
+    train_set = AugmentedSet(samples, labels, cache, augment, clinical, config.clinical_dropout)
+    step = max(1, len(samples) // RANGE_IMAGES)
+    range_samples = samples[::step][:RANGE_IMAGES]
+    reporter.log(
+        f"  quant-aware: {config.quant_aware_epochs} epoch(s) on {len(samples)} training images (target: this "
+        f"model's own predictions), int8 weight grid and activations, lr {config.quant_aware_lr:g}"
+    )
+
+    def on_epoch(epoch: int, result) -> None:
+        reporter.log(
+            f"  quant-aware epoch {epoch + 1}/{config.quant_aware_epochs}: loss {result.loss:.3f}, "
+            f"{result.seconds:.0f} s"
+        )
+
+    return quant_aware_finetune(
+        model,
+        normalize,
+        train_set,
+        range_images=_preprocessed(dataset, range_samples, preprocessing),
+        range_answers=encode_samples(schema, range_samples) if schema is not None else None,
+        epochs=config.quant_aware_epochs,
+        lr=config.quant_aware_lr,
+        batch_size=config.batch_size,
+        seed=config.seed + 104_729,
+        device=device,
+        on_epoch=on_epoch,
+    )
 
 
 def _run_stage(
@@ -664,6 +740,7 @@ def _card(
     where: str,
     temperature: float,
     extras: list[ExtraData],
+    quant_aware: dict[str, object] | None = None,
 ) -> ModelCard:
     final = stages[-1]
     extra_ids = {s.image_id for source in extras for s in source.samples}
@@ -721,6 +798,7 @@ def _card(
                 "stability_weight": config.stability_weight,
                 "stability_noise": config.stability_noise,
                 "ema_decay": config.ema_decay,
+                **({"quant_aware": quant_aware} if quant_aware else {}),
             },
         }
     )

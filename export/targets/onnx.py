@@ -158,8 +158,9 @@ def quantize_qdq(
     extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": quantize_bias}
     if exclude_output_of:
         extra["OpTypesToExcludeOutputQuantization"] = list(exclude_output_of)
+    source = preprocessed_fp32(ctx)
     quantize_static(
-        str(preprocessed_fp32(ctx)),
+        str(source),
         str(dst),
         calibration_data_reader=None,
         quant_format=QuantFormat.QDQ,
@@ -167,6 +168,7 @@ def quantize_qdq(
         activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         op_types_to_quantize=op_types,
+        nodes_to_exclude=leading_convs(source, ctx.float_layers),
         reduce_range=reduce_range,
         calibrate_method=CalibrationMethod.MinMax,
         extra_options=extra,
@@ -177,6 +179,17 @@ def quantize_qdq(
     model = onnx.load(str(dst))
     set_metadata(model, ctx.card)
     onnx.save(model, str(dst))
+
+
+def leading_convs(path: Path, count: int) -> list[str]:
+    """Names of the first ``count`` Conv nodes of the graph at ``path`` (nodes are in topological order): the layers
+    a quant-aware run keeps in float (:attr:`BuildContext.float_layers`)."""
+    if count <= 0:
+        return []
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [node.name for node in graph.node if node.op_type == "Conv"][:count]
 
 
 def _latency_ms(predict, size: int, runs: int = 15) -> float:
@@ -226,8 +239,8 @@ def quantize_int8(
 
 
 def build_int8(ctx: BuildContext) -> BuiltArtifact:
-    bits = ctx.options.weight_bits
-    options = int8_options(bits)
+    bits = ctx.int8_weight_bits
+    options = int8_options(bits) | _quant_aware_options(ctx)
     if not ctx.options.int8_search:
         quantize_int8(ctx, ctx.output, weight_bits=bits)
         built = _built(ctx.output, scheme=INT8_SCHEME, **options)
@@ -253,6 +266,13 @@ def build_int8(ctx: BuildContext) -> BuiltArtifact:
         },
     )
     return built
+
+
+def _quant_aware_options(ctx: BuildContext) -> dict[str, object]:
+    """What the manifest adds for a quant-aware run: its grid and the layers kept in float."""
+    if ctx.quant_aware is None:
+        return {}
+    return {"weight_grid": "the run's quant-aware grid (levels -64..64): exact", "float_layers": ctx.float_layers}
 
 
 def build_ort(ctx: BuildContext) -> BuiltArtifact:

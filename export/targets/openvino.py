@@ -103,7 +103,7 @@ def build_int8(ctx: BuildContext) -> BuiltArtifact:
     # MIXED: symmetric weights, asymmetric activations (Lite0's pre-ReLU6 and residual tensors are signed and
     # lopsided); measured on a Lite0 run: 97.3% agreement with fp32 vs 95.6% with PERFORMANCE (symmetric).
     common = dict(preset=nncf.QuantizationPreset.MIXED, model_type=None, subset_size=len(items))
-    bits = ctx.options.weight_bits  # resolved once: auto reads this machine's CPU flags
+    bits = ctx.int8_weight_bits  # resolved once: auto reads this machine's CPU flags
     options: dict[str, object] = {
         "algorithm": "nncf.quantize",
         "preset": "mixed",
@@ -114,14 +114,27 @@ def build_int8(ctx: BuildContext) -> BuiltArtifact:
         "weight_bits": bits,
     }
     advanced = _overflow_fix(bits)
+    fp32 = _fp32_model(ctx)
+    floats = _leading_convs(fp32, ctx.float_layers)
+    if floats:  # a quant-aware run keeps its first convolutions in float
+        common["ignored_scope"] = nncf.IgnoredScope(names=floats)
+        options["float_layers"] = floats
     if ctx.options.accuracy_control:
         model, control = _accuracy_controlled(ctx, items, {**common, "advanced_quantization_parameters": advanced})
         options.update(algorithm="nncf.quantize_with_accuracy_control", **control)
     else:
-        model = nncf.quantize(_fp32_model(ctx), dataset, **common, advanced_parameters=advanced)
+        model = nncf.quantize(fp32, dataset, **common, advanced_parameters=advanced)
     files = _save(model, ctx, compress_to_fp16=False)
     built = _built(ctx, files, **options)
     return built
+
+
+def _leading_convs(model, count: int) -> list[str]:
+    """Friendly names of the first ``count`` convolutions of an OpenVINO model, in topological order."""
+    if count <= 0:
+        return []
+    kinds = ("Convolution", "GroupConvolution")
+    return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in kinds][:count]
 
 
 def _inputs(images: np.ndarray, answers: np.ndarray | None, i: int):

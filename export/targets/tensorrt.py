@@ -62,6 +62,8 @@ def _qdq_onnx(ctx: BuildContext) -> Path:
             op_types=list(QUANTIZED_OPS),
             quantize_bias=False,
             exclude_output_of=list(QUANTIZED_OPS),
+            # A quant-aware run's weights sit on a 7-bit grid (levels -64..64): int8 Q/DQ with those levels is exact.
+            reduce_range=ctx.quant_aware is not None,
         )
         ctx.shared["trt_int8"] = path
     return Path(path)
@@ -91,7 +93,9 @@ def build_int8_onnx(ctx: BuildContext) -> BuiltArtifact:
         "Q/DQ int8",
         quant_format="QDQ",
         activations="int8 symmetric per-tensor",
-        weights="int8 symmetric per-channel",
+        weights="int8 symmetric per-channel"
+        + (", the run's quant-aware grid (levels -64..64)" if ctx.quant_aware else ""),
+        float_layers=ctx.float_layers,
         quantized_ops=list(QUANTIZED_OPS),
         qdq_on="inputs only",
         bias="float",
