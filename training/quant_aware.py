@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,7 +87,7 @@ def _round_activation(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
 
 
 def activation_ranges(
-    model: nn.Module, layers: Sequence[nn.Module], batches: Callable[[], list[tuple[torch.Tensor, ...]]]
+    model: nn.Module, layers: Sequence[nn.Module], batches: Callable[[], Iterator[tuple[torch.Tensor, ...]]]
 ) -> dict[nn.Module, tuple[float, float]]:
     """Min and max of each layer's input over ``batches()`` (the model's own inputs, already normalized)."""
     ranges: dict[nn.Module, tuple[float, float]] = {}
@@ -114,14 +114,11 @@ def activation_ranges(
 class QuantAware:
     """The fake-quantized state of a model during quantization-aware epochs; :meth:`finish` snaps and removes it."""
 
-    model: nn.Module
     layers: list[tuple[str, nn.Module]]
     hooks: list[torch.utils.hooks.RemovableHandle]
 
     @classmethod
-    def attach(
-        cls, model: nn.Module, layers: list[tuple[str, nn.Module]], ranges: dict[nn.Module, tuple[float, float]]
-    ) -> QuantAware:
+    def attach(cls, layers: list[tuple[str, nn.Module]], ranges: dict[nn.Module, tuple[float, float]]) -> QuantAware:
         """Put every layer's weights on the grid (straight-through) and round the inputs of all but the first
         :data:`FLOAT_LAYERS` to 8 bits with ``ranges``."""
         hooks = []
@@ -134,7 +131,7 @@ class QuantAware:
                         lambda _m, inputs, low=low, high=high: (_round_activation(inputs[0], low, high), *inputs[1:])
                     )
                 )
-        return cls(model, layers, hooks)
+        return cls(layers, hooks)
 
     def finish(self) -> None:
         """Snap every weight onto its grid (the model keeps them) and stop rounding activations."""
@@ -216,19 +213,17 @@ def quant_aware_finetune(
     def as_input(images: np.ndarray) -> torch.Tensor:
         return norm(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(device).float())
 
-    def batches() -> list[tuple[torch.Tensor, ...]]:
-        out = []
+    def batches() -> Iterator[tuple[torch.Tensor, ...]]:  # normalized one batch at a time, never all at once
         for start in range(0, len(range_images), batch_size):
             batch: tuple[torch.Tensor, ...] = (as_input(range_images[start : start + batch_size]),)
             if range_answers is not None:
                 batch = (*batch, torch.from_numpy(range_answers[start : start + batch_size]).to(device))
-            out.append(batch)
-        return out
+            yield batch
 
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
-    layers = quantizable_layers(model, batches()[0])
+    layers = quantizable_layers(model, next(batches()))
     ranges = activation_ranges(model, [layer for _, layer in layers], batches)
-    state = QuantAware.attach(model, layers, ranges)
+    state = QuantAware.attach(layers, ranges)
     student = FrozenNorm(model)
     try:
         loader, sampler = make_loader(train_set, world, seed, batch_size, workers=0, pin_memory=False)

@@ -120,7 +120,9 @@ def build_int8(ctx: BuildContext) -> BuiltArtifact:
         common["ignored_scope"] = nncf.IgnoredScope(names=floats)
         options["float_layers"] = floats
     if ctx.options.accuracy_control:
-        model, control = _accuracy_controlled(ctx, items, {**common, "advanced_quantization_parameters": advanced})
+        model, control = _accuracy_controlled(
+            ctx, fp32, items, {**common, "advanced_quantization_parameters": advanced}
+        )
         options.update(algorithm="nncf.quantize_with_accuracy_control", **control)
     else:
         model = nncf.quantize(fp32, dataset, **common, advanced_parameters=advanced)
@@ -156,7 +158,7 @@ def _overflow_fix(weight_bits: int = 7):
     return AdvancedQuantizationParameters(overflow_fix=fix)
 
 
-def _accuracy_controlled(ctx: BuildContext, items: list, common: dict):
+def _accuracy_controlled(ctx: BuildContext, fp32, items: list, common: dict):
     """``nncf.quantize_with_accuracy_control``: layers go back to float, most sensitive first, until the metric on
     the calibration images is within the gate's limit. The metric is the gate's stricter test: argmax agreement
     with the fp32 IR (limit: ``--min-agreement``), or macro recall (limit: ``--max-drop``) when agreement is off."""
@@ -165,7 +167,6 @@ def _accuracy_controlled(ctx: BuildContext, items: list, common: dict):
 
     from facederm.training.metrics import macro_recall
 
-    fp32 = _fp32_model(ctx)
     compiled = ov.Core().compile_model(fp32, "CPU", HINT)
     reference = [int(np.asarray(compiled(x)[0]).argmax()) for x, _ in items]
     data = [(x, y, ref) for (x, y), ref in zip(items, reference)]
