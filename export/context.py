@@ -72,6 +72,12 @@ class BuildContext:
         return self.options.weight_bits
 
     @property
+    def weight_grid(self) -> int | None:
+        """Levels ``L`` of a quant-aware run's weight grid (``-L..L`` steps of ``max|w| / L`` per output channel), which
+        the int8 weights of every target are set to exactly; None for an ordinary run."""
+        return int(self.quant_aware.get("weight_levels", 64)) if self.quant_aware is not None else None
+
+    @property
     def float_layers(self) -> int:
         """How many leading convolutions the int8 graphs keep in float (a quant-aware run trained them so; 0 else)."""
         return len(self.quant_aware.get("float_layers", ())) if self.quant_aware is not None else 0

@@ -83,12 +83,51 @@ def _conv_weights(path: Path) -> list[tuple[np.ndarray, bool]]:
 
 
 def export_int8(run_dir: Path, out: Path) -> None:
-    """ONNX Runtime int8 and TensorRT Q/DQ of ``run_dir`` (in its own process: native int8 validation)."""
+    """Every int8 of ``run_dir``: ONNX Runtime, TensorRT Q/DQ, OpenVINO and Core ML int8-weights (in its own process:
+    native int8 validation)."""
     from facederm.export import export_run
 
     export_run(
-        run_dir, out_dir=out, targets=["onnx", "tensorrt"], precisions=["fp32", "int8"], max_drop=100.0, min_agreement=0
+        run_dir,
+        out_dir=out,
+        targets=["onnx", "tensorrt", "openvino", "coreml"],
+        precisions=["fp32", "int8", "int8-weights"],
+        max_drop=100.0,
+        min_agreement=0,
     )
+
+
+def openvino_weights(int8_xml: Path, fp32_xml: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(int8 weights dequantized, fp32 weights) of every layer of an NNCF IR stored in int8, by layer name."""
+    import openvino as ov
+
+    from facederm.export.targets.openvino import int8_weight
+
+    core = ov.Core()
+    reference = {op.get_friendly_name(): op for op in core.read_model(str(fp32_xml)).get_ordered_ops()}
+    pairs = []
+    for op in core.read_model(str(int8_xml)).get_ordered_ops():
+        parts = int8_weight(op) if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul") else None
+        if parts is not None:
+            data, scale = parts
+            fp32 = reference[op.get_friendly_name()].input_value(1).get_node().get_data()
+            pairs.append((data.get_data().astype(np.float64) * scale.get_data(), fp32.astype(np.float64)))
+    return pairs
+
+
+def coreml_int8_weights(package: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(int8 levels, per-channel scale) of every int8 constant of a Core ML package (its MIL program, read on any OS)."""
+    import coremltools as ct
+    from coremltools.converters.mil.frontend.milproto.load import load as load_mil
+
+    mlmodel = ct.models.MLModel(str(package), skip_model_load=True)
+    spec = mlmodel.get_spec()
+    program = load_mil(spec, specification_version=spec.specificationVersion, file_weights_dir=mlmodel.weights_dir)
+    return [
+        (op.quantized_data.val, op.scale.val)
+        for op in program.functions["main"].operations
+        if op.op_type == "constexpr_affine_dequantize" and op.quantized_data.val.dtype == np.int8
+    ]
 
 
 def _max_weight_error(fp32: Path, int8: Path) -> tuple[float, list[bool]]:
@@ -112,6 +151,19 @@ def test_int8_graphs_of_a_quant_aware_run_hold_its_weights_exactly(quant_aware_r
         assert quantized[:FLOAT_LAYERS] == [False] * FLOAT_LAYERS, graph  # stem + first depthwise stay float
         assert sum(quantized) >= len(quantized) - FLOAT_LAYERS - 1, graph
         assert error < 1e-5, f"{graph}: int8 weights differ from the model's by {error:.2e} of a layer's largest"
+
+    # OpenVINO: NNCF's IR, its int8 constants set to the grid (NNCF's own step is max|w| / 63.5)
+    openvino = next(r for r in manifest["artifacts"] if r["target"] == "openvino" and r["precision"] == "int8")
+    pairs = openvino_weights(tmp_path / "openvino/model.int8.xml", tmp_path / "openvino/model.xml")
+    assert openvino["options"]["snapped_layers"] == len(pairs) >= len(quantized) - FLOAT_LAYERS - 1
+    for int8, fp32 in pairs:
+        assert np.abs(int8 - fp32).max() <= 1e-6 * np.abs(fp32).max(), "an OpenVINO int8 weight is off the run's grid"
+
+    # Core ML int8-weights: every channel's largest weight is level +-64 (coremltools' own grid would give 127)
+    constants = coreml_int8_weights(tmp_path / "model.int8.mlpackage")
+    assert len(constants) >= len(quantized)
+    for levels, _scale in constants:
+        assert np.abs(levels.astype(int)).reshape(len(levels), -1).max(1).tolist() == [WEIGHT_LEVELS] * len(levels)
 
 
 def test_an_ordinary_run_loses_weight_precision_to_int8(full_export):

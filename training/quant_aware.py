@@ -64,10 +64,15 @@ def quantizable_layers(model: nn.Module, example: Sequence[torch.Tensor]) -> lis
     return [(names[m], m) for m in order]
 
 
+def grid_step(weight: torch.Tensor, levels: int = WEIGHT_LEVELS) -> torch.Tensor:
+    """The step of ``weight``'s grid, per output channel: ``max|w| / levels``, shaped to broadcast against it."""
+    flat = weight.detach().abs().flatten(1).amax(1).clamp_min(torch.finfo(weight.dtype).tiny)
+    return (flat / levels).view(-1, *[1] * (weight.dim() - 1))
+
+
 def grid_weights(weight: torch.Tensor, levels: int = WEIGHT_LEVELS) -> torch.Tensor:
     """``weight`` rounded to its per-output-channel symmetric grid: ``round(w / s) * s``, ``s = max|w| / levels``."""
-    flat = weight.detach().abs().flatten(1).amax(1).clamp_min(torch.finfo(weight.dtype).tiny)
-    scale = (flat / levels).view(-1, *[1] * (weight.dim() - 1))
+    scale = grid_step(weight, levels)
     return torch.round(weight / scale).clamp(-levels, levels) * scale
 
 

@@ -46,13 +46,47 @@ TWIN_REASON = (
 NATIVE_REASON = "Core ML MLModel.predict ran the mlpackage (macOS)"
 
 
-def _int8(model: torch.nn.Module, target: str) -> torch.nn.Module:
+#: Where ``coremltools.optimize.torch`` keeps a quantized weight's per-channel scale (the converter reads it and
+#: stores ``round(weight / scale)`` as the int8 data of a ``constexpr`` dequantize op).
+SCALE_BUFFER = "_COREML_/weight/quantization_scale"
+
+
+def _int8(model: torch.nn.Module, ctx: BuildContext, target: str) -> torch.nn.Module:
+    """Per-channel symmetric int8 weights (coremltools: levels -127..127 of ``max|w| / 127``); a quant-aware run's
+    layers keep their own grid instead (:func:`onto_grid`)."""
     from coremltools.optimize.torch.quantization import PostTrainingQuantizer, PostTrainingQuantizerConfig
 
     config = PostTrainingQuantizerConfig.from_dict(
         {"global_config": {"weight_dtype": "int8", "granularity": "per_channel", "quantization_scheme": "symmetric"}}
     )
-    return PostTrainingQuantizer(model, config).compress()
+    compressed = PostTrainingQuantizer(model, config).compress()
+    if ctx.weight_grid is not None:
+        onto_grid(compressed, model, ctx.weight_grid)
+    return compressed
+
+
+def onto_grid(compressed: torch.nn.Module, original: torch.nn.Module, levels: int) -> int:
+    """Give every quantized layer of ``compressed`` whose ``original`` weights lie on a quant-aware grid (levels
+    ``-levels..levels`` of ``max|w| / levels`` per output channel) that grid: the original weights and the step
+    as the scale, so the package stores the model's weights exactly (coremltools' own ``max|w| / 127`` step would
+    round them again). Returns how many layers were set."""
+    from facederm.training.quant_aware import grid_step, on_grid
+
+    weights = {
+        name: m.weight for name, m in original.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    }
+    done = 0
+    for name, module in compressed.named_modules():
+        scale = module._buffers.get(SCALE_BUFFER)
+        weight = weights.get(name)
+        if scale is None or weight is None or not on_grid(weight, levels):
+            continue
+        step = grid_step(weight, levels)
+        with torch.no_grad():
+            module.weight.copy_(weight)
+            scale.copy_(step.view(scale.shape))
+        done += 1
+    return done
 
 
 #: Palettization granularity per deployment target: iOS16's constexpr_lut_to_dense has one lookup table per
@@ -64,12 +98,12 @@ def _depthwise(model: torch.nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
 
 
-def _palettizer(bits: int) -> Callable[[torch.nn.Module, str], torch.nn.Module]:
+def _palettizer(bits: int) -> Callable[[torch.nn.Module, BuildContext, str], torch.nn.Module]:
     """k-means palettization of every conv / linear weight except depthwise kernels, which stay fp16: a 3x3
     kernel per channel shares one per-tensor table badly (Lite0: 87.6% -> 92.0% agreement at 6 bits) and
     they are 3% of Lite0's weights (about 0.2 MB more than palettized)."""
 
-    def compress(model: torch.nn.Module, target: str) -> torch.nn.Module:
+    def compress(model: torch.nn.Module, ctx: BuildContext, target: str) -> torch.nn.Module:
         from coremltools.optimize.torch.palettization import PostTrainingPalettizer, PostTrainingPalettizerConfig
 
         config: dict[str, object] = {"n_bits": bits, "granularity": "per_tensor"}
@@ -198,7 +232,7 @@ def deployment_target(requested: str, precision: str) -> str:
 
 def _builder(
     precision: str,
-    compress: Callable[[torch.nn.Module, str], torch.nn.Module] | None,
+    compress: Callable[[torch.nn.Module, BuildContext, str], torch.nn.Module] | None,
     weights: str | Callable[[str], str] | None = None,
 ):
     def build(ctx: BuildContext) -> BuiltArtifact:
@@ -206,7 +240,7 @@ def _builder(
         with quiet_converter():
             model, replaced = static_same_padding(ctx.model, ctx.input_size)
             if compress is not None:
-                model = compress(model, target)
+                model = compress(model, ctx, target)
             try:
                 mlmodel = _convert(model, ctx, target)
             except Exception as exc:

@@ -272,7 +272,11 @@ def _quant_aware_options(ctx: BuildContext) -> dict[str, object]:
     """What the manifest adds for a quant-aware run: its grid and the layers kept in float."""
     if ctx.quant_aware is None:
         return {}
-    return {"weight_grid": "the run's quant-aware grid (levels -64..64): exact", "float_layers": ctx.float_layers}
+    grid = ctx.weight_grid
+    return {
+        "weight_grid": f"the run's quant-aware grid (levels -{grid}..{grid}): exact",
+        "float_layers": ctx.float_layers,
+    }
 
 
 def build_ort(ctx: BuildContext) -> BuiltArtifact:

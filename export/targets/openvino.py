@@ -3,7 +3,8 @@ post-training int8 ``openvino/model.int8.xml`` (each with its ``.bin``), convert
 
 The card sits in ``rt_info`` at ``runtime.metadata.OPENVINO_RT_INFO_PATH``. Validation compiles each IR on
 the CPU with ``INFERENCE_PRECISION_HINT=f32``: this CPU would otherwise run bf16 (AMX) and the figures
-would mix the artifact's error with the device's. int8 uses NNCF's MIXED preset on all calibration images.
+would mix the artifact's error with the device's. int8 uses NNCF's MIXED preset on all calibration images; for a
+quant-aware run (``--quant-aware-epochs``) the IR's int8 weights are then set to the run's grid (:func:`snap_weights`).
 ``--accuracy-control`` uses ``nncf.quantize_with_accuracy_control``: layers return to float until the argmax
 agreement with the fp32 IR on the calibration images reaches 99 % (macro recall within ``--max-drop`` when
 ``--min-agreement`` is 0). It is tuned on calibration images only, never on the images the gate judges.
@@ -104,6 +105,7 @@ def build_int8(ctx: BuildContext) -> BuiltArtifact:
     # lopsided); measured on a Lite0 run: 97.3% agreement with fp32 vs 95.6% with PERFORMANCE (symmetric).
     common = dict(preset=nncf.QuantizationPreset.MIXED, model_type=None, subset_size=len(items))
     bits = ctx.int8_weight_bits  # resolved once: auto reads this machine's CPU flags
+    grid = ctx.weight_grid
     options: dict[str, object] = {
         "algorithm": "nncf.quantize",
         "preset": "mixed",
@@ -119,6 +121,8 @@ def build_int8(ctx: BuildContext) -> BuiltArtifact:
     if floats:  # a quant-aware run keeps its first convolutions in float
         common["ignored_scope"] = nncf.IgnoredScope(names=floats)
         options["float_layers"] = floats
+    if grid is not None:  # its weights are then set exactly; a bias corrected for NNCF's rounding would be wrong
+        advanced.disable_bias_correction = True
     if ctx.options.accuracy_control:
         model, control = _accuracy_controlled(
             ctx, fp32, items, {**common, "advanced_quantization_parameters": advanced}
@@ -126,9 +130,70 @@ def build_int8(ctx: BuildContext) -> BuiltArtifact:
         options.update(algorithm="nncf.quantize_with_accuracy_control", **control)
     else:
         model = nncf.quantize(fp32, dataset, **common, advanced_parameters=advanced)
+    if grid is not None:
+        snapped = snap_weights(model, fp32, grid)
+        options.update(weight_grid=f"levels -{grid}..{grid} per output channel (the run's)", snapped_layers=snapped)
     files = _save(model, ctx, compress_to_fp16=False)
-    built = _built(ctx, files, **options)
-    return built
+    return _built(ctx, files, **options)
+
+
+#: How far from an integer level a weight of a grid layer may be (float32 rounding of BatchNorm folding).
+GRID_TOLERANCE = 1e-3
+
+
+def snap_weights(quantized, fp32, levels: int) -> int:
+    """Put the int8 weights of ``quantized`` (NNCF's IR) onto the quant-aware run's grid, in place: for each
+    Convolution / GroupConvolution / MatMul whose fp32 weights (same layer of ``fp32``) sit on levels ``-levels..
+    levels`` of ``max|w| / levels`` per output channel, its int8 constant becomes those levels and its scale that
+    step. NNCF's own weight step (its overflow fix: ``max|w| / 63.5``) is not the grid, so without this the IR would
+    round the model's weights a second time. Layers off the grid (the stem, whose input normalization the ONNX graph
+    folds per input channel) keep NNCF's weights. Returns how many layers were snapped."""
+    from openvino import opset13
+
+    reference = {op.get_friendly_name(): op for op in fp32.get_ordered_ops()}
+    snapped = 0
+    for op in quantized.get_ordered_ops():
+        if op.get_type_name() not in ("Convolution", "GroupConvolution", "MatMul"):
+            continue
+        parts = int8_weight(op)
+        original = reference.get(op.get_friendly_name())
+        if parts is None or original is None:
+            continue
+        source = original.input_value(1).get_node()
+        if source.get_type_name() != "Constant":
+            continue
+        data, scale = parts
+        weight = source.get_data().astype(np.float64)
+        shape = scale.get_data().shape
+        if weight.shape != data.get_data().shape or len(shape) != weight.ndim:
+            continue
+        axes = tuple(d for d in range(weight.ndim) if shape[d] == 1)
+        step = np.abs(weight).max(axis=axes, keepdims=True) / levels
+        step[step == 0] = 1.0
+        steps = weight / step
+        if np.abs(steps - np.round(steps)).max() > GRID_TOLERANCE:
+            continue
+        data.output(0).replace(opset13.constant(np.round(steps).astype(np.int8)).output(0))
+        scale.output(0).replace(opset13.constant(step.astype(np.float32)).output(0))
+        snapped += 1
+    return snapped
+
+
+def int8_weight(op):
+    """(int8 Constant, scale Constant) of a layer whose weight input is NNCF's ``Constant(i8) -> Convert ->
+    Multiply(scale)``, else None."""
+    import openvino as ov
+
+    multiply = op.input_value(1).get_node()
+    if multiply.get_type_name() != "Multiply":
+        return None
+    convert, scale = (multiply.input_value(i).get_node() for i in range(2))
+    if convert.get_type_name() != "Convert" or scale.get_type_name() != "Constant":
+        return None
+    data = convert.input_value(0).get_node()
+    if data.get_type_name() != "Constant" or data.get_output_element_type(0) != ov.Type.i8:
+        return None
+    return data, scale
 
 
 def _leading_convs(model, count: int) -> list[str]:
