@@ -130,6 +130,19 @@ def coreml_int8_weights(package: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     ]
 
 
+#: The classifier and what follows it (logits, temperature, softmax): float in a quant-aware run's onnx int8 graph.
+HEAD_OPS = ("Gemm", "Div", "Softmax")
+
+
+def _quantized_outputs(path: Path, op_types: tuple[str, ...]) -> list[str]:
+    """The nodes of ``op_types`` whose output an ONNX graph feeds to a QuantizeLinear."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    quantized = {node.input[0] for node in graph.node if node.op_type == "QuantizeLinear"}
+    return [node.name for node in graph.node if node.op_type in op_types and node.output[0] in quantized]
+
+
 def _max_weight_error(fp32: Path, int8: Path) -> tuple[float, list[bool]]:
     reference, quantized = _conv_weights(fp32), _conv_weights(int8)
     assert len(reference) == len(quantized)
@@ -146,6 +159,8 @@ def test_int8_graphs_of_a_quant_aware_run_hold_its_weights_exactly(quant_aware_r
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     for record in (r for r in manifest["artifacts"] if r["precision"] == "int8" and r["target"] == "onnx"):
         assert record["options"]["weight_bits"] == 7 and record["options"]["float_layers"] == FLOAT_LAYERS
+        assert "Add" not in record["options"]["int8_ops"] and "Softmax" not in record["options"]["int8_ops"]
+    assert not _quantized_outputs(tmp_path / "model.int8.onnx", HEAD_OPS), "the head after the classifier is int8"
     for graph in ("model.int8.onnx", "tensorrt/model.int8.qdq.onnx"):
         error, quantized = _max_weight_error(tmp_path / "model.onnx", tmp_path / graph)
         assert quantized[:FLOAT_LAYERS] == [False] * FLOAT_LAYERS, graph  # stem + first depthwise stay float
@@ -172,3 +187,4 @@ def test_an_ordinary_run_loses_weight_precision_to_int8(full_export):
     error, quantized = _max_weight_error(out / "model.onnx", out / "model.int8.onnx")
     assert all(quantized[:FLOAT_LAYERS])  # an ordinary run's int8 quantizes its stem too
     assert error > 1e-3
+    assert _quantized_outputs(out / "model.int8.onnx", HEAD_OPS), "an ordinary run's int8 graph quantizes its head"

@@ -234,8 +234,20 @@ def int8_options(weight_bits: int = DEFAULT_WEIGHT_BITS) -> dict[str, object]:
 def quantize_int8(
     ctx: BuildContext, dst: Path, *, per_channel: bool = True, weight_bits: int = DEFAULT_WEIGHT_BITS
 ) -> None:
-    """ONNX Runtime's int8 recipe (also the web page's): static Q/DQ, u8 activations, s8 weights in ``weight_bits``."""
-    quantize_qdq(ctx, dst, per_channel=per_channel, symmetric=False, reduce_range=weight_bits == 7)
+    """ONNX Runtime's int8 recipe (also the web page's): static Q/DQ, u8 activations, s8 weights in ``weight_bits``.
+    A quant-aware run gets int8 where its epochs rounded (:data:`QUANT_AWARE_OPS`)."""
+    placement = (
+        {"op_types": list(QUANT_AWARE_OPS), "exclude_output_of": ["Gemm"]} if ctx.quant_aware is not None else {}
+    )
+    quantize_qdq(ctx, dst, per_channel=per_channel, symmetric=False, reduce_range=weight_bits == 7, **placement)
+
+
+#: The op types a quant-aware run's onnxruntime graph asks to quantize: not ``Add`` (onnxruntime adds no Q/DQ pairs
+#: of its own on a residual's inputs; the session still runs each Add as QLinearAdd between its int8 neighbours) and
+#: no output of the classifier ``Gemm`` (its logits, the temperature ``Div`` and the softmax stay float, as in the
+#: OpenVINO and TensorRT graphs; uint8 logits moved near-ties on their own). Measured on the 300 px ``all`` run
+#: (390 inputs): 96.9 % agreement with onnxruntime's defaults, 97.2 % with the head float, 98.2 % with both.
+QUANT_AWARE_OPS = ("Conv", "Gemm", "GlobalAveragePool", "Clip", "Relu", "MaxPool", "Flatten", "Reshape")
 
 
 def build_int8(ctx: BuildContext) -> BuiltArtifact:
@@ -276,6 +288,7 @@ def _quant_aware_options(ctx: BuildContext) -> dict[str, object]:
     return {
         "weight_grid": f"the run's quant-aware grid (levels -{grid}..{grid}): exact",
         "float_layers": ctx.float_layers,
+        "int8_ops": list(QUANT_AWARE_OPS),
     }
 
 
