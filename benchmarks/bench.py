@@ -1,19 +1,18 @@
 """``run_bench``: the Python entry point behind ``facederm-bench`` (the CLI only parses and prints).
 
-1. PATH -> an export dir (a run dir is exported first, to every target installed) (:mod:`.source`).
-2. The evaluation images are preprocessed once (:func:`.source.prepare_eval`).
-3. The plan (:mod:`.plan`): the baseline row (torch fp32 eager) first, then one row per (artifact,
-   backend, device); each row gets the registered measurements (:mod:`.measure`) that apply.
-4. Repeats are interleaved (repeat 1 of every row, then repeat 2 ...), so a slow spell on a shared machine
-   spreads over all rows instead of landing on one. Each (row, repeat) runs in a fresh process.
-5. Rows are collated (medians, min-max, tool ratios) into ``results.json`` and the reports.
+PATH -> an export dir (a run dir is exported first); the evaluation images are preprocessed once; the plan gives the
+rows, each with the registered measurements that apply. Repeats are interleaved (repeat 1 of every row, then repeat 2
+...), so a slow spell on a shared machine spreads over all rows; each (row, repeat) runs in a fresh process. Rows are
+then collated (medians, min-max, tool ratios) into ``results.json`` and the reports.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -22,25 +21,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from facederm.runtime.cpu import usable_cpus
 from facederm.runtime.errors import ConfigError
 from facederm.runtime.version import __version__
 
-from .collate import collate
-from .environment import describe_environment, usable_cpus
-from .measure import Context, Measured, Measurement, Settings, registry
+from .measure import PERCENTILES, Context, Measured, Measurement, Settings, registry
 from .plan import RowSpec, plan_rows
-from .schema import BenchConfig, BenchResults
+from .report import write_reports
+from .schema import Accuracy, BenchConfig, BenchResults, Row, Stat, ToolResult, describe_environment
 from .source import EvalData, data_spec, prepare_eval, resolve_source
 
-WORK_DIR = "work"
-#: Environment variables that cap the threads of the math libraries in each row's process.
+#: Caps the math libraries' threads in each row's process.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 WORKER = "from facederm.benchmarks.measure import main; main()"
+#: ``progress(done, total, what)``: called as each step starts, and once at the end.
+Progress = Callable[[int, int, str], None]
 
 
 @dataclass
 class BenchOptions:
-    """Every ``facederm-bench`` option. ``iterations`` (a count) or ``seconds`` (a budget) per timing loop."""
+    """Every ``facederm-bench`` option; ``iterations`` (a count) or ``seconds`` (a budget) per timing loop."""
 
     out: Path = Path("bench-results")
     data: str | None = None  # --eval-data
@@ -54,11 +54,11 @@ class BenchOptions:
     tool_seconds: float = 3.0
     run_dir: Path | None = None
     max_images: int | None = None
-    device: str | None = None  # None: each backend's default (the CPU where it has one)
+    device: str | None = None  # None: each backend's default (its CPU where it has one)
     targets: tuple[str, ...] = ("all",)
     plots: bool = True
     worker_timeout_s: float = 900.0
-    source_kind: str = ""  # set by the default demo ("default")
+    source_kind: str = ""  # "default": the demo
     command: str = ""
 
     def __post_init__(self) -> None:
@@ -84,67 +84,44 @@ class BenchOutcome:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-Step = tuple[str, RowSpec, int, list[Measurement]]  # (where "worker" | "parent", row, repeat, measurements)
-
-
-def _applicable(
-    row: RowSpec, settings: Settings, measured: Measured, where: str, repeat: int, once: bool | None = None
-) -> list[Measurement]:
-    """The measurements of ``row`` at ``where`` for this repeat (``once``: only those that run once, or only the
-    others); the ones that concern the row but cannot run are recorded as skipped."""
-    chosen = []
-    for m in registry().values():
-        if m.where != where or (not m.every_repeat and repeat > 0) or not m.applies(row):
-            continue
-        if once is not None and once == m.every_repeat:
-            continue
-        reason = m.skip(row, settings)
-        if reason:
-            measured.skipped.setdefault(m.name, reason)
-        else:
-            chosen.append(m)
-    return chosen
+Step = tuple[str, RowSpec, int, list[Measurement]]  # (where: "worker" | "parent", row, repeat, measurements)
 
 
 def build_steps(rows: list[RowSpec], settings: Settings, measured: dict[str, Measured]) -> list[Step]:
-    """Per repeat: each row's process, then its per-repeat parent measurements; last, the once-per-row ones."""
+    """Per repeat, each row's process then its per-repeat parent measurements; last, the once-per-row ones. A
+    measurement that concerns a row but cannot run there is recorded as skipped, with the reason."""
+
+    def pick(row: RowSpec, where: str, every_repeat: tuple[bool, ...]) -> list[Measurement]:
+        chosen = []
+        for m in registry().values():
+            if m.where == where and m.every_repeat in every_repeat and m.applies(row):
+                reason = m.skip(row, settings)
+                if reason:
+                    measured[row.key].skipped.setdefault(m.name, reason)
+                else:
+                    chosen.append(m)
+        return chosen
+
     steps: list[Step] = []
     for repeat in range(settings.repeats):
         for row in rows:
-            steps.append(("worker", row, repeat, _applicable(row, settings, measured[row.key], "worker", repeat)))
-            steps.append(
-                ("parent", row, repeat, _applicable(row, settings, measured[row.key], "parent", repeat, once=False))
-            )
-    for row in rows:
-        steps.append(
-            ("parent", row, settings.repeats, _applicable(row, settings, measured[row.key], "parent", 0, once=True))
-        )
+            steps.append(("worker", row, repeat, pick(row, "worker", (True, False) if repeat == 0 else (True,))))
+            steps.append(("parent", row, repeat, pick(row, "parent", (True,))))
+    steps += [("parent", row, settings.repeats, pick(row, "parent", (False,))) for row in rows]
     return [step for step in steps if step[3]]
 
 
 def run_worker(row: RowSpec, settings: Settings, repeat: int, names: list[str], timeout_s: float) -> dict[str, Any]:
-    """Run ``names`` for ``row`` in a fresh Python process; a crash becomes an error for each of them."""
+    """``names`` for ``row`` in a fresh Python process; a crash becomes an error of each."""
     safe = "".join(c if c.isalnum() else "_" for c in row.key)
     job_path, result_path = (Path(settings.work_dir) / f"{kind}-{safe}-{repeat}.json" for kind in ("job", "result"))
     result_path.unlink(missing_ok=True)
-    job = {
-        "row": asdict(row),
-        "settings": asdict(settings),
-        "repeat": repeat,
-        "measurements": names,
-        "result": str(result_path),
-    }
-    job_path.write_text(json.dumps(job), encoding="utf-8")
+    job = {"row": asdict(row), "settings": asdict(settings), "repeat": repeat, "measurements": names}
+    job_path.write_text(json.dumps({**job, "result": str(result_path)}), encoding="utf-8")
     env = {**os.environ, **{v: str(settings.threads) for v in THREAD_VARIABLES}}
+    command = [sys.executable, "-c", WORKER, str(job_path)]
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", WORKER, str(job_path)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
         return {n: {"error": f"the row's process did not finish within {timeout_s:.0f} s"} for n in names}
     if done.returncode != 0 or not result_path.is_file():
@@ -155,9 +132,9 @@ def run_worker(row: RowSpec, settings: Settings, repeat: int, names: list[str], 
 
 def _reference_key(rows: list[RowSpec], measured: dict[str, Measured]) -> str:
     """The baseline when it produced probabilities, else the first fp32 row that did."""
-    with_probs = [r for r in rows if measured[r.key].first("predict").get("probabilities")]
-    chosen = next((r for r in with_probs if r.is_baseline), None) or next(
-        (r for r in with_probs if r.precision == "fp32"), None
+    scored = [r for r in rows if measured[r.key].first("predict").get("probabilities")]
+    chosen = next((r for r in scored if r.is_baseline), None) or next(
+        (r for r in scored if r.precision == "fp32"), None
     )
     return chosen.key if chosen else (rows[0].key if rows else "")
 
@@ -169,45 +146,122 @@ def execute(
     measured: dict[str, Measured],
     eval_data: EvalData | None,
     timeout_s: float,
-    advance: Callable[[str], None],
+    progress: Progress,
 ) -> str:
-    """Run every step; return the reference row's key."""
+    """Run every step; returns the reference row's key."""
     reference = ""
-    for where, row, repeat, chosen in steps:
+    for done, (where, row, repeat, chosen) in enumerate(steps):
         when = "(accuracy)" if repeat >= settings.repeats else f"repeat {repeat + 1}/{settings.repeats}"
-        advance(f"{row.key} {when}: {', '.join(m.name for m in chosen)}")
+        progress(done, len(steps), f"{row.key} {when}: {', '.join(m.name for m in chosen)}")
         if where == "worker":
             for name, value in run_worker(row, settings, repeat, [m.name for m in chosen], timeout_s).items():
                 measured[row.key].add(name, value)
             continue
         if repeat >= settings.repeats and not reference:
             reference = _reference_key(rows, measured)
-        ctx = Context(
-            row,
-            settings,
-            repeat,
-            measured=measured[row.key],
-            eval=eval_data,
-            reference_key=reference,
-            all_measured=measured,
-        )
+        ctx = Context(row, settings, repeat, None, measured[row.key], eval_data, reference, measured)
         for m in chosen:
             try:
                 measured[row.key].add(m.name, m.run(ctx))
-            except Exception as exc:  # a failed measurement is a row's "failed: reason", not a crashed bench
+            except Exception as exc:  # a row's "failed: reason", not a crashed bench
                 measured[row.key].errors.setdefault(m.name, f"{type(exc).__name__}: {exc}")
+    progress(len(steps), len(steps), "done")
     return reference or _reference_key(rows, measured)
 
 
-def run_bench(path: str | Path, options: BenchOptions, *, progress: Any = None) -> BenchOutcome:
-    """Benchmark every artifact of an export dir (or of a run dir, exported first) on every backend here.
+def _clean(value: Any) -> Any:
+    """NaN / inf -> None, recursively (JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    return [_clean(v) for v in value] if isinstance(value, (list, tuple)) else value
 
-    ``progress``: an object with ``start(total)`` and ``advance(description)`` (the CLI passes a rich
-    bar); None runs silently. Returns the results and the files written under ``options.out``.
-    """
+
+def _ratio(ours: Stat | None, theirs: Stat | None) -> float | None:
+    return ours.median / theirs.median if ours is not None and theirs is not None and theirs.median else None
+
+
+def _status(measured: Measured, names: tuple[str, ...], skip: str) -> tuple[str, str]:
+    """failed with the first error; ok when a named measurement ran; else skipped."""
+    errors = [f"{n}: {measured.errors[n]}" for n in names if n in measured.errors]
+    if errors:
+        return "failed", errors[0]
+    return ("ok", "") if any(measured.results.get(n) for n in names) else ("skipped", skip)
+
+
+def _tool(measured: Measured, name: str, latency: Stat | None, throughput: Stat | None) -> ToolResult | None:
+    runs = measured.results.get(name, [])
+    if name in measured.errors:
+        return ToolResult(tool=name, status="failed", reason=measured.errors[name])
+    if not runs:
+        skip = measured.skipped.get(name)
+        return ToolResult(tool=name, status="skipped", reason=skip) if skip else None
+    p50, ips = Stat.of(measured.values(name, "p50")), Stat.of(measured.values(name, "throughput_ips"))
+    return ToolResult(
+        runs[0].get("tool", name),
+        "ok",
+        "",
+        runs[0].get("command", ""),
+        p50,
+        ips,
+        _ratio(latency, p50),
+        _ratio(throughput, ips),
+    )
+
+
+def collate(measured: Measured) -> Row:
+    """A row's raw per-repeat figures -> its :class:`Row`: medians and min-max, tool ratios, one status. A row is
+    failed if anything failed, ok if anything was measured (saying what was skipped), else skipped."""
+    spec = measured.row
+    latency = {p: s for p in PERCENTILES if (s := Stat.of(measured.values("latency", p))) is not None}
+    throughput = Stat.of(measured.values("throughput", "throughput_ips"))
+    speed = _status(measured, ("load", "latency", "throughput", "memory"), spec.failed or spec.speed_skip)
+    acc = _status(measured, ("predict", "accuracy", "twin"), spec.failed or spec.accuracy_skip or "no evaluation data")
+    parts = (("speed", *speed), ("accuracy", *acc))
+    if spec.failed or "failed" in (speed[0], acc[0]):
+        status, reason = "failed", spec.failed or "; ".join(f"{w}: {why}" for w, s, why in parts if s == "failed")
+    elif "ok" in (speed[0], acc[0]):
+        status, reason = "ok", "; ".join(f"{w} skipped: {why}" for w, s, why in parts if s == "skipped" and why)
+    else:
+        status, reason = "skipped", next((why for _, _, why in parts if why), "")
+    raw = measured.first("accuracy") or measured.first("twin")
+    accuracy = (
+        Accuracy(**_clean({**raw, "delta_macro_recall_ci": tuple(raw["delta_macro_recall_ci"])})) if raw else None
+    )
+    tools = [_tool(measured, m.name, latency.get("p50"), throughput) for m in registry().values() if m.tool]
+    runs = [r for r in measured.results.get("latency", []) if r.get("samples_ms")]
+    median_run = statistics.median_low([r["p50"] for r in runs]) if runs else None
+
+    load = {k: Stat.of(measured.values("load", k)) for k in ("import_ms", "cold_load_ms", "first_inference_ms")}
+    return Row(
+        **{k: getattr(spec, k) for k in ("key", "artifact", "target", "precision", "backend", "device", "note")},
+        **load,
+        path=spec.display_path,
+        status=status,
+        reason=reason,
+        validated=accuracy.validated if accuracy else spec.validated,
+        speed_status=speed[0],
+        speed_reason=speed[1],
+        accuracy_status=acc[0],
+        accuracy_reason=acc[1],
+        compute_precision=measured.first("load").get("compute_precision"),
+        size_mb=spec.size_bytes / 2**20 if spec.size_bytes else None,
+        latency_ms=latency,
+        throughput_ips=throughput,
+        peak_rss_mb=Stat.of(measured.values("memory", "peak_rss_mb")),
+        latency_samples_ms=next((tuple(map(float, r["samples_ms"])) for r in runs if r["p50"] == median_run), ()),
+        accuracy=accuracy,
+        tools=tuple(t for t in tools if t is not None),
+    )
+
+
+def run_bench(path: str | Path, options: BenchOptions, *, progress: Progress | None = None) -> BenchOutcome:
+    """Benchmark every artifact of an export dir (or of a run dir, exported first) on every backend here; returns
+    the results and the files written under ``options.out``."""
     started = time.perf_counter()
     out, path = options.out, Path(path)
-    work = out / WORK_DIR
+    work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     threads = options.threads or usable_cpus()
     if not path.exists():
@@ -218,23 +272,21 @@ def run_bench(path: str | Path, options: BenchOptions, *, progress: Any = None) 
     t = time.perf_counter()
     card = source.manifest.card
     spec = data_spec(options.data, card)
-    splits = _splits(source.run_dir)
-    eval_data = (
-        prepare_eval(spec, card, splits, work, have_run=source.run_dir is not None, max_images=options.max_images)
-        if spec
-        else None
-    )
+    eval_data = None
+    if spec:
+        from facederm.training.ensemble import trained_splits
+
+        splits = trained_splits(source.run_dir) if source.run_dir else {}
+        have_run = source.run_dir is not None
+        eval_data = prepare_eval(spec, card, splits, work, have_run=have_run, max_images=options.max_images)
     timings["eval_data_s"] = time.perf_counter() - t
 
     seconds = None if options.iterations else options.seconds
+    timing = {k: getattr(options, k) for k in ("batch", "iterations", "warmup", "repeats", "tool_seconds")}
     settings = Settings(
-        batch=options.batch,
-        iterations=options.iterations,
+        **timing,
         seconds=seconds,
-        warmup=options.warmup,
         threads=threads,
-        repeats=options.repeats,
-        tool_seconds=options.tool_seconds,
         input_size=card.input_size,
         eval_tensor=str(eval_data.tensor_path) if eval_data else "",
         eval_clinical=str(eval_data.clinical_path) if eval_data and eval_data.clinical_path else "",
@@ -244,38 +296,34 @@ def run_bench(path: str | Path, options: BenchOptions, *, progress: Any = None) 
     rows = plan_rows(source.export_dir, source.manifest, source.run_dir, options.backends, options.device)
     measured = {row.key: Measured(row) for row in rows}
     steps = build_steps(rows, settings, measured)
-
     t = time.perf_counter()
-    if progress is not None:
-        progress.start(len(steps))
-    reference = execute(
-        steps,
-        rows,
-        settings,
-        measured,
-        eval_data,
-        options.worker_timeout_s,
-        progress.advance if progress is not None else (lambda _d: None),
-    )
+    report = progress or (lambda _done, _total, _what: None)
+    reference = execute(steps, rows, settings, measured, eval_data, options.worker_timeout_s, report)
     timings["measure_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
 
     config = BenchConfig(
+        **timing,
         source=str(path),
-        source_kind=options.source_kind or source.kind,  # type: ignore[arg-type]
+        source_kind=options.source_kind or source.kind,
         export_dir=str(source.export_dir),
         run_dir=str(source.run_dir or ""),
         data=spec or "",
-        batch=options.batch,
-        iterations=options.iterations,
         seconds=seconds,
-        warmup=options.warmup,
         threads=threads,
-        repeats=options.repeats,
         backends=tuple(options.backends or ()),
-        tool_seconds=options.tool_seconds,
         command=options.command,
     )
+    notes = ["facederm output is decision support for clinicians, not a diagnosis."]
+    if eval_data is None:
+        notes.append(
+            "No evaluation data: accuracy columns are skipped (pass --eval-data pad-ufes-20:DIR or folder:DIR)."
+        )
+    elif eval_data.info.synthetic:
+        notes.append(
+            "The evaluation images are SYNTHETIC (procedural blobs): accuracy figures say nothing about clinical "
+            "performance. Run on real data with --eval-data pad-ufes-20:DIR or folder:DIR."
+        )
     results = BenchResults(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         facederm_version=__version__,
@@ -285,30 +333,6 @@ def run_bench(path: str | Path, options: BenchOptions, *, progress: Any = None) 
         reference=reference,
         rows=tuple(collate(measured[row.key]) for row in rows),
         timings_s=timings,
-        notes=tuple(_notes(eval_data)),
+        notes=tuple(notes),
     )
-    from .report import write_reports
-
     return BenchOutcome(results, out, write_reports(results, out, plots=options.plots))
-
-
-def _splits(run_dir: Path | None) -> dict[str, list[str]]:
-    if run_dir is None:
-        return {}
-    from facederm.training.ensemble import trained_splits
-
-    return trained_splits(run_dir)
-
-
-def _notes(eval_data: EvalData | None) -> list[str]:
-    notes = ["facederm output is decision support for clinicians, not a diagnosis."]
-    if eval_data is None:
-        notes.append(
-            "No evaluation data: accuracy columns are skipped (pass --eval-data pad-ufes-20:DIR or folder:DIR)."
-        )
-    elif eval_data.info.synthetic:
-        notes.append(
-            "The evaluation images are SYNTHETIC (procedural blobs): accuracy figures say nothing about "
-            "clinical performance. Run on real data with --eval-data pad-ufes-20:DIR or folder:DIR."
-        )
-    return notes

@@ -1,8 +1,7 @@
-"""The plan: which rows a benchmark has. A row is one (artifact, backend, device).
+"""The plan: a benchmark's rows, one per (artifact, backend, device), the baseline (torch fp32 eager) first.
 
-:func:`plan_rows` lists them from an export dir's manifest and the runtime's backend registry, the baseline
-(torch fp32 eager) first. Backends are asked, never named: which files they read, whether they run here, their
-default device, the options that make them compute in the artifact's own precision.
+Backends are asked, never named: which files they read, whether they run here, their devices, the options that make
+them compute in the artifact's own precision or as a twin.
 """
 
 from __future__ import annotations
@@ -21,25 +20,25 @@ BASELINE_KEY = "torch:fp32@torch/cpu"
 
 @dataclass(frozen=True)
 class RowSpec:
-    """Everything a row's measurements need to know about it; JSON-able (it is sent to the worker)."""
+    """Everything a row's measurements need to know about it; JSON-able (it is sent to the row's process)."""
 
     key: str
     artifact: str
     target: str
     precision: str
-    runner: str  # "torch" | "runtime" | "" (nothing runs here): a key of measure.RUNNERS
+    runner: str  # a key of measure.RUNNERS ("torch" | "runtime"), "" when nothing runs here
     backend: str
     device: str
-    path: str  # absolute path the worker opens
-    display_path: str  # relative to the export dir (or run dir) for the report
+    path: str  # what the row's process opens
+    display_path: str  # relative to the export dir (or run dir), for the report
     options: dict[str, Any] = field(default_factory=dict)
     validated: str = "native"
     note: str = ""
     size_bytes: int | None = None
-    speed_skip: str = ""  # why speed is not measured here ("" = it is)
-    accuracy_skip: str = ""  # why accuracy is not measured here ("" = it is)
-    failed: str = ""  # the artifact itself failed at export (manifest status)
-    parity: dict[str, Any] | None = None  # the export's parity record (twin rows)
+    speed_skip: str = ""  # why speed is not measured here ("": it is)
+    accuracy_skip: str = ""  # why accuracy is not measured here ("": it is)
+    failed: str = ""  # the artifact itself failed at export
+    parity: dict[str, Any] | None = None  # the export's parity record (twin figures)
     parity_validated: str = "none"
 
     @property
@@ -52,7 +51,7 @@ class RowSpec:
 
 
 def baseline_row(run_dir: Path | None) -> RowSpec:
-    """The torch fp32 eager row (always first); skipped when no run dir holds the weights."""
+    """The torch fp32 eager row; skipped when no run dir holds the weights."""
     weights = run_dir / WEIGHTS_FILE if run_dir else None
     skip = "" if weights and weights.is_file() else "no run dir with the torch weights (pass --run RUN)"
     return RowSpec(
@@ -66,79 +65,62 @@ def baseline_row(run_dir: Path | None) -> RowSpec:
         path=str(run_dir or ""),
         display_path=WEIGHTS_FILE if run_dir else "",
         note="eager, channels_last, inference_mode",
-        size_bytes=weights.stat().st_size if not skip else None,
+        size_bytes=weights.stat().st_size if weights and not skip else None,
         speed_skip=skip,
         accuracy_skip=skip,
     )
 
 
-def _backend_row(
+def _row(
     record: ArtifactRecord,
-    backend: type[Backend],
-    path: Path,
-    display_path: str,
+    backend: type[Backend] | None,
+    path: Path | None,
+    display: str,
     *,
     artifact: str,
     size: int,
-    validated: str,
     device: str | None,
+    validated: str = "native",
+    skip: str = "",
 ) -> RowSpec:
-    """One artifact (or one graph of an artifact) on one backend; a backend that cannot run here still gets a row."""
-    available, reason = backend.availability()
-    chosen = backend.match_device(device) if available else "-"
-    if chosen is None:
-        available, chosen = False, "-"
-        reason = f"no device {device!r} here (it has {', '.join(backend.devices()) or 'none'})"
-    options = backend.exact_options(record.precision) if available else {}
-    if validated == "twin" and available:
-        options.update(backend.twin_options())
-    has_twin_figures = record.validated == "twin" and record.parity is not None
-    notes = [f"{k}={v}" for k, v in options.items()]
-    if validated == "twin" and available:
-        notes.insert(0, f"{record.target}'s twin run by {backend.name}: the twin's numbers, NOT {record.target} speed")
-    if not available and has_twin_figures:
+    """``record`` (or a graph among its files) on ``backend``. No backend, or one that cannot run here: a row that
+    says why (``skip``), with the export's twin figures where it recorded them."""
+    twin_figures = record.validated == "twin" and record.parity is not None
+    name, chosen, options, notes = "-", "-", {}, []
+    if backend is not None:
+        name = backend.name
+        available, why = backend.availability()
+        found = backend.match_device(device) if available else None
+        if available and found is None:
+            why = f"no device {device!r} here (it has {', '.join(backend.devices()) or 'none'})"
+        if found is None:
+            skip = f"{name} unavailable: {why}"
+        else:
+            chosen, options = found, backend.exact_options(record.precision)
+            if validated == "twin":
+                options.update(backend.twin_options())
+            notes = [f"{k}={v}" for k, v in options.items()]
+            if validated == "twin":
+                notes.insert(0, f"{record.target}'s twin run by {name}: the twin's numbers, NOT {record.target} speed")
+    if skip and twin_figures:
         notes.append(f"accuracy from the export's twin ({record.validated_reason or 'twin'})")
     return RowSpec(
-        key=f"{artifact}@{backend.name}/{chosen}",
+        key=f"{artifact}@{name}/{chosen}",
         artifact=artifact,
         target=record.target,
         precision=record.precision,
-        runner="runtime" if available else "",
-        backend=backend.name,
+        runner="" if skip else "runtime",
+        backend=name,
         device=chosen,
-        path=str(path),
-        display_path=display_path,
+        path=str(path or ""),
+        display_path=display,
         options=options,
-        validated=validated if available else ("twin" if has_twin_figures else "none"),
+        validated=("twin" if twin_figures else "none") if skip else validated,
         note="; ".join(notes),
-        size_bytes=size,
-        speed_skip="" if available else f"{backend.name} unavailable: {reason}",
-        accuracy_skip=""
-        if available or has_twin_figures
-        else f"{backend.name} unavailable and the export has no twin figures",
+        size_bytes=size or None,
+        speed_skip=skip,
+        accuracy_skip="" if twin_figures else skip,
         failed=f"export failed: {record.error or 'no reason recorded'}" if record.status == "failed" else "",
-        parity=to_dict(record.parity) if record.parity is not None else None,
-        parity_validated=record.validated,
-    )
-
-
-def _placeholder_row(record: ArtifactRecord, reason: str) -> RowSpec:
-    """An artifact nothing here reads, or one the export skipped: a row that says so, with any twin figures."""
-    twin = record.validated == "twin" and record.parity is not None
-    return RowSpec(
-        key=f"{record.key}@-/-",
-        artifact=record.key,
-        target=record.target,
-        precision=record.precision,
-        runner="",
-        backend="-",
-        device="-",
-        path="",
-        display_path=record.path,
-        size_bytes=record.bytes + sum(f.bytes for f in record.files) or None,
-        speed_skip=reason,
-        accuracy_skip="" if twin else reason,
-        validated="twin" if twin else "none",
         parity=to_dict(record.parity) if record.parity is not None else None,
         parity_validated=record.validated,
     )
@@ -147,38 +129,27 @@ def _placeholder_row(record: ArtifactRecord, reason: str) -> RowSpec:
 def _artifact_rows(root: Path, record: ArtifactRecord, wanted: set[str] | None, device: str | None) -> list[RowSpec]:
     """One row per backend that reads ``record``, then one per graph among its files that another backend reads
     (TensorRT's Q/DQ ONNX beside its engine: the twin's graph, timed but saying nothing of TensorRT's speed)."""
+    size = record.bytes + sum(f.bytes for f in record.files)
     if record.status == "skipped":
-        return [
-            _placeholder_row(
-                record, f"export skipped it: {record.error or record.validated_reason or 'no reason recorded'}"
-            )
-        ]
+        why = f"export skipped it: {record.error or record.validated_reason or 'no reason recorded'}"
+        return [_row(record, None, None, record.path, artifact=record.key, size=size, device=device, skip=why)]
     path = resolve_inside(root, record.path)
     readers = runtime_backends.readers(path, record.format)
     validated = "twin" if record.validated == "twin" else "native"
-    size = record.bytes + sum(f.bytes for f in record.files)
     rows = [
-        _backend_row(record, b, path, record.path, artifact=record.key, size=size, validated=validated, device=device)
+        _row(record, b, path, record.path, artifact=record.key, size=size, device=device, validated=validated)
         for b in readers
         if wanted is None or b.name in wanted
     ]
     if not readers:
-        rows.append(_placeholder_row(record, f"no facederm backend reads format {record.format or record.path!r}"))
+        why = f"no facederm backend reads format {record.format or record.path!r}"
+        rows.append(_row(record, None, None, record.path, artifact=record.key, size=size, device=device, skip=why))
     for entry in record.files:
         graph = resolve_inside(root, entry.path)
-        others = [b for b in runtime_backends.readers(graph) if b not in readers][:1]
+        artifact = f"{record.key}/{graph.suffix.lstrip('.')}"
         rows += [
-            _backend_row(
-                record,
-                b,
-                graph,
-                entry.path,
-                artifact=f"{record.key}/{graph.suffix.lstrip('.')}",
-                size=entry.bytes,
-                validated="twin",
-                device=device,
-            )
-            for b in others
+            _row(record, b, graph, entry.path, artifact=artifact, size=entry.bytes, device=device, validated="twin")
+            for b in [b for b in runtime_backends.readers(graph) if b not in readers][:1]
             if wanted is None or b.name in wanted
         ]
     return rows
@@ -191,8 +162,8 @@ def plan_rows(
     backends: list[str] | None = None,
     device: str | None = None,
 ) -> list[RowSpec]:
-    """The baseline row, then one row per (artifact, backend) of ``manifest``; ``backends`` filters, ``device``
-    picks each backend's device (None: its default, the CPU where it has one)."""
+    """The baseline row, then one row per (artifact, backend); ``backends`` filters, ``device`` picks each backend's
+    device (None: its default, the CPU where it has one)."""
     wanted = set(backends) if backends else None
     rows = [baseline_row(run_dir)] if wanted is None or "torch" in wanted else []
     for record in manifest.artifacts:

@@ -1,94 +1,86 @@
-"""Everything a bench run writes: results.json, results.csv, report.md and the PNG plots (:mod:`.plots`).
+"""Everything a bench run shows: results.json, results.csv, report.md, the PNG plots (:mod:`.plots`) and the
+terminal table.
 
-The columns of results.csv and of report.md's tables are declared once (:data:`STAT_COLUMNS`,
-:data:`ACCURACY_COLUMNS`); the CSV keeps median, min and max of repeated figures, report.md median (min-max).
-The terminal table (:mod:`.table`) is printed by the CLI.
+The files keep everything (the CSV median, min and max of repeated figures; report.md median (min-max), full
+reasons). The terminal table fits :data:`WIDTH` columns, one line per row: the figures people compare first, compressed
+rows' speed-up over the same backend's fp32 row beside the export gate's verdict, and one short line per reason under
+it (rows with the same reason share it). The export's placeholders for a precision a target lacks are not rows there.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rich import box
+from rich.table import Table
+
+from facederm.runtime import backends as runtime_backends
+from facederm.runtime.errors import ConfigError
 from facederm.runtime.layout import REPORT_MD, RESULTS_CSV, RESULTS_JSON
 
-from .collate import PERCENTILES
-from .measure import registry
+from .measure import PERCENTILES, registry
 from .plan import BASELINE_KEY
 from .schema import Accuracy, BenchResults, Row, Stat
 from .targets import check_targets, format_check
 
+WIDTH = 120  # every line of the table, and of the reasons under it ("  * " + reason)
 
-# -- number formatting (shared with the terminal table) ------------------------------------------------------
-def num(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+
+# -- formatting ---------------------------------------------------------------------------------------------------
+def num(value: float | None, digits: int = 1, scale: float = 1, sign: str = "") -> str:
+    """``value * scale`` with ``digits`` decimals (``sign="+"``: always signed), "-" for None."""
+    return "-" if value is None else f"{value * scale:{sign}.{digits}f}"
+
+
+def pct(value: float | None, digits: int = 1) -> str:
+    return num(value, digits, 100)
+
+
+def points(value: float | None, digits: int = 2) -> str:
+    """A difference of fractions as signed percentage points."""
+    return num(value, digits, 100, "+")
 
 
 def stat(value: Stat | None, digits: int = 1, spread: bool = True) -> str:
     """``12.3 (11.9-13.0)``: median and min-max over repeats."""
-    if value is None:
-        return "-"
-    if not spread or value.n < 2:
-        return f"{value.median:.{digits}f}"
+    if value is None or not spread or value.n < 2:
+        return num(value and value.median, digits)
     return f"{value.median:.{digits}f} ({value.min:.{digits}f}-{value.max:.{digits}f})"
 
 
-def pct(value: float | None, digits: int = 1) -> str:
-    """A fraction as a percentage."""
-    return "-" if value is None else f"{100 * value:.{digits}f}"
-
-
-def points(value: float | None, digits: int = 2) -> str:
-    """A fraction difference as signed percentage points."""
-    return "-" if value is None else f"{100 * value:+.{digits}f}"
-
-
-def delta_with_ci(acc: Accuracy | None) -> str:
-    if acc is None or acc.delta_macro_recall is None:
-        return "-"
+def delta_with_ci(acc: Accuracy) -> str:
     ci = [c for c in acc.delta_macro_recall_ci if c is not None]
     return points(acc.delta_macro_recall) + (f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if len(ci) == 2 else "")
 
 
-def status(row: Row) -> str:
-    """``ok``, ``ok: speed skipped: <reason>``, ``skipped: <reason>`` or ``failed: <reason>``."""
-    return f"{row.status}: {row.reason}" if row.reason else row.status
-
-
-# -- comparisons within a run --------------------------------------------------------------------------------
+# -- comparisons within a run -------------------------------------------------------------------------------------
 #: A target whose fp32 reference is another target's fp32 row (the ORT-format copy of model.onnx).
 FP32_OF = {"onnx-mobile": "onnx"}
 
 
 def is_subgraph(row: Row) -> bool:
-    """A graph inside another artifact (TensorRT's Q/DQ ONNX, timed elsewhere): its speed says nothing of its own."""
+    """A graph inside another artifact (TensorRT's Q/DQ ONNX): its speed says nothing of its own."""
     return "/" in row.artifact
 
 
 def fp32_reference(rows: list[Row], row: Row) -> Row | None:
-    """The timed fp32 row ``row``'s speed is compared with: same backend and device, same target (or the target
-    it is a copy of), precision fp32. None for the baseline, fp32 rows themselves and sub-graphs."""
+    """The timed fp32 row of the same backend and device and the same target (or the one it copies) that ``row``'s
+    speed is compared with; None for the baseline, fp32 rows themselves and sub-graphs."""
     base = FP32_OF.get(row.target, row.target)
-    if row.p50 is None or row.key == BASELINE_KEY or is_subgraph(row):
+    if (
+        row.p50 is None
+        or row.key == BASELINE_KEY
+        or is_subgraph(row)
+        or (row.precision == "fp32" and base == row.target)
+    ):
         return None
-    if row.precision == "fp32" and base == row.target:
-        return None
-    return next(
-        (
-            r
-            for r in rows
-            if r is not row
-            and r.target == base
-            and r.precision == "fp32"
-            and r.backend == row.backend
-            and r.device == row.device
-            and r.p50
-        ),
-        None,
-    )
+    same = (r for r in rows if r is not row and r.target == base and r.precision == "fp32" and r.p50)
+    return next((r for r in same if r.backend == row.backend and r.device == row.device), None)
 
 
 def speedup(rows: list[Row], row: Row) -> float | None:
@@ -101,17 +93,13 @@ def speed_ratios(results: BenchResults) -> list[tuple[str, Row, Row]]:
     """(comparison, slow, fast) at batch 1: every compressed row vs its fp32 reference, every row vs the baseline."""
     rows = [r for r in results.rows if r.p50 is not None and not is_subgraph(r)]
     out = [(f"{r.backend} {r.artifact} vs fp32", ref, r) for r in rows if (ref := fp32_reference(rows, r))]
-    baseline = results.row(results.reference)
-    if baseline is not None and baseline.p50 is not None:
-        out += [
-            (f"{r.backend} {r.artifact} vs {baseline.artifact} {baseline.backend}", baseline, r)
-            for r in rows
-            if r is not baseline
-        ]
+    base = results.row(results.reference)
+    if base is not None and base.p50 is not None:
+        out += [(f"{r.backend} {r.artifact} vs {base.artifact} {base.backend}", base, r) for r in rows if r is not base]
     return out
 
 
-# -- the columns -----------------------------------------------------------------------------------------------
+# -- results.csv and report.md ------------------------------------------------------------------------------------
 #: Figures measured once per repeat: (CSV column, report.md header, the row's Stat, digits in report.md).
 STAT_COLUMNS: tuple[tuple[str, str, Callable[[Row], Stat | None], int], ...] = (
     ("cold_load_ms", "cold load ms", lambda r: r.cold_load_ms, 0),
@@ -127,6 +115,7 @@ ACCURACY_COLUMNS: tuple[tuple[str, str, Callable[[Accuracy], Any], Callable[[Acc
     ("agreement", "agreement %", lambda a: a.agreement, lambda a: pct(a.agreement)),
     ("delta_macro_recall", "delta macro recall pts [95% CI]", lambda a: a.delta_macro_recall, delta_with_ci),
 )
+ROW_FIELDS = ("key", "artifact", "target", "precision", "backend", "device", "status", "reason", "validated")
 
 
 def _f(value: float | None, digits: int = 6) -> Any:
@@ -134,22 +123,10 @@ def _f(value: float | None, digits: int = 6) -> Any:
 
 
 def csv_line(row: Row, labels: tuple[str, ...]) -> dict[str, Any]:
-    """One results.csv line: flat columns, median plus min and max for repeated figures."""
+    """One results.csv line: flat columns, median plus min and max of repeated figures."""
     acc = row.accuracy
-    out: dict[str, Any] = {
-        "key": row.key,
-        "artifact": row.artifact,
-        "target": row.target,
-        "precision": row.precision,
-        "backend": row.backend,
-        "device": row.device,
-        "status": row.status,
-        "reason": row.reason,
-        "validated": row.validated,
-        "compute_precision": row.compute_precision or "",
-        "note": row.note,
-        "size_mb": _f(row.size_mb, 3),
-    }
+    out: dict[str, Any] = {name: getattr(row, name) for name in ROW_FIELDS}
+    out.update(compute_precision=row.compute_precision or "", note=row.note, size_mb=_f(row.size_mb, 3))
     for name, _, value, _ in STAT_COLUMNS:
         s = value(row)
         out.update({name: _f(s and s.median, 4), f"{name}_min": _f(s and s.min, 4), f"{name}_max": _f(s and s.max, 4)})
@@ -168,165 +145,96 @@ def csv_line(row: Row, labels: tuple[str, ...]) -> dict[str, Any]:
 
 def write_csv(results: BenchResults, path: Path) -> Path:
     lines = [csv_line(row, results.eval.labels if results.eval else ()) for row in results.rows]
-    columns = list(dict.fromkeys(c for line in lines for c in line))
     with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, restval="")
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(c for line in lines for c in line)), restval="")
         writer.writeheader()
         writer.writerows(lines)
     return path
 
 
-# -- report.md -------------------------------------------------------------------------------------------------
-def _table(header: list[str], lines: list[list[str]]) -> list[str]:
-    clean = [[cell.replace("|", "\\|").replace("\n", " ") for cell in line] for line in lines]
-    return [
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *("| " + " | ".join(c) + " |" for c in clean),
-        "",
-    ]
+def _md_table(header: list[str], lines: list[list[str]]) -> list[str]:
+    clean = (" | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in line) for line in lines)
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *(f"| {c} |" for c in clean), ""]
 
 
 def _name(row: Row) -> str:
     return f"{row.artifact} on {row.backend}/{row.device}"
 
 
-def _speed(results: BenchResults) -> list[str]:
-    header = [
-        "row",
-        "status",
-        "validated",
-        "computes in",
-        "size MB",
-        *(h.replace("batch B", f"batch {results.config.batch}") for _, h, _, _ in STAT_COLUMNS),
-    ]
-    lines = [
-        [
-            _name(r),
-            status(r),
-            r.validated,
-            r.compute_precision or "-",
-            num(r.size_mb, 2),
-            *(stat(value(r), digits) for _, _, value, digits in STAT_COLUMNS),
-        ]
-        for r in results.rows
-    ]
-    return [
+def _status(row: Row) -> str:
+    return f"{row.status}: {row.reason}" if row.reason else row.status
+
+
+def _sections(results: BenchResults) -> list[str]:
+    """Setup, speed, accuracy, tools and speed-up sections of report.md."""
+    env, cfg, ev, rows = results.environment, results.config, results.eval, results.rows
+    labels = list(ev.labels) if ev else []
+    kind = "SYNTHETIC images" if ev and ev.synthetic else "real images"
+    data = f"{ev.spec}: {ev.selection}; {ev.n_images} images, {ev.n_patients} patients ({kind})" if ev else ""
+    versions = ", ".join(f"{k} {v}" for k, v in env.versions.items() if v != "not installed")
+    budget = f"{cfg.iterations} iterations" if cfg.iterations else f"{cfg.seconds:g} s"
+    out = [
+        "## Setup",
+        "",
+        f"- Command: `{cfg.command or 'run_bench(...)'}`",
+        f"- Source: {cfg.source} ({cfg.source_kind}); export dir {cfg.export_dir}; run dir {cfg.run_dir or '-'}",
+        f"- Evaluation data: {data or 'none (accuracy columns skipped)'}",
+        f"- Threads: {cfg.threads} for every backend; batch {cfg.batch} for throughput; timing budget {budget} per "
+        f"loop after {cfg.warmup} warm-up calls; {cfg.repeats} repeats (a fresh process each); tools -t "
+        f"{cfg.tool_seconds:g} s",
+        f"- CPU: {env.cpu_model}; {env.logical_cpus} logical CPUs, {env.physical_cores or '?'} physical cores, "
+        f"{env.usable_cpus} usable; ISA: {', '.join(k for k, v in env.isa.items() if v) or 'none of the listed'}",
+        f"- OS: {env.os}; Python {env.python}",
+        f"- Versions: {versions}",
+        "- Wall time: " + ", ".join(f"{k} {v:.1f}" for k, v in results.timings_s.items()),
+        "",
         "## Speed",
         "",
         "Median over repeats, (min-max) in brackets. Latency at batch 1 after warm-up.",
         "",
-        *_table(header, lines),
     ]
-
-
-def _accuracy(results: BenchResults) -> list[str]:
-    labels = list(results.eval.labels) if results.eval else []
-    header = ["row", "validated", "source", *(h for _, h, _, _ in ACCURACY_COLUMNS), *[f"{c} recall %" for c in labels]]
-    lines = []
-    for r in results.rows:
-        a = r.accuracy
-        if a is None:
+    header = ["row", "status", "validated", "computes in", "size MB"]
+    header += [h.replace("batch B", f"batch {cfg.batch}") for _, h, _, _ in STAT_COLUMNS]
+    speed = [[_name(r), _status(r), r.validated, r.compute_precision or "-", num(r.size_mb, 2)] for r in rows]
+    out += _md_table(header, [line + [stat(v(r), d) for _, _, v, d in STAT_COLUMNS] for line, r in zip(speed, rows)])
+    accuracy = []
+    for r in rows:
+        if (a := r.accuracy) is None:
             blank = ["-"] * (len(ACCURACY_COLUMNS) + len(labels))
-            lines.append([_name(r), r.validated, f"{r.accuracy_status}: {r.accuracy_reason}", *blank])
+            accuracy.append([_name(r), r.validated, f"{r.accuracy_status}: {r.accuracy_reason}", *blank])
         else:
-            lines.append(
-                [
-                    _name(r),
-                    a.validated,
-                    a.source,
-                    *(text(a) for _, _, _, text in ACCURACY_COLUMNS),
-                    *[pct(a.per_class_recall.get(c)) for c in labels],
-                ]
-            )
+            recall = [pct(a.per_class_recall.get(c)) for c in labels]
+            accuracy.append([_name(r), a.validated, a.source, *(text(a) for *_, text in ACCURACY_COLUMNS), *recall])
     ref = results.row(results.reference)
-    return [
+    out += [
         "## Accuracy",
         "",
         f"Reference for agreement and deltas: {_name(ref) if ref else results.reference}. "
         "Delta CIs: patient-grouped bootstrap (1000 resamples). Twin rows take the export's parity figures.",
         "",
-        *_table(header, lines),
+        *_md_table(
+            ["row", "validated", "source", *(h for _, h, _, _ in ACCURACY_COLUMNS), *[f"{c} recall %" for c in labels]],
+            accuracy,
+        ),
     ]
-
-
-def _tools(results: BenchResults) -> list[str]:
-    header = [
-        "row",
-        "tool",
-        "facederm p50 ms",
-        "tool p50 ms",
-        "latency ratio (facederm/tool)",
-        "facederm img/s",
-        "tool img/s",
-        "throughput ratio",
-        "status / command",
-    ]
-    lines = [
-        [
-            _name(r),
-            t.tool,
-            stat(r.latency_ms.get("p50"), 2),
-            stat(t.latency_p50_ms, 2),
-            num(t.latency_ratio, 3),
-            stat(r.throughput_ips, 1),
-            stat(t.throughput_ips, 1),
-            num(t.throughput_ratio, 3),
-            f"`{t.command}`" if t.status == "ok" else f"{t.status}: {t.reason}",
-        ]
-        for r in results.rows
+    tools = [
+        [_name(r), t.tool, stat(r.latency_ms.get("p50"), 2), stat(t.latency_p50_ms, 2), num(t.latency_ratio, 3)]
+        + [stat(r.throughput_ips, 1), stat(t.throughput_ips, 1), num(t.throughput_ratio, 3)]
+        + [f"`{t.command}`" if t.status == "ok" else f"{t.status}: {t.reason}"]
+        for r in rows
         for t in r.tools
     ]
-    if not lines:
-        return ["## Backends' own tools", "", "None ran (no row of a backend with its own tool or a bare call).", ""]
-    return ["## Backends' own tools, same file, same threads", "", *_table(header, lines)]
-
-
-def _ratios(results: BenchResults) -> list[str]:
-    lines = [
-        [name, f"{slow.p50 / fast.p50:.2f}x", f"{slow.p50:.2f} -> {fast.p50:.2f}"]  # type: ignore[operator]
-        for name, slow, fast in speed_ratios(results)
-    ]
-    return (
-        [
-            "## Speed-ups at batch 1 (p50 ratios within this run)",
-            "",
-            *_table(["comparison", "speed-up", "p50 ms"], lines),
-        ]
-        if lines
-        else []
-    )
-
-
-def _eval(results: BenchResults) -> str:
-    ev = results.eval
-    if ev is None:
-        return "none (accuracy columns skipped)"
-    kind = "SYNTHETIC images" if ev.synthetic else "real images"
-    return f"{ev.spec}: {ev.selection}; {ev.n_images} images, {ev.n_patients} patients ({kind})"
-
-
-def _setup(results: BenchResults) -> list[str]:
-    env, cfg = results.environment, results.config
-    isa = ", ".join(k for k, v in env.isa.items() if v) or "none of the listed"
-    versions = ", ".join(f"{k} {v}" for k, v in env.versions.items() if v != "not installed")
-    budget = f"{cfg.iterations} iterations" if cfg.iterations else f"{cfg.seconds:g} s"
-    return [
-        "## Setup",
-        "",
-        f"- Command: `{cfg.command or 'run_bench(...)'}`",
-        f"- Source: {cfg.source} ({cfg.source_kind}); export dir {cfg.export_dir}; run dir {cfg.run_dir or '-'}",
-        f"- Evaluation data: {_eval(results)}",
-        f"- Threads: {cfg.threads} for every backend; batch {cfg.batch} for throughput; timing budget {budget} per "
-        f"loop after {cfg.warmup} warm-up calls; {cfg.repeats} repeats (a fresh process each); tools -t "
-        f"{cfg.tool_seconds:g} s",
-        f"- CPU: {env.cpu_model}; {env.logical_cpus} logical CPUs, {env.physical_cores or '?'} physical cores, "
-        f"{env.usable_cpus} usable; ISA: {isa}",
-        f"- OS: {env.os}; Python {env.python}",
-        f"- Versions: {versions}",
-        "- Wall time: " + ", ".join(f"{k} {v:.1f}" for k, v in results.timings_s.items()),
-        "",
-    ]
+    if tools:
+        header = ["row", "tool", "facederm p50 ms", "tool p50 ms", "latency ratio (facederm/tool)", "facederm img/s"]
+        header += ["tool img/s", "throughput ratio", "status / command"]
+        out += ["## Backends' own tools, same file, same threads", "", *_md_table(header, tools)]
+    else:
+        out += ["## Backends' own tools", "", "None ran (no row of a backend with its own tool or a bare call).", ""]
+    ratios = [[n, f"{s.p50 / f.p50:.2f}x", f"{s.p50:.2f} -> {f.p50:.2f}"] for n, s, f in speed_ratios(results)]
+    if ratios:
+        out += ["## Speed-ups at batch 1 (p50 ratios within this run)", ""]
+        out += _md_table(["comparison", "speed-up", "p50 ms"], ratios)
+    return out
 
 
 def write_markdown(results: BenchResults, path: Path, plots: dict[str, Path] | None = None) -> Path:
@@ -338,9 +246,12 @@ def write_markdown(results: BenchResults, path: Path, plots: dict[str, Path] | N
         "",
         *(f"> {note}" for note in results.notes),
         "",
+        *_sections(results),
+        "## Targets",
+        "",
+        *[f"- {format_check(c)}" for c in check_targets(results)],
+        "",
     ]
-    lines += _setup(results) + _speed(results) + _accuracy(results) + _tools(results) + _ratios(results)
-    lines += ["## Targets", "", *[f"- {format_check(c)}" for c in check_targets(results)], ""]
     if plots:
         lines += ["## Plots", "", *(f"![{name}]({os.path.relpath(p, path.parent)})" for name, p in plots.items()), ""]
     lines += [
@@ -357,7 +268,7 @@ def write_markdown(results: BenchResults, path: Path, plots: dict[str, Path] | N
 
 
 def write_reports(results: BenchResults, out: Path, *, plots: bool = True) -> dict[str, Path]:
-    """Write every output into ``out``; returns {name: path}."""
+    """Write every output file into ``out``; returns {name: path}."""
     out.mkdir(parents=True, exist_ok=True)
     results.save(out / RESULTS_JSON)
     files = {"json": out / RESULTS_JSON, "csv": write_csv(results, out / RESULTS_CSV)}
@@ -368,3 +279,177 @@ def write_reports(results: BenchResults, out: Path, *, plots: bool = True) -> di
     plotted = {k: v for k, v in files.items() if k.startswith("plot_")}
     files["markdown"] = write_markdown(results, out / REPORT_MD, plotted)
     return files
+
+
+# -- the terminal table -------------------------------------------------------------------------------------------
+#: The backend that runs a target's artifacts natively where it is not named as the target: ``@backend`` is shown
+#: only for another one (TensorRT's ONNX graph run by onnxruntime: ``tensorrt:int8@ort``).
+HOME_BACKEND = {"onnx": "onnxruntime", "onnx-mobile": "onnxruntime", "tensorrt-engine": "tensorrt"}
+#: Why a row is slower than its fp32 reference where that is known: target -> (ISA flags the host needs one of, why).
+SLOWER_BECAUSE = {
+    "onnx-mobile": (
+        ("avx2", "avx512f"),
+        "built for arm: no NCHWc layout, which model.onnx gets at load on this x86 CPU",
+    )
+}
+SLOWER = 0.9  # a ratio under this is "slower" (timings vary 10 % between runs)
+_LACKS_PRECISION = re.compile(r"\bhas no \S+ \(it has ")
+_GATE = re.compile(r"\b(?:fidelity|parity) gate:")  # older exports wrote "parity gate"
+#: The gate's and the twin's reasons, shortened for the lines under the table (report.md keeps them whole).
+_SHORTER = (
+    (r"^export failed: (?:fidelity|parity) gate:", "export gate:"),
+    (r" \(only \d+ inputs, [^)]*\)", ""),
+    (
+        r"agreement (\S+) of (\d+) inputs \((\d+) changed\), 95% lower bound (\S+) < --min-agreement (\S+)",
+        r"agree \1 (\3 of \2 changed), lower bound \4 < \5",
+    ),
+    (r"argmax agreement (\S+) \(< --min-agreement (\S+)\)", r"agree \1 < \2"),
+    (
+        r"harm shown: macro recall delta (\S+) points, 95% CI (\[[^]]*\]) on \d+ test images lies entirely below 0",
+        r"recall \1 pts, CI \2 < 0",
+    ),
+    (
+        r"macro recall delta (\S+) points, 95% CI (\[[^]]*\]) on \d+ test images: a drop beyond --max-drop (\S+) "
+        r"with a CI that excludes 0",
+        r"recall \1 pts (> \3), CI \2 excludes 0",
+    ),
+    (r"(\S+) recall dropped (\S+) points \(> --max(?:-class)?-drop (?:\S+=)?(\S+)\)", r"\1 recall -\2 pts > \3"),
+    (
+        r"(\S+)'s (?:ONNX graph|twin) run by (\S+): the twin's numbers, NOT (\S+) speed",
+        r"\1's graph run by \2 (the twin): NOT \3 speed",
+    ),
+)
+COLUMNS = (
+    "row|status|acc.|MB|p50\nms|vs\nfp32|export\ngate|img/s\n@{batch}|RSS\nMB|recall\n%|delta\npts|agree\n%|/tool\np50"
+)
+LEFT = ("row", "status", "acc.", "export\ngate")
+
+
+def shown_rows(results: BenchResults) -> list[Row]:
+    """Every row but the export's placeholders for a precision a target lacks ("coreml has no fp32 ...")."""
+    return [r for r in results.rows if not (r.status == "skipped" and _LACKS_PRECISION.search(r.reason))]
+
+
+def row_name(row: Row) -> str:
+    """``onnx:int8``, ``tensorrt:int8@ort``, ``onnx:fp32@ort/cuda``: the artifact, and its backend and device where
+    they are not the format's own on the CPU."""
+    name = row.artifact.replace("/qdq-onnx", "/qdq")  # results.json files of older versions
+    device = row.device if row.device.lower() not in ("cpu", "-", "default", "") else ""
+    if row.backend not in ("-", row.target, HOME_BACKEND.get(row.target)) or device:
+        try:
+            name += "@" + (runtime_backends.get(row.backend).short_name or row.backend)
+        except ConfigError:  # torch, or a backend not registered here
+            name += f"@{row.backend}"
+    return f"{name}/{device}" if device else name
+
+
+def _slower_note(results: BenchResults, rows: list[Row], row: Row) -> str:
+    ratio = speedup(rows, row)
+    if ratio is None or ratio >= SLOWER or row.target not in SLOWER_BECAUSE:
+        return ""
+    flags, why = SLOWER_BECAUSE[row.target]
+    return why if any(results.environment.isa.get(f) for f in flags) else ""
+
+
+def _no_ratio_note(rows: list[Row], row: Row) -> str:
+    """A timed compressed row without a speed-up (TensorRT's graph timed in onnxruntime) says why: its note."""
+    return "" if row.p50 is None or row.precision == "fp32" or speedup(rows, row) is not None else row.note
+
+
+def gate_verdict(row: Row) -> str:
+    """The export gate's verdict: ``pass`` (listed ok), ``FAIL`` and what failed (``agree``, ``recall``, a class),
+    ``-`` where it never reached the gate, ``ref`` for the baseline."""
+    if row.key == BASELINE_KEY:
+        return "ref"
+    parts = _GATE.split(row.reason, maxsplit=1)
+    failed = []
+    for reason in (p.strip() for p in parts[1].split(";") if p.strip()) if len(parts) == 2 else ():
+        if reason.startswith(("agreement", "argmax agreement")):
+            failed.append("agree")
+        elif reason.startswith(("harm shown", "macro recall")):
+            failed.append("recall")
+        elif match := re.match(r"(\S+) recall dropped", reason):
+            failed.append(match.group(1))
+        else:
+            failed.append("non-finite" if "non-finite" in reason else reason.split()[0])
+    failed = list(dict.fromkeys(failed))
+    if failed:
+        return f"FAIL {failed[0]}" + (f"+{len(failed) - 1}" if len(failed) > 1 else "")
+    return "-" if row.reason.startswith(("export failed", "export skipped")) else "pass"
+
+
+def results_table(results: BenchResults) -> Table:
+    """The terminal table (rich)."""
+    ev, cfg = results.eval, results.config
+    title = (
+        f"facederm-bench: {cfg.threads} threads, batch 1 latency, img/s at batch {cfg.batch}, {cfg.repeats} "
+        f"repeat{'s' if cfg.repeats != 1 else ''}"
+    )
+    if ev is not None:
+        title += f"; {ev.n_images} eval images{' (SYNTHETIC)' if ev.synthetic else ''}"
+    caption = (
+        "vs fp32: speed-up over the same backend's fp32 row. export gate: the export's gate verdict. acc.: "
+        "native or twin figures. delta: macro recall points vs torch fp32. /tool: facederm p50 / the backend's "
+        "own tool. *: below. Load times, spreads, CIs, per-class recall, full reasons: report.md, results.csv."
+    )
+    table = Table(
+        title=title,
+        caption=caption,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
+        caption_justify="left",
+    )
+    for name in COLUMNS.split("|"):
+        fit = {"max_width": 24, "overflow": "ellipsis"} if name == "row" else {}
+        justify = "left" if name in LEFT else "right"
+        table.add_column(name.format(batch=cfg.batch), justify=justify, no_wrap=True, **fit)
+    rows = shown_rows(results)
+    for r in rows:
+        a, ratio = r.accuracy, speedup(rows, r)
+        if ratio is None:
+            vs_fp32 = "-*" if _no_ratio_note(rows, r) else "-"
+        else:
+            vs_fp32 = f"{ratio:.2f}x" + ("*" if _slower_note(results, rows, r) else "")
+        table.add_row(
+            row_name(r),
+            r.status + ("*" if r.reason else ""),  # the reasons are listed under the table
+            r.validated,
+            num(r.size_mb, 1),
+            stat(r.latency_ms.get("p50"), 2, spread=False),
+            vs_fp32,
+            gate_verdict(r),
+            stat(r.throughput_ips, 0, spread=False),
+            stat(r.peak_rss_mb, 0, spread=False),
+            pct(a and a.macro_recall),
+            points(a and a.delta_macro_recall),
+            pct(a and a.agreement),
+            "/".join(f"{t.latency_ratio:.2f}" for t in r.tools if t.latency_ratio is not None) or "-",
+            style={"failed": "red", "skipped": "yellow"}.get(r.status, ""),
+        )
+    return table
+
+
+def _short(reason: str) -> str:
+    for pattern, short in _SHORTER:
+        reason = re.sub(pattern, short, reason)
+    return reason
+
+
+def reasons(results: BenchResults) -> list[str]:
+    """One short line per reason behind the table's asterisks (``rows: reason``), rows with the same reason on one
+    line, each within ``WIDTH - 4`` columns."""
+    rows = shown_rows(results)
+    grouped: dict[str, list[str]] = {}
+    for r in rows:
+        if r.reason:
+            grouped.setdefault(_short(r.reason), []).append(row_name(r))
+        note, ref = _slower_note(results, rows, r), fp32_reference(rows, r)
+        if note and ref is not None:
+            grouped.setdefault(f"{speedup(rows, r):.2f}x vs {row_name(ref)}: {note}", []).append(row_name(r))
+        if _no_ratio_note(rows, r):
+            grouped.setdefault(_short(_no_ratio_note(rows, r)), []).append(row_name(r))
+    lines = (" ".join(f"{', '.join(names)}: {reason}".split()) for reason, names in grouped.items())
+    return [line if len(line) <= WIDTH - 4 else line[: WIDTH - 7].rstrip() + "..." for line in lines]

@@ -1,9 +1,8 @@
-"""Run every benchmark script, write one combined JSON: ``python -m facederm.benchmarks.run_all --quick --out DIR``.
+"""Every benchmark script, one combined JSON: ``python -m facederm.benchmarks.run_all --quick --out DIR``.
 
-Each script is one registry entry: its module, how to call it (its ``run()`` function with keyword arguments,
-or its command line with ``--json`` in a fresh process, for the checks that measure their own process), and
-its quick and full settings. A script that is missing or fails is recorded with the reason; the others still
-run. ``--only NAME`` runs a subset.
+Each script is one entry of :data:`SCRIPTS`: its module, how to call it (a function with keyword arguments, or its
+command line with ``--json`` in a fresh process, for the checks that measure their own process), its quick and full
+settings. A script that is missing or fails is recorded with the reason; the others still run.
 """
 
 from __future__ import annotations
@@ -25,10 +24,14 @@ from typing import Any
 import click
 
 from facederm.runtime.cli_support import common_option, debug_option, one_line_errors
+from facederm.runtime.cpu import usable_cpus
 from facederm.runtime.errors import ConfigError
 from facederm.runtime.version import __version__
 
-from .environment import describe_environment, usable_cpus
+from .bench import BenchOptions, run_bench
+from .cli import DEMO_DEFAULTS
+from .schema import describe_environment
+from .targets import check_targets
 
 COMBINED_SCHEMA = "facederm.bench-all/1"
 COMBINED_FILE = "all-results.json"
@@ -36,78 +39,36 @@ COMBINED_FILE = "all-results.json"
 
 @dataclass(frozen=True)
 class Script:
-    """One benchmark script. ``call``: the name of its function (called with keyword arguments), or "cli"
-    (``python -m module ARGS --json``, JSON on the last line of stdout)."""
+    """``call``: the name of its function, or "cli" (``python -m module ARGS --json``: JSON on stdout's last line)."""
 
     name: str
     module: str
     call: str
     quick: dict[str, Any] | list[str] = field(default_factory=dict)
     full: dict[str, Any] | list[str] = field(default_factory=dict)
-    what: str = ""
 
 
 def bench(out_dir: Path, **kwargs: Any) -> dict[str, Any]:
     """facederm-bench on the demo model (built once, cached), with its speed targets."""
-    from .bench import BenchOptions, run_bench
-    from .default_model import build_default
-    from .targets import check_targets
+    from facederm.export.demo import build_default
 
     model = build_default()
     options = BenchOptions(out=out_dir / "bench", run_dir=model.run_dir, source_kind="default", **kwargs)
     outcome = run_bench(model.export_dir, options)
-    return {
-        "results": str(outcome.files["json"]),
-        "report": str(outcome.files["markdown"]),
-        "targets": [asdict(c) for c in check_targets(outcome.results)],
-    }
+    targets = [asdict(c) for c in check_targets(outcome.results)]
+    return {"results": str(outcome.files["json"]), "report": str(outcome.files["markdown"]), "targets": targets}
 
 
 #: The scripts, in the order they run. Add one here.
 SCRIPTS: list[Script] = [
+    Script("bench", "facederm.benchmarks.run_all", "bench", DEMO_DEFAULTS),
+    Script("runtime_overhead", "facederm.benchmarks.runtime_overhead", "run", {"iterations": 40, "warmup": 5}),
+    Script("train_throughput", "facederm.training.throughput", "run", {"steps": 2, "repeats": 2}),
     Script(
-        "bench",
-        "facederm.benchmarks.run_all",
-        "bench",
-        quick={"seconds": 1.0, "repeats": 2, "tool_seconds": 1.0},
-        what="facederm-bench on the demo model: every artifact x backend",
+        "fuzz", "facederm.runtime.reliability.fuzz", "run", {"cases": 2000, "seed": 0}, {"cases": 100_000, "seed": 0}
     ),
-    Script(
-        "runtime_overhead",
-        "facederm.benchmarks.runtime_overhead",
-        "run",
-        quick={"iterations": 40, "warmup": 5},
-        what="Model.predict vs the raw backend call",
-    ),
-    Script(
-        "train_throughput",
-        "facederm.benchmarks.train_throughput",
-        "run",
-        quick={"steps": 2, "repeats": 2},
-        what="training images / s",
-    ),
-    Script(
-        "fuzz",
-        "facederm.runtime.reliability.fuzz",
-        "run",
-        quick={"cases": 2000, "seed": 0},
-        full={"cases": 100_000, "seed": 0},
-        what="preprocessing fuzzer escapes",
-    ),
-    Script(
-        "leak",
-        "facederm.runtime.reliability.leak",
-        "cli",
-        quick=["--iterations", "400", "--warmup", "100"],
-        what="RSS growth over predictions",
-    ),
-    Script(
-        "stream",
-        "facederm.runtime.reliability.stream",
-        "cli",
-        quick=["--small", "100", "--large", "1000"],
-        what="predict streams a folder",
-    ),
+    Script("leak", "facederm.runtime.reliability.leak", "cli", ["--iterations", "400", "--warmup", "100"]),
+    Script("stream", "facederm.runtime.reliability.stream", "cli", ["--small", "100", "--large", "1000"]),
 ]
 
 
@@ -121,43 +82,28 @@ def _call(fn: Callable[..., Any], out: Path, threads: int, settings: dict[str, A
 
 
 def run_script(script: Script, out: Path, quick: bool, threads: int) -> dict[str, Any]:
-    """Run one script; returns {status, seconds, result | reason}."""
+    """Run one script; returns {status, result | reason, seconds}."""
     started = time.perf_counter()
     settings = script.quick if quick else script.full
+    outcome: dict[str, Any]
     try:
         if importlib.util.find_spec(script.module) is None:
             return {"status": "skipped", "reason": f"{script.module} is not there yet", "seconds": 0.0}
         if script.call == "cli":
-            done = subprocess.run(
-                [sys.executable, "-m", script.module, *settings, "--json"],
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=3600,
-            )
-            if done.returncode != 0:
-                tail = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines() or ["no output"])[-1]
-                return {
-                    "status": "failed",
-                    "reason": f"exit {done.returncode}: {tail}",
-                    "seconds": time.perf_counter() - started,
-                }
-            result = json.loads(done.stdout.strip().splitlines()[-1])
+            command = [sys.executable, "-m", script.module, *settings, "--json"]
+            done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=3600)
+            tail = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines() or ["no output"])[-1]
+            outcome = {"status": "failed", "reason": f"exit {done.returncode}: {tail}"}
+            if done.returncode == 0:
+                outcome = {"status": "ok", "result": json.loads(done.stdout.strip().splitlines()[-1])}
         else:
             fn = getattr(importlib.import_module(script.module), script.call)
-            result = _call(fn, out, threads, dict(settings))  # type: ignore[arg-type]
+            outcome = {"status": "ok", "result": _call(fn, out, threads, dict(settings))}
     except Exception as exc:  # one script's failure must not lose the others' results
-        return {
-            "status": "failed",
-            "reason": f"{type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(limit=5),
-            "seconds": time.perf_counter() - started,
-        }
-    return {
-        "status": "ok",
-        "result": json.loads(json.dumps(result, default=str)),
-        "seconds": time.perf_counter() - started,
-    }
+        outcome = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(5)}
+    if "result" in outcome:
+        outcome["result"] = json.loads(json.dumps(outcome["result"], default=str))
+    return {**outcome, "seconds": time.perf_counter() - started}
 
 
 def run_all(
@@ -183,10 +129,8 @@ def run_all(
         "environment": asdict(describe_environment(threads)),
         "scripts": {},
     }
-    for script in SCRIPTS:
-        if only and script.name not in only:
-            continue
-        echo(f"{script.name}: {script.what} ...")
+    for script in (s for s in SCRIPTS if not only or s.name in only):
+        echo(f"{script.name} ({script.module}) ...")
         combined["scripts"][script.name] = outcome = run_script(script, out, quick, threads)
         echo(f"  {outcome['status']} in {outcome['seconds']:.0f} s {outcome.get('reason', '')}")
         (out / COMBINED_FILE).write_text(json.dumps(combined, indent=2), encoding="utf-8")  # after each script

@@ -1,63 +1,37 @@
-"""How much does ``Model.predict`` cost over the raw backend call? (issue 5: at most 1.10x)
+"""How much does ``Model.predict`` cost over the raw backend call? (target: at most 1.10x)
 
-Exports a real-size classifier (timm ``mobilenetv3_large_100`` at 300x300, random weights) with
-``facederm.export`` in fp32 (normalization and softmax baked in), then times, interleaved in one process with
-the same thread count, on every backend that offers a bare call (:meth:`Backend.bare_call`: a bare
-``InferenceSession``, an OpenVINO infer request): that call on a ready float32 tensor, against
-``model.predict(uint8 HxWx3 array at the input size)``, which includes facederm's conversion, batching and
-result building. Reports medians and the ratio.
+Exports a real-size classifier (timm ``mobilenetv3_large_100`` at 300x300, random weights) in fp32, then times,
+interleaved in one process with the same threads, on every backend with a bare call (:meth:`Backend.bare_call`):
+that call on a ready float32 tensor against ``model.predict(uint8 HxWx3 array)``, which adds facederm's conversion,
+batching and result building. Reports medians and the ratio.
 
     python -m facederm.benchmarks.runtime_overhead --iterations 200 --out runtime_overhead.json
 """
 
 from __future__ import annotations
 
-import importlib
 import json
-import platform
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import click
 import numpy as np
 
+from facederm.export.demo import untrained_export
 from facederm.runtime import backends as runtime_backends
 from facederm.runtime.cli_support import common_option, debug_option, one_line_errors
 from facederm.runtime.layout import MANIFEST_FILE, Manifest, resolve_inside
 
+from .schema import describe_environment
+
 TARGET_RATIO = 1.10
 #: Export targets built for the comparison (fp32 each); every backend with a bare call that reads one is timed.
 TARGETS = ("onnx", "openvino")
-
-
-def _export(arch: str, size: int, workdir: Path) -> Path:
-    """A run dir of ``arch`` (random weights, synthetic held-out images) exported to :data:`TARGETS` in fp32."""
-    from facederm.export import export_run
-    from facederm.runtime.card import ModelCard
-    from facederm.training.data import open_dataset, split_by_patient
-    from facederm.training.models import create_model, default_preprocessing
-    from facederm.training.rundir import save_run
-
-    spec = f"synthetic:24,size={size}"
-    dataset = open_dataset(spec)
-    card = ModelCard(
-        arch=arch,
-        labels=dataset.labels,
-        preprocessing=default_preprocessing(arch, size),
-        data={"spec": spec, "label_set": dataset.label_set.name},
-    )
-    splits = {name: [s.image_id for s in samples] for name, samples in split_by_patient(dataset.samples).items()}
-    save_run(workdir / "run", create_model(arch, len(dataset.labels)).eval(), card, splits=splits)
-    export_run(workdir / "run", out_dir=workdir / "export", targets=list(TARGETS), precisions=["fp32"], progress=False)
-    return workdir / "export"
-
-
-def _median_ms(samples: list[float]) -> float:
-    return statistics.median(samples) * 1e3
 
 
 def _measure(
@@ -80,7 +54,7 @@ def _measure(
             start = time.perf_counter()
             fn(arg)
             sink.append(time.perf_counter() - start)
-    raw_ms, predict_ms = _median_ms(raw_s), _median_ms(predict_s)
+    raw_ms, predict_ms = statistics.median(raw_s) * 1e3, statistics.median(predict_s) * 1e3
     return {
         "raw_ms_median": round(raw_ms, 4),
         "predict_ms_median": round(predict_ms, 4),
@@ -103,15 +77,13 @@ def run(
     """Export the model, time raw vs ``predict`` per backend, return (and optionally write) the results."""
     from facederm.runtime import load
     from facederm.runtime.preprocess import to_tensor
-    from facederm.runtime.version import __version__
 
     options = {"precision_hint": precision_hint} if precision_hint else {}
     results: dict[str, Any] = {}
-    versions = {"facederm": __version__}
     with tempfile.TemporaryDirectory(prefix="facederm-overhead-") as tmp:
         folder = Path(workdir) if workdir else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        export_dir = _export(arch, size, folder)
+        export_dir = untrained_export(folder, arch, size, targets=TARGETS)
         artifacts = [a for a in Manifest.load(export_dir / MANIFEST_FILE).artifacts if a.status == "ok"]
         image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
         tensor = to_tensor(image)
@@ -124,7 +96,6 @@ def run(
             model = load(path, backend=backend.name, threads=threads, **options)
             raw = backend.bare_call(path, device=None, threads=threads, options=options)
             results[backend.name] = _measure(raw, model.predict, image, tensor, iterations, warmup)
-            versions[backend.name] = importlib.import_module(backend.library).__version__
     result = {
         "benchmark": "runtime_overhead",
         "arch": arch,
@@ -135,12 +106,7 @@ def run(
         "target_ratio": TARGET_RATIO,
         "backends": results,
         "passed": all(b["ratio"] <= TARGET_RATIO for b in results.values()),
-        "environment": {
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "processor": platform.processor(),
-            **versions,
-        },
+        "environment": asdict(describe_environment(threads)),
     }
     if out:
         Path(out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -165,28 +131,19 @@ def run(
 )
 @common_option("--json", "as_json", is_flag=True)
 @debug_option()
-def main(
-    arch: str,
-    size: int,
-    iterations: int,
-    warmup: int,
-    threads: int,
-    precision_hint: str | None,
-    out: Path,
-    as_json: bool,
-    debug: bool,
-) -> None:
+def main(out: Path, as_json: bool, debug: bool, **settings: Any) -> None:
     """Measure predict() overhead over each backend's bare library call."""
     from rich.console import Console
     from rich.table import Table
 
     with one_line_errors("runtime_overhead", debug):
-        result = run(arch, size, iterations, warmup, threads, precision_hint, out)
+        result = run(**settings, out=out)
     if as_json:
         click.echo(json.dumps(result))
         return
     table = Table(
-        title=f"predict() vs raw backend call: {arch} {size}x{size}, {threads} threads, medians of {iterations}"
+        title=f"predict() vs raw backend call: {result['arch']} {result['input_size']}px, {result['threads']} threads, "
+        f"medians of {result['iterations']}"
     )
     for column in ("backend", "raw ms", "predict ms", "ratio", f"<= {TARGET_RATIO}"):
         table.add_column(column)

@@ -1,31 +1,36 @@
-"""The benchmark results schema (``facederm.bench/1``): one :class:`Row` per (artifact, backend, device).
+"""The results schema (``facederm.bench/1``): one :class:`Row` per (artifact, backend, device).
 
-``results.json`` is these dataclasses written with :func:`facederm.runtime.schema.to_dict` and read back
-with strict validation (:meth:`BenchResults.load`), so the targets checker and any dashboard can rely on
-every field being present with its type. Units are in the field names (``_ms``, ``_mb``, ``_ips`` =
-images per second). Recall and precision are fractions (0-1); deltas too (x100 for points).
+``results.json`` is these dataclasses written with :func:`facederm.runtime.schema.to_dict` and read back strictly
+(:meth:`BenchResults.load`). Units are in the field names (``_ms``, ``_mb``, ``_ips`` = images per second); recall,
+precision and their deltas are fractions.
 """
 
 from __future__ import annotations
 
+import platform
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
+from facederm.runtime.cpu import CPUINFO, describe_cpu
 from facederm.runtime.errors import SchemaError, UnsupportedSchemaVersionError
 from facederm.runtime.layout import Validated
 from facederm.runtime.schema import from_dict, read_json, to_dict, write_json_atomic
+from facederm.runtime.version import __version__
 
 BENCH_SCHEMA = "facederm.bench/1"
+#: Distributions whose versions go into results.json (missing ones: "not installed").
+LIBRARIES = ("numpy", "torch", "timm", "onnx", "onnxruntime", "openvino", "nncf", "coremltools", "tensorrt")
 
 Status = Literal["ok", "skipped", "failed"]
 
 
 @dataclass(frozen=True)
 class Stat:
-    """A figure measured ``n`` times (one per repeat): the median and the min-max range."""
+    """A figure measured ``n`` times (once per repeat): median and min-max."""
 
     median: float
     min: float
@@ -35,19 +40,13 @@ class Stat:
     @classmethod
     def of(cls, values: Sequence[float]) -> Stat | None:
         values = [float(v) for v in values if v is not None]
-        if not values:
-            return None
-        return cls(statistics.median(values), min(values), max(values), len(values))
+        return cls(statistics.median(values), min(values), max(values), len(values)) if values else None
 
 
 @dataclass(frozen=True)
 class Accuracy:
-    """Accuracy on the evaluation images, and agreement with the fp32 reference row.
-
-    ``validated`` says where the numbers come from: ``native`` (this row's own backend ran the images
-    here) or ``twin`` (the export's parity figures for a stand-in computation, e.g. the Core ML twin in
-    torch). Figures a twin record does not carry are null.
-    """
+    """Accuracy on the evaluation images and agreement with the reference row; ``validated``: ``native`` (this
+    row's backend ran the images here) or ``twin`` (the export's parity figures; what they lack is null)."""
 
     validated: Validated
     source: str
@@ -67,10 +66,8 @@ class Accuracy:
 
 @dataclass(frozen=True)
 class ToolResult:
-    """The same artifact timed by the backend's own tool (``benchmark_app``, a bare ORT session).
-
-    Ratios are facederm / tool: latency ratio 1.05 = facederm 5% slower; throughput ratio 0.95 = 5% less.
-    """
+    """The same artifact timed by another tool (``benchmark_app``, a bare ORT session, the web page); ratios are
+    facederm / tool (latency 1.05: facederm 5 % slower)."""
 
     tool: str
     status: Status
@@ -121,7 +118,7 @@ class Row:
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """How the run was set up (so a results.json can be reproduced and compared)."""
+    """How the run was set up, to reproduce and compare it."""
 
     source: str
     source_kind: Literal["export", "run", "default"]
@@ -154,12 +151,34 @@ class Environment:
     threads: int
 
 
+def describe_environment(threads: int, cpuinfo: Path = CPUINFO) -> Environment:
+    """This machine, read once at the start of a run."""
+    cpu = describe_cpu(cpuinfo)
+    versions = {"facederm": __version__}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return Environment(
+        cpu["model"],
+        cpu["logical_cpus"],
+        cpu["physical_cores"],
+        cpu["usable_cpus"],
+        cpu["isa"],
+        platform.platform(),
+        platform.python_version(),
+        versions,
+        threads,
+    )
+
+
 @dataclass(frozen=True)
 class EvalInfo:
     """The evaluation images behind every native accuracy figure."""
 
     spec: str
-    selection: str  # "test split of the run", "all images (not used in training)", ...
+    selection: str  # "the run's test split", ...
     synthetic: bool
     n_images: int
     n_patients: int
@@ -169,7 +188,7 @@ class EvalInfo:
 
 @dataclass(frozen=True)
 class BenchResults:
-    """Everything one ``facederm-bench`` run measured. The first row is the baseline (torch fp32 eager)."""
+    """Everything one ``facederm-bench`` run measured; the first row is the baseline (torch fp32 eager)."""
 
     created: str
     facederm_version: str

@@ -1,23 +1,18 @@
-"""What is benchmarked, on what: PATH as an export dir (a run dir is exported first), and the evaluation images.
+"""What is benchmarked: PATH as an export dir (a run dir is exported first), its run dir, the evaluation images.
 
-An export dir records only its run dir's *name* (``manifest.source_run``); the torch baseline needs the run's
-weights, so the run dir is found beside the export dir (or given with ``--run``) and accepted only when its card
-matches the manifest's.
-
-The evaluation images go through the runtime's one preprocessing (via ``facederm.training.evaluate``) once and
-are stored as a uint8 NCHW ``.npy`` in the work dir (exact: the graphs take whole 0-255 values), which each
-row's process memory-maps. Which images: the run's test split when the data holds it; otherwise every image the
-run did not train or validate on (an external set); never an image the model was trained on. A model with clinical
-fields also gets the images' recorded answers, encoded by its card's schema, as a float32 ``.npy`` beside them.
+An export dir records only its run dir's name (``manifest.source_run``): the run dir with the baseline's weights is
+found beside it (or given with ``--run``) and accepted only when its card matches the manifest's. The evaluation
+images go through the runtime's one preprocessing once, into a uint8 NCHW ``.npy`` that each row's process maps:
+the run's test split when the data holds it, else every image the run did not train or validate on, never a training
+image. A model with clinical fields also gets the images' recorded answers, encoded by its card's schema.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -28,7 +23,7 @@ from facederm.runtime.layout import CARD_FILE, MANIFEST_FILE, WEIGHTS_FILE, Mani
 from .schema import EvalInfo
 
 EVAL_FILE = "eval-images.npy"
-EVAL_CLINICAL_FILE = "eval-clinical.npy"  # float32 [N, F]: a clinical model's recorded answers per image
+EVAL_CLINICAL_FILE = "eval-clinical.npy"  # float32 [N, F]
 
 
 @dataclass(frozen=True)
@@ -60,28 +55,20 @@ def find_run_dir(export_dir: Path, manifest: Manifest, given: Path | None) -> Pa
     return next((c for c in candidates if is_run_dir(c) and _same_model(c, manifest.card)), None)
 
 
-def resolve_source(
-    path: Path,
-    *,
-    run_dir: Path | None,
-    export_to: Path,
-    export: Callable[..., object] | None = None,
-    targets: Sequence[str] = ("all",),
-) -> Source:
-    """Open PATH; a run dir is exported first (to every target installed) into ``export_to``. The export evaluates
-    on the run's own test split (its default): the bench's ``--eval-data`` might be the training data."""
+def resolve_source(path: Path, *, run_dir: Path | None, export_to: Path, targets: Sequence[str] = ("all",)) -> Source:
+    """Open PATH; a run dir is exported first into ``export_to``, judged on its own test split (the export's
+    default: the bench's ``--eval-data`` might be the training data)."""
     if is_export_dir(path):
         manifest = Manifest.load(path / MANIFEST_FILE)
         return Source("export", path, find_run_dir(path, manifest, run_dir), manifest)
     if not is_run_dir(path):
         raise ConfigError(
-            f"{path}: neither an export dir ({MANIFEST_FILE}) nor a run dir ({CARD_FILE} + "
-            f"{WEIGHTS_FILE}); train with facederm-train, export with facederm-export, or run "
-            "facederm-bench without PATH for the demo"
+            f"{path}: neither an export dir ({MANIFEST_FILE}) nor a run dir ({CARD_FILE} + {WEIGHTS_FILE}); train "
+            "with facederm-train, export with facederm-export, or run facederm-bench without PATH for the demo"
         )
-    if export is None:
-        from facederm.export import export_run as export
-    export(path, out_dir=export_to, targets=list(targets), progress=False)
+    from facederm.export import export_run
+
+    export_run(path, out_dir=export_to, targets=list(targets), progress=False)
     if not is_export_dir(export_to):
         raise ExportError(f"{path}: export wrote no {MANIFEST_FILE} in {export_to}")
     return Source("run", export_to, path, Manifest.load(export_to / MANIFEST_FILE))
@@ -91,7 +78,7 @@ def resolve_source(
 class EvalData:
     info: EvalInfo
     y_true: np.ndarray  # class index per image, in the card's label order
-    groups: np.ndarray  # patient id per image (bootstrap resampling unit)
+    groups: np.ndarray  # patient id per image (the bootstrap's resampling unit)
     tensor_path: Path
     clinical_path: Path | None = None  # the images' encoded clinical answers (a model with clinical fields)
 
@@ -99,18 +86,6 @@ class EvalData:
 def data_spec(requested: str | None, card: ModelCard) -> str | None:
     """``--eval-data`` when given, else the data the run was trained on (its card's ``data.spec``)."""
     return requested or (card.data.get("spec") if isinstance(card.data, dict) else None) or None
-
-
-def _select(samples: list[Any], splits: dict[str, list[str]], have_run: bool) -> tuple[list[Any], str]:
-    test_ids = set(splits.get("test", []))
-    test = [s for s in samples if s.image_id in test_ids]
-    if test:
-        return test, "the run's test split"
-    seen_in_training = set(splits.get("train", [])) | set(splits.get("val", []))
-    unseen = [s for s in samples if s.image_id not in seen_in_training]
-    if not have_run:
-        return unseen, "all images (no run dir, so training images cannot be excluded)"
-    return unseen, "all images the run did not train or validate on"
 
 
 def prepare_eval(
@@ -123,12 +98,21 @@ def prepare_eval(
     max_images: int | None = None,
 ) -> EvalData:
     """Open ``spec``, pick the evaluation images, preprocess them into ``work_dir``."""
+    from facederm.export.calibration import ImageSet
     from facederm.training.data import open_dataset
-    from facederm.training.evaluate import preprocess_samples
 
     label_set = card.data.get("label_set") if isinstance(card.data, dict) else None
     dataset = open_dataset(spec, label_set=label_set) if label_set else open_dataset(spec)
-    chosen, selection = _select(dataset.samples, splits, have_run)
+    test_ids, seen = set(splits.get("test", [])), set(splits.get("train", [])) | set(splits.get("val", []))
+    chosen = [s for s in dataset.samples if s.image_id in test_ids]
+    selection = "the run's test split"
+    if not chosen:
+        chosen = [s for s in dataset.samples if s.image_id not in seen]
+        selection = (
+            "all images the run did not train or validate on"
+            if have_run
+            else "all images (no run dir, so training images cannot be excluded)"
+        )
     unknown = sorted({s.label for s in chosen} - set(card.labels))
     chosen = [s for s in chosen if s.label in card.labels]
     if max_images and len(chosen) > max_images:
@@ -138,24 +122,15 @@ def prepare_eval(
         raise DataError(f"{spec}: no evaluation image left ({selection}; labels not in the model: {unknown or 'none'})")
     if unknown:
         selection += f"; labels the model lacks were left out: {', '.join(unknown)}"
-    images = np.stack(list(preprocess_samples(dataset, chosen, card.preprocessing))).transpose(0, 3, 1, 2)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    np.save(work_dir / EVAL_FILE, np.ascontiguousarray(images, dtype=np.uint8))
-    clinical_path = None
-    if card.clinical is not None:  # each image with its own recorded answers, as the export's gate fed them
-        answers = card.clinical.encode([s.clinical_record for s in chosen], unseen="missing", extra="ignore")
-        clinical_path = work_dir / EVAL_CLINICAL_FILE
-        np.save(clinical_path, answers)
-    counts = Counter(s.label for s in chosen)
-    info = EvalInfo(
-        spec=spec,
-        selection=selection,
-        synthetic=bool(dataset.synthetic),
-        n_images=len(chosen),
-        n_patients=len({s.patient_id for s in chosen}),
-        labels=tuple(card.labels),
-        class_counts={label: counts.get(label, 0) for label in card.labels},
-    )
     y_true = np.array([card.labels.index(s.label) for s in chosen], dtype=np.int64)
-    groups = np.array([s.patient_id for s in chosen]).astype(str)
-    return EvalData(info, y_true, groups, work_dir / EVAL_FILE, clinical_path)
+    images = ImageSet(dataset, chosen, y_true, card.preprocessing, spec, schema=card.clinical)  # as the gate's
+    work_dir.mkdir(parents=True, exist_ok=True)
+    np.save(work_dir / EVAL_FILE, np.ascontiguousarray(np.stack(images.images()).transpose(0, 3, 1, 2), np.uint8))
+    clinical = images.clinical()  # each image's own recorded answers, encoded by the card's schema
+    if clinical is not None:
+        np.save(work_dir / EVAL_CLINICAL_FILE, clinical)
+    counts, patients = Counter(s.label for s in chosen), len({s.patient_id for s in chosen})
+    per_class = {label: counts[label] for label in card.labels}
+    info = EvalInfo(spec, selection, bool(dataset.synthetic), len(chosen), patients, tuple(card.labels), per_class)
+    clinical_path = work_dir / EVAL_CLINICAL_FILE if clinical is not None else None
+    return EvalData(info, y_true, images.patients, work_dir / EVAL_FILE, clinical_path)

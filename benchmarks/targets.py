@@ -1,12 +1,8 @@
 """The speed targets, checked from a results.json: ``python -m facederm.benchmarks.targets RESULTS.json``.
 
-- OpenVINO int8 is >= 1.5x faster than OpenVINO fp32 at batch 1 (p50),
-- OpenVINO int8 is >= 3x faster than torch fp32 eager at batch 1,
-- OpenVINO int8 loses at most 1 point of macro recall against torch fp32,
-- facederm's latency is within 10% of benchmark_app's on every OpenVINO row.
-
-Each target is a small registered function; prints pass / FAIL / n/a per target and exits 1 when one fails
-(``--strict``: also when one cannot be evaluated).
+OpenVINO int8 >= 1.5x faster than OpenVINO fp32 and >= 3x faster than torch fp32 eager at batch 1 (p50), losing at
+most 1 point of macro recall against torch fp32; facederm's latency within 10 % of benchmark_app's on every OpenVINO
+row. Prints pass / FAIL / n/a per target; exits 1 when one fails (``--strict``: also when one cannot be evaluated).
 """
 
 from __future__ import annotations
@@ -35,37 +31,22 @@ class TargetCheck:
     detail: str
 
 
-def _find(results: BenchResults, target: str, precision: str, backend: str) -> Row | None:
-    return next(
-        (
-            r
-            for r in results.rows
-            if r.target == target and r.precision == precision and r.backend == backend and r.p50 is not None
-        ),
-        None,
-    )
+def _timed(results: BenchResults, match: Callable[[Row], bool]) -> Row | None:
+    return next((r for r in results.rows if match(r) and r.p50 is not None), None)
 
 
-def _baseline(results: BenchResults) -> Row | None:
-    return next((r for r in results.rows if r.key == BASELINE_KEY and r.p50 is not None), None)
+def _ov(precision: str) -> Callable[[Row], bool]:
+    return lambda r: r.target == "openvino" and r.precision == precision and r.backend == "openvino"
 
 
-def speedup(slow: Row | None, fast: Row | None) -> float | None:
-    """p50(slow) / p50(fast) at batch 1."""
-    return slow.p50 / fast.p50 if slow is not None and fast is not None and slow.p50 and fast.p50 else None
-
-
-def _speed_target(
-    name: str, slow_of: Callable[[BenchResults], Row | None], minimum: float
-) -> Callable[[BenchResults], TargetCheck]:
+def _speed_target(name: str, slow: Callable[[Row], bool], minimum: float) -> Callable[[BenchResults], TargetCheck]:
     def check(results: BenchResults) -> TargetCheck:
-        slow, fast = slow_of(results), _find(results, "openvino", "int8", "openvino")
-        ratio = speedup(slow, fast)
-        if ratio is None or slow is None or fast is None:
+        before, after = _timed(results, slow), _timed(results, _ov("int8"))
+        if before is None or after is None or not before.p50 or not after.p50:
             return TargetCheck(name, None, "rows missing or not timed")
-        return TargetCheck(
-            name, ratio >= minimum, f"{ratio:.2f}x (p50 {slow.p50:.2f} ms -> {fast.p50:.2f} ms; need >= {minimum}x)"
-        )
+        ratio = before.p50 / after.p50
+        detail = f"{ratio:.2f}x (p50 {before.p50:.2f} ms -> {after.p50:.2f} ms; need >= {minimum}x)"
+        return TargetCheck(name, ratio >= minimum, detail)
 
     return check
 
@@ -73,14 +54,12 @@ def _speed_target(
 def int8_recall(results: BenchResults) -> TargetCheck:
     name = f"OpenVINO int8 macro recall within {MAX_RECALL_DROP_POINTS:g} point of torch fp32"
     row = next((r for r in results.rows if r.target == "openvino" and r.precision == "int8" and r.accuracy), None)
-    if row is None or row.accuracy is None or row.accuracy.delta_macro_recall is None:
+    acc = row.accuracy if row else None
+    if acc is None or acc.delta_macro_recall is None:
         return TargetCheck(name, None, "no accuracy figures for the OpenVINO int8 row")
-    delta = 100 * row.accuracy.delta_macro_recall
-    ci = [100 * c for c in row.accuracy.delta_macro_recall_ci if c is not None]
+    delta, ci = 100 * acc.delta_macro_recall, [100 * c for c in acc.delta_macro_recall_ci if c is not None]
     span = f", 95% CI [{ci[0]:+.2f}, {ci[1]:+.2f}]" if len(ci) == 2 else ""
-    return TargetCheck(
-        name, delta >= -MAX_RECALL_DROP_POINTS, f"{delta:+.2f} points{span} on {row.accuracy.n_images} images"
-    )
+    return TargetCheck(name, delta >= -MAX_RECALL_DROP_POINTS, f"{delta:+.2f} points{span} on {acc.n_images} images")
 
 
 def tool_overhead(results: BenchResults) -> TargetCheck:
@@ -93,20 +72,19 @@ def tool_overhead(results: BenchResults) -> TargetCheck:
     ]
     if not ratios:
         return TargetCheck(name, None, "no benchmark_app figures")
-    worst = max(ratio for _, ratio in ratios)
     detail = ", ".join(f"{artifact} {ratio:.2f}" for artifact, ratio in ratios)
-    return TargetCheck(name, worst <= MAX_TOOL_OVERHEAD, f"facederm/benchmark_app p50: {detail}")
+    return TargetCheck(name, max(r for _, r in ratios) <= MAX_TOOL_OVERHEAD, f"facederm/benchmark_app p50: {detail}")
 
 
 #: The targets, in the order they are printed. Add one here.
 TARGETS: list[Callable[[BenchResults], TargetCheck]] = [
     _speed_target(
-        f"OpenVINO int8 >= {MIN_INT8_VS_FP32}x faster than OpenVINO fp32 (batch 1)",
-        lambda r: _find(r, "openvino", "fp32", "openvino"),
-        MIN_INT8_VS_FP32,
+        f"OpenVINO int8 >= {MIN_INT8_VS_FP32}x faster than OpenVINO fp32 (batch 1)", _ov("fp32"), MIN_INT8_VS_FP32
     ),
     _speed_target(
-        f"OpenVINO int8 >= {MIN_INT8_VS_TORCH:g}x faster than torch fp32 eager (batch 1)", _baseline, MIN_INT8_VS_TORCH
+        f"OpenVINO int8 >= {MIN_INT8_VS_TORCH:g}x faster than torch fp32 eager (batch 1)",
+        lambda r: r.key == BASELINE_KEY,
+        MIN_INT8_VS_TORCH,
     ),
     int8_recall,
     tool_overhead,

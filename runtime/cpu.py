@@ -1,4 +1,4 @@
-"""What this CPU does with int8 arithmetic (torch-free).
+"""This CPU: its ISA flags, and what it does with int8 arithmetic (torch-free).
 
 x86 int8 kernels of onnxruntime and OpenVINO multiply u8 activations by s8 weights. With VNNI (AVX-512 VNNI from
 Cascade Lake / Zen 4, AVX-VNNI, AMX) the products are summed exactly in 32 bits; without it (AVX2, AVX-512 before
@@ -11,13 +11,17 @@ are exact; :func:`int8_saturates` says whether this CPU is not such a place.
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from pathlib import Path
+from typing import Any
 
 #: /proc/cpuinfo flags (Linux) and numpy CPU-feature names that mean exact u8 x s8 dot products.
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 VNNI_FEATURES = ("AVX512VNNI", "AVX512_CLX", "AVXVNNI", "AVX_VNNI")
 X86_MACHINES = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
+#: Flags reported with a CPU: they pick the backends' kernels (VNNI, AMX for int8; AVX-512 BF16, AMX for bf16).
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
 
 
 CPUINFO = Path("/proc/cpuinfo")
@@ -39,6 +43,30 @@ def read_cpuinfo(path: Path = CPUINFO) -> list[dict[str, str]]:
         if entry:
             cpus.append(entry)
     return cpus
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (affinity, cgroup pinning): what thread counts should respect."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def describe_cpu(path: Path = CPUINFO) -> dict[str, Any]:
+    """``model``, ``logical_cpus``, ``physical_cores`` (None: unknown), ``usable_cpus`` and ``isa`` (each of
+    :data:`ISA_FLAGS`: present or not): for benchmark records and crash reports."""
+    cpus = read_cpuinfo(path)
+    first = cpus[0] if cpus else {}
+    flags = set(first.get("flags", "").split())
+    cores = {(c.get("physical id", "0"), c.get("core id")) for c in cpus if c.get("core id") is not None}
+    return {
+        "model": first.get("model name") or platform.processor() or platform.machine(),
+        "logical_cpus": os.cpu_count() or len(cpus) or 1,
+        "physical_cores": len(cores) or None,
+        "usable_cpus": usable_cpus(),
+        "isa": {flag: flag in flags for flag in ISA_FLAGS},
+    }
 
 
 @functools.cache

@@ -106,11 +106,11 @@ with open(out, "wb") as f:
 
 def cpu_description() -> str:
     """The CPU model and the ISA extensions that pick native kernels (AVX-512, VNNI, AMX), for crash reports."""
-    from facederm.benchmarks.environment import describe_environment
+    from facederm.runtime.cpu import describe_cpu
 
-    env = describe_environment(threads=0)
-    isa = ", ".join(name for name, present in env.isa.items() if present) or "no AVX2/AVX-512/AMX flags"
-    return f"{env.cpu_model} ({isa})"
+    cpu = describe_cpu()
+    isa = ", ".join(name for name, present in cpu["isa"].items() if present) or "no AVX2/AVX-512/AMX flags"
+    return f"{cpu['model']} ({isa})"
 
 
 def _native_library(stderr: str) -> str:

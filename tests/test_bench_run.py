@@ -25,25 +25,9 @@ FAST = dict(iterations=4, seconds=None, warmup=1, repeats=1, batch=2, tool_secon
 @pytest.fixture(scope="module")
 def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run dir (random tiny net, synthetic data, patient splits) and its export to ONNX + OpenVINO fp32."""
-    from facederm.export import export_run
-    from facederm.runtime.card import ModelCard
-    from facederm.training.data import open_dataset, split_by_patient
-    from facederm.training.models import create_model, default_preprocessing
-    from facederm.training.rundir import save_run
+    from facederm.export.demo import untrained_export
 
-    root = tmp_path_factory.mktemp("bench")
-    dataset = open_dataset(DATA)
-    model = create_model(ARCH, len(dataset.labels)).eval()
-    card = ModelCard(
-        arch=ARCH,
-        labels=dataset.labels,
-        preprocessing=default_preprocessing(ARCH, SIZE),
-        data={"spec": DATA, "label_set": dataset.label_set.name},
-    )
-    splits = split_by_patient(dataset.samples)
-    save_run(root / "run", model, card, splits={k: [s.image_id for s in v] for k, v in splits.items()})
-    export_run(root / "run", out_dir=root / "export", targets=["onnx", "openvino"], precisions=["fp32"])
-    return root / "export"
+    return untrained_export(tmp_path_factory.mktemp("bench"), ARCH, SIZE, DATA)
 
 
 def _with_twin_record(export_dir: Path, tmp_path: Path) -> Path:

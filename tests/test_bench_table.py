@@ -8,9 +8,17 @@ import io
 
 from rich.console import Console
 
-from facederm.benchmarks.report import write_reports
+from facederm.benchmarks.report import (
+    WIDTH,
+    gate_verdict,
+    reasons,
+    results_table,
+    row_name,
+    shown_rows,
+    speedup,
+    write_reports,
+)
 from facederm.benchmarks.schema import Accuracy, BenchConfig, BenchResults, Environment, EvalInfo, Row, Stat, ToolResult
-from facederm.benchmarks.table import WIDTH, gate_verdict, reasons, results_table, row_name, shown_rows, speedup
 
 LABELS = ("AK", "BCC", "MEL", "NEV", "SCC", "SK")
 COREML_SKIP = (

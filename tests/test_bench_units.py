@@ -8,12 +8,20 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from facederm.benchmarks.default_model import cache_dir, recipe_key
-from facederm.benchmarks.environment import describe_environment
 from facederm.benchmarks.plots import pareto_front
-from facederm.benchmarks.schema import Accuracy, BenchConfig, BenchResults, Environment, Row, Stat, ToolResult
+from facederm.benchmarks.schema import (
+    Accuracy,
+    BenchConfig,
+    BenchResults,
+    Environment,
+    Row,
+    Stat,
+    ToolResult,
+    describe_environment,
+)
 from facederm.benchmarks.targets import check_targets
 from facederm.benchmarks.targets import main as targets_cli
+from facederm.export.demo import cache_dir, recipe_key
 from facederm.runtime.backends.openvino import BenchmarkApp
 
 BENCHMARK_APP_OUTPUT = """
@@ -146,7 +154,7 @@ def test_targets_pass_and_fail_from_results(tmp_path: Path) -> None:
 
 
 def test_demo_model_is_built_once_then_cached(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from facederm.benchmarks import default_model
+    from facederm.export import demo
 
     calls: list[str] = []
 
@@ -160,13 +168,13 @@ def test_demo_model_is_built_once_then_cached(monkeypatch: pytest.MonkeyPatch, t
         out.mkdir(parents=True)
         (out / "manifest.json").write_text("{}")
 
-    monkeypatch.setattr(default_model, "_train", fake_train)
-    monkeypatch.setattr(default_model, "_export", fake_export)
+    monkeypatch.setattr(demo, "_train", fake_train)
+    monkeypatch.setattr(demo, "_export", fake_export)
     monkeypatch.setenv("FACEDERM_CACHE_DIR", str(tmp_path))
-    first = default_model.build_default()
+    first = demo.build_default()
     assert not first.cached and (first.export_dir / "manifest.json").is_file()
     assert first.root.is_relative_to(tmp_path) and (first.run_dir / "model.safetensors").is_file()
-    second = default_model.build_default()
+    second = demo.build_default()
     assert second.cached and second.root == first.root and calls == ["train", "export"]
-    other = default_model.build_default(recipe={**default_model.RECIPE, "epochs": 3})
+    other = demo.build_default(recipe={**demo.RECIPE, "epochs": 3})
     assert other.root != first.root and calls == ["train", "export"] * 2

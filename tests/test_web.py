@@ -2,7 +2,7 @@
 
 One export of the tiny run (``--target web``, gate opened so both the int8 and the fp32 page models are
 installed), served on 127.0.0.1 by facederm-web's server and driven with playwright on Debian's chromium
-(``benchmarks/browser.py``). Fed the PAD-UFES-20 subset's test split (synthetic images when it is absent) plus
+(``export/browser.py``). Fed the PAD-UFES-20 subset's test split (synthetic images when it is absent) plus
 decoding edge cases (JPEG, EXIF rotation, JPEG draft, transparency, grayscale, palette, upscaling), each image's
 crop, input tensor and probabilities are compared with the Python runtime on the same file and the same model
 file. Then the server is stopped and the page reloaded: the service worker must serve it offline, with the same
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facederm.benchmarks.browser import measure_in_browser, unavailable_reason
+from facederm.export.browser import measure_in_browser, unavailable_reason
 from facederm.export.onnx_graph import qdq_arithmetic_predict
 from facederm.runtime import load
 from facederm.runtime.preprocess import prepare_image, to_tensor

@@ -209,7 +209,7 @@ def _throughput_lines(files: list[tuple[Path, str]]) -> list[str]:
     lines = [
         "## Training throughput: facederm vs a bare timm loop",
         "",
-        "`python -m facederm.benchmarks.train_throughput` (medians of alternating runs; the bare loop feeds",
+        "`python -m facederm.training.throughput` (medians of alternating runs; the bare loop feeds",
         "pre-made tensors, so the ratio is facederm's whole data + augmentation + loss overhead).",
         "",
         "| where | arch | input | batch | workers | facederm img/s | bare loop img/s | ratio |",

