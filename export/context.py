@@ -60,8 +60,7 @@ class BuildContext:
     def quant_aware(self) -> dict[str, Any] | None:
         """The run's quantization-aware record (card ``data.training.quant_aware``; training/quant_aware.py), or
         None: its weights sit on an int8 grid that the int8 graphs must quantize onto exactly."""
-        record = (self.card.data or {}).get("training", {}).get("quant_aware")
-        return record if isinstance(record, dict) else None
+        return quant_aware_record(self.card)
 
     @property
     def int8_weight_bits(self) -> int:
@@ -81,6 +80,12 @@ class BuildContext:
     def float_layers(self) -> int:
         """How many leading convolutions the int8 graphs keep in float (a quant-aware run trained them so; 0 else)."""
         return len(self.quant_aware.get("float_layers", ())) if self.quant_aware is not None else 0
+
+
+def quant_aware_record(card: ModelCard) -> dict[str, Any] | None:
+    """A run's quantization-aware record (card ``data.training.quant_aware``; training/quant_aware.py), or None."""
+    record = (card.data or {}).get("training", {}).get("quant_aware")
+    return record if isinstance(record, dict) else None
 
 
 @dataclass

@@ -26,7 +26,7 @@ from facederm.runtime.probe import DEFAULT_TOLERANCE, make_probe
 from facederm.runtime.version import __version__
 
 from .calibration import EvaluationData, ViewedSet, calibration_set, evaluation_data
-from .context import BuildContext, BuiltArtifact, torch_predict
+from .context import BuildContext, BuiltArtifact, quant_aware_record, torch_predict
 from .options import ExportOptions, ExportResult
 from .parity import AgreementInputs, GateRules, check_class_drops, compute_parity, gate_verdict, margin_profile
 from .registry import Target, Variant, resolve_targets
@@ -89,6 +89,7 @@ def run_export(
     classifier, card = load_trained(run_dir, ensemble=options.ensemble)
     check_class_drops(options.max_class_drop, card.labels)
     model = ProbabilityModel.from_card(classifier, card).eval()
+    quant_aware = quant_aware_record(card) is not None
 
     evaluation = evaluation_data(run_dir, card, options.eval_data, options.eval_views)
     evaluation.agreement.images.tensors()  # decode once, before any artifact is built
@@ -166,6 +167,8 @@ def run_export(
                         bar.update(task, description=f"{target.name} {variant.precision}")
                     if unsupported:
                         emit(_skipped(target, variant, unsupported))
+                    elif variant.off_grid and quant_aware and options.precisions is None:
+                        emit(_skipped(target, variant, variant.off_grid))
                     elif missing is not None:
                         emit(_skipped(target, variant, str(missing)))
                     else:

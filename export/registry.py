@@ -36,6 +36,9 @@ class Variant:
     default: bool = True  # built when the user names no precision
     calibrated: bool = False  # needs calibration images (their ids go into the record)
     record_target: str = ""  # manifest target when it differs from the target's name (e.g. the .ort file)
+    #: Non-empty: the variant's weights cannot sit on a quant-aware run's int8 grid, so such a run leaves it out of
+    #: the defaults (a skipped record with this reason); named with ``--precision``, it is built.
+    off_grid: str = ""
 
 
 @dataclass(frozen=True)

@@ -188,3 +188,20 @@ def test_an_ordinary_run_loses_weight_precision_to_int8(full_export):
     assert all(quantized[:FLOAT_LAYERS])  # an ordinary run's int8 quantizes its stem too
     assert error > 1e-3
     assert _quantized_outputs(out / "model.int8.onnx", HEAD_OPS), "an ordinary run's int8 graph quantizes its head"
+
+
+def test_a_quant_aware_run_leaves_palettes_out_of_its_default_export(quant_aware_run, tmp_path):
+    """Palettes cannot hold the run's int8 grid: the default Core ML set skips them and says why; named, one builds."""
+    pytest.importorskip("coremltools")
+    from facederm.export import export_run
+
+    default = export_run(quant_aware_run, out_dir=tmp_path / "default", targets=["coreml"], precisions=None)
+    records = {r.precision: r for r in default.records}
+    assert records["palettize6"].status == "skipped" and "int8 grid" in records["palettize6"].error
+    assert not (tmp_path / "default" / "model.palettize6.mlpackage").exists()
+    assert records["int8-weights"].status == "ok"
+
+    named = export_run(
+        quant_aware_run, out_dir=tmp_path / "named", targets=["coreml"], precisions=["palettize6"], min_agreement=0
+    )
+    assert [(r.precision, r.status) for r in named.records] == [("palettize6", "ok")]
