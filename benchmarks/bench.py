@@ -1,10 +1,5 @@
-"""``run_bench``: the Python entry point behind ``facederm-bench`` (the CLI only parses and prints).
-
-PATH -> an export dir (a run dir is exported first); the evaluation images are preprocessed once; the plan gives the
-rows, each with the registered measurements that apply. Repeats are interleaved (repeat 1 of every row, then repeat 2
-...), so a slow spell on a shared machine spreads over all rows; each (row, repeat) runs in a fresh process. Rows are
-then collated (medians, min-max, tool ratios) into ``results.json`` and the reports.
-"""
+"""``run_bench``, behind ``facederm-bench``: PATH -> an export dir, the plan's rows, each (row, repeat) in a fresh process
+with repeats interleaved across rows (a slow spell spreads over all), then collated into results.json and the reports."""
 
 from __future__ import annotations
 
@@ -84,12 +79,15 @@ class BenchOutcome:
     files: dict[str, Path] = field(default_factory=dict)
 
 
+SYNTHETIC = (
+    "The evaluation images are SYNTHETIC (procedural blobs): accuracy figures say nothing about clinical "
+    "performance. Run on real data with --eval-data pad-ufes-20:DIR or folder:DIR."
+)
 Step = tuple[str, RowSpec, int, list[Measurement]]  # (where: "worker" | "parent", row, repeat, measurements)
 
 
 def build_steps(rows: list[RowSpec], settings: Settings, measured: dict[str, Measured]) -> list[Step]:
-    """Per repeat, each row's process then its per-repeat parent measurements; last, the once-per-row ones. A
-    measurement that concerns a row but cannot run there is recorded as skipped, with the reason."""
+    """Per repeat, each row's process then its parent measurements; last, the once-per-row ones (skips recorded)."""
 
     def pick(row: RowSpec, where: str, every_repeat: tuple[bool, ...]) -> list[Measurement]:
         chosen = []
@@ -133,15 +131,12 @@ def run_worker(row: RowSpec, settings: Settings, repeat: int, names: list[str], 
 def _reference_key(rows: list[RowSpec], measured: dict[str, Measured]) -> str:
     """The baseline when it produced probabilities, else the first fp32 row that did."""
     scored = [r for r in rows if measured[r.key].first("predict").get("probabilities")]
-    chosen = next((r for r in scored if r.is_baseline), None) or next(
-        (r for r in scored if r.precision == "fp32"), None
-    )
-    return chosen.key if chosen else (rows[0].key if rows else "")
+    chosen = [r for r in scored if r.is_baseline] + [r for r in scored if r.precision == "fp32"] + rows
+    return chosen[0].key if chosen else ""
 
 
 def execute(
     steps: list[Step],
-    rows: list[RowSpec],
     settings: Settings,
     measured: dict[str, Measured],
     eval_data: EvalData | None,
@@ -149,7 +144,7 @@ def execute(
     progress: Progress,
 ) -> str:
     """Run every step; returns the reference row's key."""
-    reference = ""
+    reference, rows = "", [m.row for m in measured.values()]
     for done, (where, row, repeat, chosen) in enumerate(steps):
         when = "(accuracy)" if repeat >= settings.repeats else f"repeat {repeat + 1}/{settings.repeats}"
         progress(done, len(steps), f"{row.key} {when}: {', '.join(m.name for m in chosen)}")
@@ -198,21 +193,12 @@ def _tool(measured: Measured, name: str, latency: Stat | None, throughput: Stat 
         skip = measured.skipped.get(name)
         return ToolResult(tool=name, status="skipped", reason=skip) if skip else None
     p50, ips = Stat.of(measured.values(name, "p50")), Stat.of(measured.values(name, "throughput_ips"))
-    return ToolResult(
-        runs[0].get("tool", name),
-        "ok",
-        "",
-        runs[0].get("command", ""),
-        p50,
-        ips,
-        _ratio(latency, p50),
-        _ratio(throughput, ips),
-    )
+    tool, command = runs[0].get("tool", name), runs[0].get("command", "")
+    return ToolResult(tool, "ok", "", command, p50, ips, _ratio(latency, p50), _ratio(throughput, ips))
 
 
 def collate(measured: Measured) -> Row:
-    """A row's raw per-repeat figures -> its :class:`Row`: medians and min-max, tool ratios, one status. A row is
-    failed if anything failed, ok if anything was measured (saying what was skipped), else skipped."""
+    """A row's per-repeat figures -> its :class:`Row`: failed if anything failed, ok if anything was measured."""
     spec = measured.row
     latency = {p: s for p in PERCENTILES if (s := Stat.of(measured.values("latency", p))) is not None}
     throughput = Stat.of(measured.values("throughput", "throughput_ips"))
@@ -257,8 +243,7 @@ def collate(measured: Measured) -> Row:
 
 
 def run_bench(path: str | Path, options: BenchOptions, *, progress: Progress | None = None) -> BenchOutcome:
-    """Benchmark every artifact of an export dir (or of a run dir, exported first) on every backend here; returns
-    the results and the files written under ``options.out``."""
+    """Benchmark every artifact of an export dir (a run dir: exported first) on every backend here."""
     started = time.perf_counter()
     out, path = options.out, Path(path)
     work = out / "work"
@@ -276,8 +261,7 @@ def run_bench(path: str | Path, options: BenchOptions, *, progress: Progress | N
     if spec:
         from facederm.training.ensemble import trained_splits
 
-        splits = trained_splits(source.run_dir) if source.run_dir else {}
-        have_run = source.run_dir is not None
+        splits, have_run = (trained_splits(source.run_dir), True) if source.run_dir else ({}, False)
         eval_data = prepare_eval(spec, card, splits, work, have_run=have_run, max_images=options.max_images)
     timings["eval_data_s"] = time.perf_counter() - t
 
@@ -298,7 +282,7 @@ def run_bench(path: str | Path, options: BenchOptions, *, progress: Progress | N
     steps = build_steps(rows, settings, measured)
     t = time.perf_counter()
     report = progress or (lambda _done, _total, _what: None)
-    reference = execute(steps, rows, settings, measured, eval_data, options.worker_timeout_s, report)
+    reference = execute(steps, settings, measured, eval_data, options.worker_timeout_s, report)
     timings["measure_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
 
@@ -320,10 +304,7 @@ def run_bench(path: str | Path, options: BenchOptions, *, progress: Progress | N
             "No evaluation data: accuracy columns are skipped (pass --eval-data pad-ufes-20:DIR or folder:DIR)."
         )
     elif eval_data.info.synthetic:
-        notes.append(
-            "The evaluation images are SYNTHETIC (procedural blobs): accuracy figures say nothing about clinical "
-            "performance. Run on real data with --eval-data pad-ufes-20:DIR or folder:DIR."
-        )
+        notes.append(SYNTHETIC)
     results = BenchResults(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         facederm_version=__version__,

@@ -1,12 +1,6 @@
-"""The one measurement interface of ``facederm-bench``, the built-in measurements, and a row's own process.
-
-A measurement is ``fn(ctx) -> figures`` registered with :func:`measurement`. ``"worker"`` ones run inside the row's
-own fresh process (:func:`main`), so memory and cold-load figures are that row's alone (``every_repeat=False``: the
-first repeat's process only); ``"parent"`` ones run in the bench process, with the worker figures at hand.
-``applies(row)`` says whether it concerns a row; ``skip(row, settings)`` why it cannot run there ("" = it can).
-Raising records a failure with its message. Modules listed in :data:`PLUGINS` are imported (in the bench and in every
-row's process) before the registry is read: their measurements, and backends they register, join the plan.
-"""
+"""The one measurement interface of ``facederm-bench`` (:func:`measurement`), the built-in measurements, and a row's
+own fresh process (:func:`main`: "worker" measurements run there, so memory and cold load are that row's alone;
+"parent" ones in the bench, with the worker figures at hand). Modules in :data:`PLUGINS` are imported first."""
 
 from __future__ import annotations
 
@@ -14,7 +8,6 @@ import importlib
 import json
 import resource
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +22,6 @@ import numpy as np
 from facederm.runtime import backends as runtime_backends
 from facederm.runtime.backends import Backend
 from facederm.runtime.backends.base import NativeTool
-from facederm.runtime.errors import FacedermError
 from facederm.runtime.metadata import CLINICAL_INPUT_NAME
 from facederm.runtime.probe import make_probe
 from facederm.runtime.schema import to_dict
@@ -41,10 +33,6 @@ PLUGINS: list[str] = []
 PERCENTILES = ("p50", "p90", "p99")
 CHUNK = 16  # evaluation images per call of the accuracy pass
 PAGE_IMAGES, PAGE_REPEATS = 8, 4  # the web page: images fed, times each
-
-
-class ToolError(FacedermError):
-    """A backend's own benchmark tool failed or printed nothing we can read."""
 
 
 @dataclass(frozen=True)
@@ -65,8 +53,7 @@ class Settings:
     work_dir: str = ""
 
     def time(self, fn: Callable[[], object], batch: int = 1) -> list[float]:
-        """Milliseconds per call of ``fn`` after warm-up, every latency figure's one clock: ``iterations`` calls
-        (batched loops make fewer, longer calls), else as many as fit in ``seconds``."""
+        """Milliseconds per call of ``fn`` after warm-up: ``iterations`` calls, else as many as fit in ``seconds``."""
         single = batch == 1
         iterations = self.iterations if single or not self.iterations else max(2, self.iterations // batch)
         for _ in range(self.warmup if single else max(1, self.warmup // 2)):
@@ -113,7 +100,7 @@ class Measured:
 
 
 def not_run_here(row: RowSpec, settings: Settings) -> str:
-    """The default skip: a row whose model does not run here skips every measurement, for the row's reason."""
+    """The default skip: a row that does not run here skips every measurement, for the row's reason."""
     return "" if row.runs_here else (row.failed or row.speed_skip)
 
 
@@ -133,8 +120,7 @@ REGISTRY: dict[str, Measurement] = {}
 
 
 def measurement(name: str, where: Literal["worker", "parent"], **options: Any) -> Callable[..., Any]:
-    """Register ``fn(ctx) -> figures``, its docstring as its description (``options``: the other
-    :class:`Measurement` fields); registration order is the order within a row."""
+    """Register ``fn(ctx) -> figures`` (raising: failed), its docstring its description; in registration order."""
 
     def register(fn: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[str, Any]]:
         REGISTRY[name] = Measurement(name, where, fn, " ".join((fn.__doc__ or "").split()), **options)
@@ -163,7 +149,7 @@ class Opened:
 
 
 def open_torch(row: RowSpec, threads: int) -> Opened:
-    """The run dir's weights in torch, fp32, eager, channels_last: the baseline (a CV dir: its fold ensemble)."""
+    """The baseline: the run dir's weights in torch, fp32, eager, channels_last (a CV dir: its fold ensemble)."""
     import torch
 
     from facederm.training.ensemble import is_cv_dir, load_trained
@@ -202,8 +188,7 @@ RUNNERS: dict[str, tuple[Callable[[RowSpec], list[str]], Callable[[RowSpec, int]
 
 @dataclass
 class Context:
-    """What a measurement sees: in a row's process the opened model; in the bench process the row's figures so far,
-    the evaluation data and the reference row's figures."""
+    """What a measurement sees: the opened model (worker), or the figures so far and the evaluation data (parent)."""
 
     row: RowSpec
     settings: Settings
@@ -223,8 +208,7 @@ class Context:
         return make_probe(seed=0, batch=n, size=self.settings.input_size)
 
     def call(self, run: Callable[..., np.ndarray], n: int, answers: bool = True) -> Callable[[], np.ndarray]:
-        """``run`` on ``n`` input images, ready to time; a clinical model also gets their recorded answers (without
-        ``answers``, or without evaluation data, it encodes "nothing answered" itself)."""
+        """``run`` on ``n`` input images, ready to time (with their recorded clinical answers, if ``answers``)."""
         x = self.input_batch(n)
         if not answers or not self.settings.eval_clinical:
             return lambda: run(x)
@@ -254,8 +238,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """A row's process, fresh per (row, repeat) so cold load and peak RSS are honest: reads the job the bench
-    wrote, writes ``{name: figures | {"error": ...}}``."""
+    """A row's process: reads the job the bench wrote, writes ``{name: figures | {"error": ...}}``."""
     job = json.loads(Path((sys.argv[1:] if argv is None else argv)[0]).read_text(encoding="utf-8"))
     Path(job["result"]).write_text(json.dumps(run_job(job)), encoding="utf-8")
 
@@ -298,8 +281,7 @@ def batch_throughput(ctx: Any) -> dict[str, Any]:
 @measurement("memory", "worker")
 def memory(ctx: Any) -> dict[str, Any]:
     """peak RSS of the row's own process after load + latency + throughput"""
-    # Before the evaluation pass: serving the model, not holding the evaluation set. Linux: VmHWM of this process
-    # (ru_maxrss survives exec, so a worker would report its parent's peak).
+    # Linux: VmHWM (ru_maxrss survives exec, so a worker would report its parent's peak).
     try:
         status = Path("/proc/self/status").read_text(encoding="ascii").splitlines()
         peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
@@ -309,7 +291,7 @@ def memory(ctx: Any) -> dict[str, Any]:
 
 
 def scored_natively(row: RowSpec) -> bool:
-    """Rows whose accuracy is computed here; rows that do not run here take the export's twin figures."""
+    """Rows whose accuracy is computed here; the others take the export's twin figures."""
     return bool(row.runner) or not row.parity
 
 
@@ -373,18 +355,8 @@ def native_tool(ctx: Any) -> dict[str, Any]:
     extra = {CLINICAL_INPUT_NAME: (s.clinical_width,)} if s.clinical_width else None
     same = {"threads": s.threads, "input_size": s.input_size, "seconds": s.tool_seconds, "options": row.options}
     device = None if row.device in ("-", "default") else row.device
-    figures, commands = [], []
-    for batch in (1, s.batch):  # batch 1 gives its median latency, batch B its throughput
-        commands.append(tool.command(row.path, device=device, batch=batch, extra_inputs=extra, **same))
-        try:
-            done = subprocess.run(commands[-1], capture_output=True, text=True, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise ToolError(f"{tool.name} did not finish within {timeout:.0f} s") from exc
-        output = done.stdout + done.stderr
-        figures.append(tool.parse(output))
-        if done.returncode != 0 or not figures[-1]:
-            tail = [line.strip() for line in output.splitlines() if "rror" in line][-1:] or ["no figures in its output"]
-            raise ToolError(f"{tool.name} exited {done.returncode}: {tail[0]}")
+    commands = [tool.command(row.path, device=device, batch=b, extra_inputs=extra, **same) for b in (1, s.batch)]
+    figures = [tool.run(command, timeout) for command in commands]  # batch 1: median latency; batch B: throughput
     shown = shlex.join([tool.name, *commands[0][1:]]).replace(shlex.quote(row.path), shlex.quote(row.display_path))
     return {
         "tool": tool.name,
@@ -395,7 +367,6 @@ def native_tool(ctx: Any) -> dict[str, Any]:
 
 
 def _parity_figures(parity: dict[str, Any]) -> dict[str, Any]:
-    """The columns an export parity record (:func:`facederm.export.parity.compute_parity`) gives; {}: none."""
     return {
         "agreement": parity.get("agreement"),
         "max_abs_prob_delta": parity.get("max_abs_prob_delta"),
@@ -438,7 +409,6 @@ def _twin_skip(row: RowSpec, settings: Settings) -> str:
 @measurement("twin", "parent", every_repeat=False, applies=lambda row: not row.runner, skip=_twin_skip)
 def twin(ctx: Any) -> dict[str, Any]:
     """accuracy columns from the export's twin parity figures (validated=twin)"""
-    # Rows whose backend cannot run here (Core ML off macOS); per-class recall from the reference on the same images.
     parity, reference = ctx.row.parity, ctx.reference("accuracy")
     base = reference.get("per_class_recall", {}) if reference.get("n_images") == parity.get("n_images") else {}
     figures = _parity_figures(parity)
@@ -480,8 +450,7 @@ def in_browser(ctx: Any) -> dict[str, Any]:
 
     from facederm.export.browser import measure_in_browser
 
-    # The first evaluation crops as PNGs (lossless, at the input size: the page's resize is a no-op), each several
-    # times; the page's own clock times the model run alone, as the native rows do.
+    # Lossless PNGs at the input size (the page's resize is a no-op); the page's clock times the model run alone.
     web, threads = Path(ctx.row.path), ctx.settings.threads
     with tempfile.TemporaryDirectory(prefix="facederm-page-") as tmp:
         crops = [Path(tmp) / f"eval{i}.png" for i in range(PAGE_IMAGES)]

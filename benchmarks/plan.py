@@ -12,7 +12,7 @@ from typing import Any
 
 from facederm.runtime import backends as runtime_backends
 from facederm.runtime.backends import Backend
-from facederm.runtime.layout import WEIGHTS_FILE, ArtifactRecord, Manifest, resolve_inside
+from facederm.runtime.layout import WEIGHTS_FILE, ArtifactRecord, FileEntry, Manifest, resolve_inside
 from facederm.runtime.schema import to_dict
 
 BASELINE_KEY = "torch:fp32@torch/cpu"
@@ -54,37 +54,27 @@ def baseline_row(run_dir: Path | None) -> RowSpec:
     """The torch fp32 eager row; skipped when no run dir holds the weights."""
     weights = run_dir / WEIGHTS_FILE if run_dir else None
     skip = "" if weights and weights.is_file() else "no run dir with the torch weights (pass --run RUN)"
-    return RowSpec(
-        key=BASELINE_KEY,
-        artifact="torch:fp32",
-        target="torch",
-        precision="fp32",
-        runner="" if skip else "torch",
-        backend="torch",
-        device="cpu",
-        path=str(run_dir or ""),
-        display_path=WEIGHTS_FILE if run_dir else "",
-        note="eager, channels_last, inference_mode",
-        size_bytes=weights.stat().st_size if weights and not skip else None,
-        speed_skip=skip,
-        accuracy_skip=skip,
-    )
+    size, runner = (weights.stat().st_size, "torch") if weights and not skip else (None, "")
+    where = (runner, "torch", "cpu", str(run_dir or ""), WEIGHTS_FILE if run_dir else "")
+    skips = {"speed_skip": skip, "accuracy_skip": skip, "note": "eager, channels_last, inference_mode"}
+    return RowSpec(BASELINE_KEY, "torch:fp32", "torch", "fp32", *where, size_bytes=size, **skips)
 
 
 def _row(
+    root: Path,
     record: ArtifactRecord,
     backend: type[Backend] | None,
-    path: Path | None,
-    display: str,
-    *,
-    artifact: str,
-    size: int,
     device: str | None,
+    *,
+    entry: FileEntry | None = None,
     validated: str = "native",
     skip: str = "",
 ) -> RowSpec:
-    """``record`` (or a graph among its files) on ``backend``. No backend, or one that cannot run here: a row that
-    says why (``skip``), with the export's twin figures where it recorded them."""
+    """``record`` (or ``entry``, a graph among its files) on ``backend``. No backend, or one that cannot run here: a
+    row that says why (``skip``), with the export's twin figures where it recorded them."""
+    file = entry.path if entry else record.path
+    artifact = f"{record.key}/{Path(file).suffix.lstrip('.')}" if entry else record.key
+    size = entry.bytes if entry else record.bytes + sum(f.bytes for f in record.files)
     twin_figures = record.validated == "twin" and record.parity is not None
     name, chosen, options, notes = "-", "-", {}, []
     if backend is not None:
@@ -112,8 +102,8 @@ def _row(
         runner="" if skip else "runtime",
         backend=name,
         device=chosen,
-        path=str(path or ""),
-        display_path=display,
+        path=str(resolve_inside(root, file)) if backend else "",
+        display_path=file,
         options=options,
         validated=("twin" if twin_figures else "none") if skip else validated,
         note="; ".join(notes),
@@ -129,27 +119,21 @@ def _row(
 def _artifact_rows(root: Path, record: ArtifactRecord, wanted: set[str] | None, device: str | None) -> list[RowSpec]:
     """One row per backend that reads ``record``, then one per graph among its files that another backend reads
     (TensorRT's Q/DQ ONNX beside its engine: the twin's graph, timed but saying nothing of TensorRT's speed)."""
-    size = record.bytes + sum(f.bytes for f in record.files)
     if record.status == "skipped":
         why = f"export skipped it: {record.error or record.validated_reason or 'no reason recorded'}"
-        return [_row(record, None, None, record.path, artifact=record.key, size=size, device=device, skip=why)]
-    path = resolve_inside(root, record.path)
-    readers = runtime_backends.readers(path, record.format)
+        return [_row(root, record, None, device, skip=why)]
+    readers = runtime_backends.readers(resolve_inside(root, record.path), record.format)
     validated = "twin" if record.validated == "twin" else "native"
-    rows = [
-        _row(record, b, path, record.path, artifact=record.key, size=size, device=device, validated=validated)
-        for b in readers
-        if wanted is None or b.name in wanted
-    ]
+    rows = [_row(root, record, b, device, validated=validated) for b in readers if wanted is None or b.name in wanted]
     if not readers:
-        why = f"no facederm backend reads format {record.format or record.path!r}"
-        rows.append(_row(record, None, None, record.path, artifact=record.key, size=size, device=device, skip=why))
+        rows.append(
+            _row(root, record, None, device, skip=f"no facederm backend reads format {record.format or record.path!r}")
+        )
     for entry in record.files:
-        graph = resolve_inside(root, entry.path)
-        artifact = f"{record.key}/{graph.suffix.lstrip('.')}"
+        others = [b for b in runtime_backends.readers(resolve_inside(root, entry.path)) if b not in readers][:1]
         rows += [
-            _row(record, b, graph, entry.path, artifact=artifact, size=entry.bytes, device=device, validated="twin")
-            for b in [b for b in runtime_backends.readers(graph) if b not in readers][:1]
+            _row(root, record, b, device, entry=entry, validated="twin")
+            for b in others
             if wanted is None or b.name in wanted
         ]
     return rows

@@ -44,15 +44,12 @@ def accuracy_vs_latency(results: BenchResults) -> Any | None:
     points = [(r.p50, 100 * r.accuracy.macro_recall) for r in rows]
     front = pareto_front(points)
     for i, (row, (x, y)) in enumerate(zip(rows, points)):
-        best = i in front
-        ax.scatter(
-            [x],
-            [y],
-            s=70 if best else 40,
-            marker="*" if best else "o",
-            color="tab:red" if best else "tab:blue",
-            zorder=3,
+        look = (
+            {"s": 70, "marker": "*", "color": "tab:red"}
+            if i in front
+            else {"s": 40, "marker": "o", "color": "tab:blue"}
         )
+        ax.scatter([x], [y], zorder=3, **look)
         ax.annotate(label(row), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
     xs, ys = [points[i][0] for i in front], [points[i][1] for i in front]
     ax.plot(xs, ys, "--", color="tab:red", label="Pareto front (faster and at least as accurate)", zorder=2)
@@ -67,9 +64,8 @@ def per_class_recall(results: BenchResults) -> Any | None:
     if not rows or not results.eval:
         return None
     labels, width = list(results.eval.labels), 0.8 / len(rows)
-    fig, ax = _figure(
-        results, "Per-class recall by artifact and backend", (max(7, 1.2 * len(labels) + 0.25 * len(rows)), 5)
-    )
+    size = (max(7, 1.2 * len(labels) + 0.25 * len(rows)), 5)
+    fig, ax = _figure(results, "Per-class recall by artifact and backend", size)
     for i, row in enumerate(rows):
         acc = row.accuracy
         values = [100 * (acc.per_class_recall.get(c) or 0.0) for c in labels]

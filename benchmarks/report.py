@@ -1,11 +1,5 @@
-"""Everything a bench run shows: results.json, results.csv, report.md, the PNG plots (:mod:`.plots`) and the
-terminal table.
-
-The files keep everything (the CSV median, min and max of repeated figures; report.md median (min-max), full
-reasons). The terminal table fits :data:`WIDTH` columns, one line per row: the figures people compare first, compressed
-rows' speed-up over the same backend's fp32 row beside the export gate's verdict, and one short line per reason under
-it (rows with the same reason share it). The export's placeholders for a precision a target lacks are not rows there.
-"""
+"""Everything a bench run shows: results.json, results.csv, report.md (everything: spreads, full reasons), the PNG
+plots (:mod:`.plots`) and the terminal table (within :data:`WIDTH` columns, one short line per reason under it)."""
 
 from __future__ import annotations
 
@@ -19,6 +13,7 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
+from facederm.export.parity import failed_checks, short_reason
 from facederm.runtime import backends as runtime_backends
 from facederm.runtime.errors import ConfigError
 from facederm.runtime.layout import REPORT_MD, RESULTS_CSV, RESULTS_JSON
@@ -69,8 +64,7 @@ def is_subgraph(row: Row) -> bool:
 
 
 def fp32_reference(rows: list[Row], row: Row) -> Row | None:
-    """The timed fp32 row of the same backend and device and the same target (or the one it copies) that ``row``'s
-    speed is compared with; None for the baseline, fp32 rows themselves and sub-graphs."""
+    """The timed fp32 row of the same backend, device and target (or the one it copies) ``row`` is compared with."""
     base = FP32_OF.get(row.target, row.target)
     if (
         row.p50 is None
@@ -166,7 +160,6 @@ def _status(row: Row) -> str:
 
 
 def _sections(results: BenchResults) -> list[str]:
-    """Setup, speed, accuracy, tools and speed-up sections of report.md."""
     env, cfg, ev, rows = results.environment, results.config, results.eval, results.rows
     labels = list(ev.labels) if ev else []
     kind = "SYNTHETIC images" if ev and ev.synthetic else "real images"
@@ -282,8 +275,7 @@ def write_reports(results: BenchResults, out: Path, *, plots: bool = True) -> di
 
 
 # -- the terminal table -------------------------------------------------------------------------------------------
-#: The backend that runs a target's artifacts natively where it is not named as the target: ``@backend`` is shown
-#: only for another one (TensorRT's ONNX graph run by onnxruntime: ``tensorrt:int8@ort``).
+#: The backend that runs a target's artifacts where it is not named as the target; another one is shown as ``@ort``.
 HOME_BACKEND = {"onnx": "onnxruntime", "onnx-mobile": "onnxruntime", "tensorrt-engine": "tensorrt"}
 #: Why a row is slower than its fp32 reference where that is known: target -> (ISA flags the host needs one of, why).
 SLOWER_BECAUSE = {
@@ -294,30 +286,9 @@ SLOWER_BECAUSE = {
 }
 SLOWER = 0.9  # a ratio under this is "slower" (timings vary 10 % between runs)
 _LACKS_PRECISION = re.compile(r"\bhas no \S+ \(it has ")
-_GATE = re.compile(r"\b(?:fidelity|parity) gate:")  # older exports wrote "parity gate"
-#: The gate's and the twin's reasons, shortened for the lines under the table (report.md keeps them whole).
-_SHORTER = (
-    (r"^export failed: (?:fidelity|parity) gate:", "export gate:"),
-    (r" \(only \d+ inputs, [^)]*\)", ""),
-    (
-        r"agreement (\S+) of (\d+) inputs \((\d+) changed\), 95% lower bound (\S+) < --min-agreement (\S+)",
-        r"agree \1 (\3 of \2 changed), lower bound \4 < \5",
-    ),
-    (r"argmax agreement (\S+) \(< --min-agreement (\S+)\)", r"agree \1 < \2"),
-    (
-        r"harm shown: macro recall delta (\S+) points, 95% CI (\[[^]]*\]) on \d+ test images lies entirely below 0",
-        r"recall \1 pts, CI \2 < 0",
-    ),
-    (
-        r"macro recall delta (\S+) points, 95% CI (\[[^]]*\]) on \d+ test images: a drop beyond --max-drop (\S+) "
-        r"with a CI that excludes 0",
-        r"recall \1 pts (> \3), CI \2 excludes 0",
-    ),
-    (r"(\S+) recall dropped (\S+) points \(> --max(?:-class)?-drop (?:\S+=)?(\S+)\)", r"\1 recall -\2 pts > \3"),
-    (
-        r"(\S+)'s (?:ONNX graph|twin) run by (\S+): the twin's numbers, NOT (\S+) speed",
-        r"\1's graph run by \2 (the twin): NOT \3 speed",
-    ),
+_TWIN = (
+    r"(\S+)'s (?:ONNX graph|twin) run by (\S+): the twin's numbers, NOT (\S+) speed",
+    r"\1's graph run by \2 (the twin): NOT \3 speed",
 )
 COLUMNS = (
     "row|status|acc.|MB|p50\nms|vs\nfp32|export\ngate|img/s\n@{batch}|RSS\nMB|recall\n%|delta\npts|agree\n%|/tool\np50"
@@ -331,8 +302,7 @@ def shown_rows(results: BenchResults) -> list[Row]:
 
 
 def row_name(row: Row) -> str:
-    """``onnx:int8``, ``tensorrt:int8@ort``, ``onnx:fp32@ort/cuda``: the artifact, and its backend and device where
-    they are not the format's own on the CPU."""
+    """``onnx:int8``, ``tensorrt:int8@ort``, ``onnx:fp32@ort/cuda``: backend and device only where not the home's."""
     name = row.artifact.replace("/qdq-onnx", "/qdq")  # results.json files of older versions
     device = row.device if row.device.lower() not in ("cpu", "-", "default", "") else ""
     if row.backend not in ("-", row.target, HOME_BACKEND.get(row.target)) or device:
@@ -357,23 +327,10 @@ def _no_ratio_note(rows: list[Row], row: Row) -> str:
 
 
 def gate_verdict(row: Row) -> str:
-    """The export gate's verdict: ``pass`` (listed ok), ``FAIL`` and what failed (``agree``, ``recall``, a class),
-    ``-`` where it never reached the gate, ``ref`` for the baseline."""
+    """``pass``, ``FAIL`` and what failed, ``-`` where the artifact never reached the gate, ``ref`` for the baseline."""
     if row.key == BASELINE_KEY:
         return "ref"
-    parts = _GATE.split(row.reason, maxsplit=1)
-    failed = []
-    for reason in (p.strip() for p in parts[1].split(";") if p.strip()) if len(parts) == 2 else ():
-        if reason.startswith(("agreement", "argmax agreement")):
-            failed.append("agree")
-        elif reason.startswith(("harm shown", "macro recall")):
-            failed.append("recall")
-        elif match := re.match(r"(\S+) recall dropped", reason):
-            failed.append(match.group(1))
-        else:
-            failed.append("non-finite" if "non-finite" in reason else reason.split()[0])
-    failed = list(dict.fromkeys(failed))
-    if failed:
+    if failed := failed_checks(row.reason):
         return f"FAIL {failed[0]}" + (f"+{len(failed) - 1}" if len(failed) > 1 else "")
     return "-" if row.reason.startswith(("export failed", "export skipped")) else "pass"
 
@@ -384,24 +341,14 @@ def results_table(results: BenchResults) -> Table:
     title = (
         f"facederm-bench: {cfg.threads} threads, batch 1 latency, img/s at batch {cfg.batch}, {cfg.repeats} "
         f"repeat{'s' if cfg.repeats != 1 else ''}"
-    )
-    if ev is not None:
-        title += f"; {ev.n_images} eval images{' (SYNTHETIC)' if ev.synthetic else ''}"
+    ) + (f"; {ev.n_images} eval images{' (SYNTHETIC)' if ev.synthetic else ''}" if ev is not None else "")
     caption = (
         "vs fp32: speed-up over the same backend's fp32 row. export gate: the export's gate verdict. acc.: "
         "native or twin figures. delta: macro recall points vs torch fp32. /tool: facederm p50 / the backend's "
         "own tool. *: below. Load times, spreads, CIs, per-class recall, full reasons: report.md, results.csv."
     )
-    table = Table(
-        title=title,
-        caption=caption,
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        padding=(0, 1),
-        collapse_padding=True,
-        caption_justify="left",
-    )
+    look = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "padding": (0, 1), "collapse_padding": True}
+    table = Table(title=title, caption=caption, caption_justify="left", **look)
     for name in COLUMNS.split("|"):
         fit = {"max_width": 24, "overflow": "ellipsis"} if name == "row" else {}
         justify = "left" if name in LEFT else "right"
@@ -409,17 +356,14 @@ def results_table(results: BenchResults) -> Table:
     rows = shown_rows(results)
     for r in rows:
         a, ratio = r.accuracy, speedup(rows, r)
-        if ratio is None:
-            vs_fp32 = "-*" if _no_ratio_note(rows, r) else "-"
-        else:
-            vs_fp32 = f"{ratio:.2f}x" + ("*" if _slower_note(results, rows, r) else "")
+        vs_fp32 = f"{ratio:.2f}x" + ("*" if _slower_note(results, rows, r) else "") if ratio is not None else "-"
         table.add_row(
             row_name(r),
             r.status + ("*" if r.reason else ""),  # the reasons are listed under the table
             r.validated,
             num(r.size_mb, 1),
             stat(r.latency_ms.get("p50"), 2, spread=False),
-            vs_fp32,
+            vs_fp32 + ("*" if ratio is None and _no_ratio_note(rows, r) else ""),
             gate_verdict(r),
             stat(r.throughput_ips, 0, spread=False),
             stat(r.peak_rss_mb, 0, spread=False),
@@ -433,23 +377,19 @@ def results_table(results: BenchResults) -> Table:
 
 
 def _short(reason: str) -> str:
-    for pattern, short in _SHORTER:
-        reason = re.sub(pattern, short, reason)
-    return reason
+    return re.sub(*_TWIN, short_reason(reason))
 
 
 def reasons(results: BenchResults) -> list[str]:
-    """One short line per reason behind the table's asterisks (``rows: reason``), rows with the same reason on one
-    line, each within ``WIDTH - 4`` columns."""
+    """One short line per reason behind the table's asterisks (``rows: reason``), within ``WIDTH - 4`` columns."""
     rows = shown_rows(results)
     grouped: dict[str, list[str]] = {}
     for r in rows:
-        if r.reason:
-            grouped.setdefault(_short(r.reason), []).append(row_name(r))
         note, ref = _slower_note(results, rows, r), fp32_reference(rows, r)
         if note and ref is not None:
-            grouped.setdefault(f"{speedup(rows, r):.2f}x vs {row_name(ref)}: {note}", []).append(row_name(r))
-        if _no_ratio_note(rows, r):
-            grouped.setdefault(_short(_no_ratio_note(rows, r)), []).append(row_name(r))
+            note = f"{speedup(rows, r):.2f}x vs {row_name(ref)}: {note}"
+        for reason in (_short(r.reason), note, _short(_no_ratio_note(rows, r))):
+            if reason:
+                grouped.setdefault(reason, []).append(row_name(r))
     lines = (" ".join(f"{', '.join(names)}: {reason}".split()) for reason, names in grouped.items())
     return [line if len(line) <= WIDTH - 4 else line[: WIDTH - 7].rstrip() + "..." for line in lines]

@@ -1,9 +1,5 @@
-"""Every benchmark script, one combined JSON: ``python -m facederm.benchmarks.run_all --quick --out DIR``.
-
-Each script is one entry of :data:`SCRIPTS`: its module, how to call it (a function with keyword arguments, or its
-command line with ``--json`` in a fresh process, for the checks that measure their own process), its quick and full
-settings. A script that is missing or fails is recorded with the reason; the others still run.
-"""
+"""Every benchmark script, one combined JSON: ``python -m facederm.benchmarks.run_all --quick --out DIR``. A script
+that is missing or fails is recorded with the reason; the others still run."""
 
 from __future__ import annotations
 
@@ -17,9 +13,9 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 
@@ -37,15 +33,14 @@ COMBINED_SCHEMA = "facederm.bench-all/1"
 COMBINED_FILE = "all-results.json"
 
 
-@dataclass(frozen=True)
-class Script:
-    """``call``: the name of its function, or "cli" (``python -m module ARGS --json``: JSON on stdout's last line)."""
+class Script(NamedTuple):
+    """``call``: its function's name, or "cli" (``python -m module ARGS --json`` in a fresh process)."""
 
     name: str
     module: str
     call: str
-    quick: dict[str, Any] | list[str] = field(default_factory=dict)
-    full: dict[str, Any] | list[str] = field(default_factory=dict)
+    quick: dict[str, Any] | list[str] = {}
+    full: dict[str, Any] | list[str] = {}
 
 
 def bench(out_dir: Path, **kwargs: Any) -> dict[str, Any]:
@@ -73,7 +68,7 @@ SCRIPTS: list[Script] = [
 
 
 def _call(fn: Callable[..., Any], out: Path, threads: int, settings: dict[str, Any]) -> Any:
-    """``fn`` with the settings it takes (scripts evolve: a setting one lacks is dropped), threads and out_dir too."""
+    """``fn`` with the settings it takes (a setting it lacks is dropped), threads and out_dir too."""
     params = inspect.signature(fn).parameters
     kwargs = {**settings, "threads": threads, "out_dir": out}
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -120,15 +115,9 @@ def run_all(
     unknown = sorted(set(only or []) - {s.name for s in SCRIPTS})
     if unknown:
         raise ConfigError(f"unknown script(s) {', '.join(unknown)}; known: {', '.join(s.name for s in SCRIPTS)}")
-    combined: dict[str, Any] = {
-        "schema": COMBINED_SCHEMA,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "facederm_version": __version__,
-        "quick": quick,
-        "threads": threads,
-        "environment": asdict(describe_environment(threads)),
-        "scripts": {},
-    }
+    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    combined: dict[str, Any] = {"schema": COMBINED_SCHEMA, "created": created, "facederm_version": __version__}
+    combined.update(quick=quick, threads=threads, environment=asdict(describe_environment(threads)), scripts={})
     for script in (s for s in SCRIPTS if not only or s.name in only):
         echo(f"{script.name} ({script.module}) ...")
         combined["scripts"][script.name] = outcome = run_script(script, out, quick, threads)

@@ -1,9 +1,5 @@
-"""How much does ``Model.predict`` cost over the raw backend call? (target: at most 1.10x)
-
-Exports a real-size classifier (timm ``mobilenetv3_large_100`` at 300x300, random weights) in fp32, then times,
-interleaved in one process with the same threads, on every backend with a bare call (:meth:`Backend.bare_call`):
-that call on a ready float32 tensor against ``model.predict(uint8 HxWx3 array)``, which adds facederm's conversion,
-batching and result building. Reports medians and the ratio.
+"""How much does ``Model.predict`` (uint8 image: conversion, batching, result) cost over each backend's bare call on a
+ready tensor? Interleaved in one process, same threads, fp32 exports of a random-weight timm model; target <= 1.10x.
 
     python -m facederm.benchmarks.runtime_overhead --iterations 200 --out runtime_overhead.json
 """
@@ -35,33 +31,22 @@ TARGETS = ("onnx", "openvino")
 
 
 def _measure(
-    raw: Callable[[np.ndarray], Any],
-    predict: Callable[[np.ndarray], Any],
-    image: np.ndarray,
-    tensor: np.ndarray,
-    iterations: int,
-    warmup: int,
+    calls: dict[str, tuple[Callable[[np.ndarray], Any], np.ndarray]], iterations: int, warmup: int
 ) -> dict[str, float]:
+    """Median and p90 ms of each call, interleaved with the first alternating so drift hits both alike."""
     for _ in range(warmup):
-        raw(tensor)
-        predict(image)
-    raw_s: list[float] = []
-    predict_s: list[float] = []
+        for fn, arg in calls.values():
+            fn(arg)
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for i in range(iterations):
-        # Interleaved, alternating which goes first, so drift and cache effects hit both alike.
-        order = ((raw, tensor, raw_s), (predict, image, predict_s))
-        for fn, arg, sink in order if i % 2 == 0 else order[::-1]:
+        for name in list(calls)[:: 1 if i % 2 == 0 else -1]:
+            fn, arg = calls[name]
             start = time.perf_counter()
             fn(arg)
-            sink.append(time.perf_counter() - start)
-    raw_ms, predict_ms = statistics.median(raw_s) * 1e3, statistics.median(predict_s) * 1e3
-    return {
-        "raw_ms_median": round(raw_ms, 4),
-        "predict_ms_median": round(predict_ms, 4),
-        "ratio": round(predict_ms / raw_ms, 4),
-        "raw_ms_p90": round(float(np.percentile(raw_s, 90)) * 1e3, 4),
-        "predict_ms_p90": round(float(np.percentile(predict_s, 90)) * 1e3, 4),
-    }
+            times[name].append((time.perf_counter() - start) * 1e3)
+    out = {f"{n}_ms_median": round(statistics.median(t), 4) for n, t in times.items()}
+    out["ratio"] = round(out["predict_ms_median"] / out["raw_ms_median"], 4)
+    return {**out, **{f"{n}_ms_p90": round(float(np.percentile(t, 90)), 4) for n, t in times.items()}}
 
 
 def run(
@@ -95,22 +80,19 @@ def run(
                 continue
             model = load(path, backend=backend.name, threads=threads, **options)
             raw = backend.bare_call(path, device=None, threads=threads, options=options)
-            results[backend.name] = _measure(raw, model.predict, image, tensor, iterations, warmup)
-    result = {
-        "benchmark": "runtime_overhead",
-        "arch": arch,
-        "input_size": size,
-        "iterations": iterations,
-        "threads": threads,
-        "precision_hint": precision_hint,
-        "target_ratio": TARGET_RATIO,
-        "backends": results,
-        "passed": all(b["ratio"] <= TARGET_RATIO for b in results.values()),
-        "environment": asdict(describe_environment(threads)),
-    }
+            results[backend.name] = _measure(
+                {"raw": (raw, tensor), "predict": (model.predict, image)}, iterations, warmup
+            )
+    result = {"benchmark": "runtime_overhead", "arch": arch, "input_size": size, "iterations": iterations}
+    result.update(threads=threads, precision_hint=precision_hint, target_ratio=TARGET_RATIO, backends=results)
+    result.update(passed=all(b["ratio"] <= TARGET_RATIO for b in results.values()))
+    result["environment"] = asdict(describe_environment(threads))
     if out:
         Path(out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
+
+
+JSON_FILE = click.Path(dir_okay=False, path_type=Path)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -123,11 +105,7 @@ def run(
     "--precision-hint", help="Backend precision hint for both sides (OpenVINO INFERENCE_PRECISION_HINT, e.g. f32)."
 )
 @common_option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("runtime_overhead.json"),
-    show_default=True,
-    help="(the JSON results)",
+    "--out", type=JSON_FILE, default=Path("runtime_overhead.json"), show_default=True, help="(the JSON results)"
 )
 @common_option("--json", "as_json", is_flag=True)
 @debug_option()

@@ -1,9 +1,5 @@
-"""The results schema (``facederm.bench/1``): one :class:`Row` per (artifact, backend, device).
-
-``results.json`` is these dataclasses written with :func:`facederm.runtime.schema.to_dict` and read back strictly
-(:meth:`BenchResults.load`). Units are in the field names (``_ms``, ``_mb``, ``_ips`` = images per second); recall,
-precision and their deltas are fractions.
-"""
+"""The results schema (``facederm.bench/1``): one :class:`Row` per (artifact, backend, device), units in the field
+names (``_ms``, ``_mb``, ``_ips`` = images per second); recall, precision and their deltas are fractions."""
 
 from __future__ import annotations
 
@@ -45,8 +41,7 @@ class Stat:
 
 @dataclass(frozen=True)
 class Accuracy:
-    """Accuracy on the evaluation images and agreement with the reference row; ``validated``: ``native`` (this
-    row's backend ran the images here) or ``twin`` (the export's parity figures; what they lack is null)."""
+    """Accuracy and agreement with the reference row: ``native`` (run here) or ``twin`` (the export's parity figures)."""
 
     validated: Validated
     source: str
@@ -66,8 +61,7 @@ class Accuracy:
 
 @dataclass(frozen=True)
 class ToolResult:
-    """The same artifact timed by another tool (``benchmark_app``, a bare ORT session, the web page); ratios are
-    facederm / tool (latency 1.05: facederm 5 % slower)."""
+    """The same artifact timed by another tool (``benchmark_app``, a bare call, the web page); ratios facederm / tool."""
 
     tool: str
     status: Status
@@ -160,17 +154,8 @@ def describe_environment(threads: int, cpuinfo: Path = CPUINFO) -> Environment:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
-    return Environment(
-        cpu["model"],
-        cpu["logical_cpus"],
-        cpu["physical_cores"],
-        cpu["usable_cpus"],
-        cpu["isa"],
-        platform.platform(),
-        platform.python_version(),
-        versions,
-        threads,
-    )
+    hardware = (cpu["model"], cpu["logical_cpus"], cpu["physical_cores"], cpu["usable_cpus"], cpu["isa"])
+    return Environment(*hardware, platform.platform(), platform.python_version(), versions, threads)
 
 
 @dataclass(frozen=True)

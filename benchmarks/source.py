@@ -1,11 +1,5 @@
-"""What is benchmarked: PATH as an export dir (a run dir is exported first), its run dir, the evaluation images.
-
-An export dir records only its run dir's name (``manifest.source_run``): the run dir with the baseline's weights is
-found beside it (or given with ``--run``) and accepted only when its card matches the manifest's. The evaluation
-images go through the runtime's one preprocessing once, into a uint8 NCHW ``.npy`` that each row's process maps:
-the run's test split when the data holds it, else every image the run did not train or validate on, never a training
-image. A model with clinical fields also gets the images' recorded answers, encoded by its card's schema.
-"""
+"""What is benchmarked: PATH as an export dir (a run dir is exported first), the run dir with the baseline's weights
+(beside it or ``--run``, only if its card matches), and the evaluation images, preprocessed once into a ``.npy``."""
 
 from __future__ import annotations
 
@@ -97,7 +91,7 @@ def prepare_eval(
     have_run: bool = True,
     max_images: int | None = None,
 ) -> EvalData:
-    """Open ``spec``, pick the evaluation images, preprocess them into ``work_dir``."""
+    """Open ``spec``, pick the evaluation images (the test split, else never a training image), preprocess them."""
     from facederm.export.calibration import ImageSet
     from facederm.training.data import open_dataset
 
@@ -108,11 +102,8 @@ def prepare_eval(
     selection = "the run's test split"
     if not chosen:
         chosen = [s for s in dataset.samples if s.image_id not in seen]
-        selection = (
-            "all images the run did not train or validate on"
-            if have_run
-            else "all images (no run dir, so training images cannot be excluded)"
-        )
+        no_run = "all images (no run dir, so training images cannot be excluded)"
+        selection = "all images the run did not train or validate on" if have_run else no_run
     unknown = sorted({s.label for s in chosen} - set(card.labels))
     chosen = [s for s in chosen if s.label in card.labels]
     if max_images and len(chosen) > max_images:

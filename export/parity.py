@@ -16,6 +16,7 @@ Units: ``agreement`` and every ``*_delta`` are fractions (0.01 = one point); thr
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -303,6 +304,51 @@ def gate_verdict(parity: Parity, rules: GateRules) -> tuple[str | None, str]:
     if failures:
         return "fidelity gate: " + "; ".join(failures), "failed: " + "; ".join(failures)
     return None, "passed: " + "; ".join(passes)
+
+
+#: The gate's reasons in short (terminal lines; the reports keep them whole); older exports wrote "parity gate".
+_SHORT = (
+    (r"^export failed: (?:fidelity|parity) gate:", "export gate:"),
+    (r" \(only \d+ inputs, [^)]*\)", ""),
+    (
+        r"agreement (\S+) of (\d+) inputs \((\d+) changed\), 95% lower bound (\S+) < --min-agreement (\S+)",
+        r"agree \1 (\3 of \2 changed), lower bound \4 < \5",
+    ),
+    (r"argmax agreement (\S+) \(< --min-agreement (\S+)\)", r"agree \1 < \2"),
+    (
+        r"harm shown: macro recall delta (\S+) points, 95% CI (\[[^]]*\]) on \d+ test images lies entirely below 0",
+        r"recall \1 pts, CI \2 < 0",
+    ),
+    (
+        r"macro recall delta (\S+) points, 95% CI (\[[^]]*\]) on \d+ test images: a drop beyond --max-drop (\S+) "
+        r"with a CI that excludes 0",
+        r"recall \1 pts (> \3), CI \2 excludes 0",
+    ),
+    (r"(\S+) recall dropped (\S+) points \(> --max(?:-class)?-drop (?:\S+=)?(\S+)\)", r"\1 recall -\2 pts > \3"),
+)
+
+
+def short_reason(reason: str) -> str:
+    """The gate's failure reasons within ``reason`` in a few words each."""
+    for pattern, short in _SHORT:
+        reason = re.sub(pattern, short, reason)
+    return reason
+
+
+def failed_checks(reason: str) -> list[str]:
+    """The gate's failed checks named in an artifact's ``reason``: "agree", "recall", a class, "non-finite"."""
+    parts = re.split(r"\b(?:fidelity|parity) gate:", reason, maxsplit=1)
+    failed = []
+    for part in (p.strip() for p in parts[1].split(";") if p.strip()) if len(parts) == 2 else ():
+        if part.startswith(("agreement", "argmax agreement")):
+            failed.append("agree")
+        elif part.startswith(("harm shown", "macro recall")):
+            failed.append("recall")
+        elif match := re.match(r"(\S+) recall dropped", part):
+            failed.append(match.group(1))
+        else:
+            failed.append("non-finite" if "non-finite" in part else part.split()[0])
+    return list(dict.fromkeys(failed))
 
 
 def parse_class_drops(items: Sequence[str], labels: Sequence[str]) -> dict[str, float]:

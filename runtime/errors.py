@@ -115,6 +115,10 @@ class MissingDependencyError(FacedermError, ImportError):
         super().__init__(f"{package} is not installed{why}: pip install 'facederm[{extra}]'")
 
 
+class ToolError(FacedermError):
+    """A backend's own benchmark program failed or printed nothing readable."""
+
+
 class ExportError(FacedermError):
     """An export target failed to convert or to validate."""
 

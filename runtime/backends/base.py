@@ -17,6 +17,7 @@ its own benchmark program (:attr:`Backend.native_tool`) and its library call wit
 from __future__ import annotations
 
 import shutil
+import subprocess
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..card import ModelCard
-from ..errors import BackendUnavailableError, ClinicalError, MetadataMismatchError
+from ..errors import BackendUnavailableError, ClinicalError, MetadataMismatchError, ToolError
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,19 @@ class NativeTool(ABC):
     @abstractmethod
     def parse(self, output: str) -> dict[str, float]:
         """``{"median_ms": ..., "throughput_ips": ...}`` (those found) from the program's output."""
+
+    def run(self, argv: list[str], timeout_s: float) -> dict[str, float]:
+        """Run ``argv`` (:meth:`command`) and read its figures; :class:`ToolError` when it fails or prints none."""
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise ToolError(f"{self.name} did not finish within {timeout_s:.0f} s") from exc
+        output = done.stdout + done.stderr
+        figures = self.parse(output)
+        if done.returncode != 0 or not figures:
+            tail = [line.strip() for line in output.splitlines() if "rror" in line][-1:] or ["no figures in its output"]
+            raise ToolError(f"{self.name} exited {done.returncode}: {tail[0]}")
+        return figures
 
 
 class Backend(ABC):
