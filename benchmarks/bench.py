@@ -11,20 +11,24 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from facederm.runtime.card import ModelCard
 from facederm.runtime.cpu import usable_cpus
-from facederm.runtime.errors import ConfigError
+from facederm.runtime.errors import ConfigError, DataError, ExportError, SchemaError
+from facederm.runtime.layout import CARD_FILE, MANIFEST_FILE, WEIGHTS_FILE, Manifest, is_export_dir, is_run_dir
 from facederm.runtime.version import __version__
 
 from .measure import PERCENTILES, Context, Measured, Measurement, Settings, registry
 from .plan import RowSpec, plan_rows
 from .report import write_reports
-from .schema import Accuracy, BenchConfig, BenchResults, Row, Stat, ToolResult, describe_environment
-from .source import EvalData, data_spec, prepare_eval, resolve_source
+from .schema import Accuracy, BenchConfig, BenchResults, EvalInfo, Row, Stat, ToolResult, describe_environment
 
 #: Caps the math libraries' threads in each row's process.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -33,10 +37,108 @@ WORKER = "from facederm.benchmarks.measure import main; main()"
 Progress = Callable[[int, int, str], None]
 
 
-@dataclass
-class BenchOptions:
-    """Every ``facederm-bench`` option; ``iterations`` (a count) or ``seconds`` (a budget) per timing loop."""
+# -- what is benchmarked: the export dir (a run dir: exported first), the run dir (--run, or found), the eval images
+EVAL_FILE = "eval-images.npy"
+EVAL_CLINICAL_FILE = "eval-clinical.npy"  # float32 [N, F]
+DEMO = "run facederm-bench without PATH for the demo"
+Splits = dict[str, list[str]]  # the run's image ids per split ("train", "val", "test")
 
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # "export" | "run"
+    export_dir: Path
+    run_dir: Path | None
+    manifest: Manifest
+
+
+def _same_model(run_dir: Path, card: ModelCard) -> bool:
+    try:
+        found = ModelCard.load(run_dir / CARD_FILE)
+    except SchemaError:
+        return False
+    return found.arch == card.arch and found.labels == card.labels and found.preprocessing == card.preprocessing
+
+
+def find_run_dir(export_dir: Path, manifest: Manifest, given: Path | None) -> Path | None:
+    """The run dir holding the torch weights of ``manifest``'s model, or None."""
+    if given is not None:
+        if not is_run_dir(given):
+            raise ConfigError(f"--run {given}: not a facederm run dir (needs {CARD_FILE} and {WEIGHTS_FILE})")
+        if not _same_model(given, manifest.card):
+            raise ConfigError(f"--run {given}: its model card does not match {export_dir / MANIFEST_FILE}")
+        return given
+    name = manifest.source_run
+    candidates = [export_dir.parent / name, export_dir / name, Path.cwd() / name] if name else []
+    return next((c for c in candidates if is_run_dir(c) and _same_model(c, manifest.card)), None)
+
+
+def resolve_source(path: Path, *, run_dir: Path | None, export_to: Path, targets: Sequence[str] = ("all",)) -> Source:
+    """Open PATH; a run dir is exported first into ``export_to``, gated on its own test split (not ``--eval-data``)."""
+    if is_export_dir(path):
+        manifest = Manifest.load(path / MANIFEST_FILE)
+        return Source("export", path, find_run_dir(path, manifest, run_dir), manifest)
+    if not is_run_dir(path):
+        dirs = f"neither an export dir ({MANIFEST_FILE}) nor a run dir ({CARD_FILE} + {WEIGHTS_FILE})"
+        raise ConfigError(f"{path}: {dirs}; train with facederm-train, export with facederm-export, or {DEMO}")
+    from facederm.export import export_run
+
+    export_run(path, out_dir=export_to, targets=list(targets), progress=False)
+    if not is_export_dir(export_to):
+        raise ExportError(f"{path}: export wrote no {MANIFEST_FILE} in {export_to}")
+    return Source("run", export_to, path, Manifest.load(export_to / MANIFEST_FILE))
+
+
+@dataclass(frozen=True)
+class EvalData:
+    info: EvalInfo
+    y_true: np.ndarray  # class index per image, in the card's label order
+    groups: np.ndarray  # patient id per image (the bootstrap's resampling unit)
+    tensor_path: Path
+    clinical_path: Path | None = None  # the images' encoded clinical answers (a model with clinical fields)
+
+
+def prepare_eval(
+    spec: str, card: ModelCard, splits: Splits, work: Path, *, have_run: bool = True, limit: int | None = None
+) -> EvalData:
+    """Open ``spec``, pick the evaluation images (the test split, else never a training image), preprocess them."""
+    from facederm.export.calibration import ImageSet
+    from facederm.training.data import open_dataset
+
+    label_set = card.data.get("label_set") if isinstance(card.data, dict) else None
+    dataset = open_dataset(spec, label_set=label_set) if label_set else open_dataset(spec)
+    test_ids, seen = set(splits.get("test", [])), set(splits.get("train", [])) | set(splits.get("val", []))
+    chosen = [s for s in dataset.samples if s.image_id in test_ids]
+    selection = "the run's test split"
+    if not chosen:
+        chosen = [s for s in dataset.samples if s.image_id not in seen]
+        no_run = "all images (no run dir, so training images cannot be excluded)"
+        selection = "all images the run did not train or validate on" if have_run else no_run
+    unknown = sorted({s.label for s in chosen} - set(card.labels))
+    chosen = [s for s in chosen if s.label in card.labels]
+    if limit and len(chosen) > limit:
+        chosen = sorted(chosen, key=lambda s: (s.patient_id, s.image_id))[:limit]
+        selection += f", first {limit} by patient id"
+    if not chosen:
+        raise DataError(f"{spec}: no evaluation image left ({selection}; labels not in the model: {unknown or 'none'})")
+    if unknown:
+        selection += f"; labels the model lacks were left out: {', '.join(unknown)}"
+    y_true = np.array([card.labels.index(s.label) for s in chosen], dtype=np.int64)
+    images = ImageSet(dataset, chosen, y_true, card.preprocessing, spec, schema=card.clinical)  # as the gate's
+    work.mkdir(parents=True, exist_ok=True)
+    np.save(work / EVAL_FILE, np.ascontiguousarray(np.stack(images.images()).transpose(0, 3, 1, 2), np.uint8))
+    clinical = images.clinical()  # each image's own recorded answers, encoded by the card's schema
+    if clinical is not None:
+        np.save(work / EVAL_CLINICAL_FILE, clinical)
+    counts, patients = Counter(s.label for s in chosen), len({s.patient_id for s in chosen})
+    per_class = {label: counts[label] for label in card.labels}
+    info = EvalInfo(spec, selection, bool(dataset.synthetic), len(chosen), patients, tuple(card.labels), per_class)
+    clinical_path = work / EVAL_CLINICAL_FILE if clinical is not None else None
+    return EvalData(info, y_true, images.patients, work / EVAL_FILE, clinical_path)
+
+
+@dataclass
+class BenchOptions:  # Every `facederm-bench` option; `iterations` (a count) or `seconds` (a budget) per timing loop.
     out: Path = Path("bench-results")
     data: str | None = None  # --eval-data
     backends: list[str] | None = None
@@ -58,14 +160,8 @@ class BenchOptions:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
-        for name, flag, least in (
-            ("batch", "batch-size", 1),
-            ("repeats", "repeats", 1),
-            ("warmup", "warmup", 0),
-            ("iterations", "iterations", 1),
-            ("threads", "threads", 1),
-        ):
-            value = getattr(self, name)
+        for name, least in (("batch", 1), ("repeats", 1), ("warmup", 0), ("iterations", 1), ("threads", 1)):
+            value, flag = getattr(self, name), "batch-size" if name == "batch" else name
             if value is not None and value < least:
                 raise ConfigError(f"--{flag} must be >= {least}, got {value}")
         if self.iterations is None and (self.seconds is None or self.seconds <= 0):
@@ -79,26 +175,21 @@ class BenchOutcome:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-SYNTHETIC = (
-    "The evaluation images are SYNTHETIC (procedural blobs): accuracy figures say nothing about clinical "
-    "performance. Run on real data with --eval-data pad-ufes-20:DIR or folder:DIR."
-)
+SYNTHETIC = "The evaluation images are SYNTHETIC (procedural blobs): accuracy figures say nothing about clinical \
+performance. Run on real data with --eval-data pad-ufes-20:DIR or folder:DIR."
+NO_DATA = "No evaluation data: accuracy columns are skipped (pass --eval-data pad-ufes-20:DIR or folder:DIR)."
+Figures = dict[str, Measured]  # row key -> its raw figures
 Step = tuple[str, RowSpec, int, list[Measurement]]  # (where: "worker" | "parent", row, repeat, measurements)
 
 
-def build_steps(rows: list[RowSpec], settings: Settings, measured: dict[str, Measured]) -> list[Step]:
+def build_steps(rows: list[RowSpec], settings: Settings, measured: Figures) -> list[Step]:
     """Per repeat, each row's process then its parent measurements; last, the once-per-row ones (skips recorded)."""
 
-    def pick(row: RowSpec, where: str, every_repeat: tuple[bool, ...]) -> list[Measurement]:
-        chosen = []
-        for m in registry().values():
-            if m.where == where and m.every_repeat in every_repeat and m.applies(row):
-                reason = m.skip(row, settings)
-                if reason:
-                    measured[row.key].skipped.setdefault(m.name, reason)
-                else:
-                    chosen.append(m)
-        return chosen
+    def pick(row: RowSpec, where: str, every: tuple[bool, ...]) -> list[Measurement]:
+        found = [m for m in registry().values() if m.where == where and m.every_repeat in every and m.applies(row)]
+        skips = {m.name: why for m in found if (why := m.skip(row, settings))}
+        measured[row.key].skipped = {**skips, **measured[row.key].skipped}  # the first reason stays
+        return [m for m in found if m.name not in skips]
 
     steps: list[Step] = []
     for repeat in range(settings.repeats):
@@ -128,7 +219,7 @@ def run_worker(row: RowSpec, settings: Settings, repeat: int, names: list[str], 
     return json.loads(result_path.read_text(encoding="utf-8"))
 
 
-def _reference_key(rows: list[RowSpec], measured: dict[str, Measured]) -> str:
+def _reference_key(rows: list[RowSpec], measured: Figures) -> str:
     """The baseline when it produced probabilities, else the first fp32 row that did."""
     scored = [r for r in rows if measured[r.key].first("predict").get("probabilities")]
     chosen = [r for r in scored if r.is_baseline] + [r for r in scored if r.precision == "fp32"] + rows
@@ -136,12 +227,7 @@ def _reference_key(rows: list[RowSpec], measured: dict[str, Measured]) -> str:
 
 
 def execute(
-    steps: list[Step],
-    settings: Settings,
-    measured: dict[str, Measured],
-    eval_data: EvalData | None,
-    timeout_s: float,
-    progress: Progress,
+    steps: list[Step], settings: Settings, measured: Figures, data: EvalData | None, timeout: float, progress: Progress
 ) -> str:
     """Run every step; returns the reference row's key."""
     reference, rows = "", [m.row for m in measured.values()]
@@ -149,12 +235,12 @@ def execute(
         when = "(accuracy)" if repeat >= settings.repeats else f"repeat {repeat + 1}/{settings.repeats}"
         progress(done, len(steps), f"{row.key} {when}: {', '.join(m.name for m in chosen)}")
         if where == "worker":
-            for name, value in run_worker(row, settings, repeat, [m.name for m in chosen], timeout_s).items():
+            for name, value in run_worker(row, settings, repeat, [m.name for m in chosen], timeout).items():
                 measured[row.key].add(name, value)
             continue
         if repeat >= settings.repeats and not reference:
             reference = _reference_key(rows, measured)
-        ctx = Context(row, settings, repeat, None, measured[row.key], eval_data, reference, measured)
+        ctx = Context(row, settings, repeat, None, measured[row.key], data, reference, measured)
         for m in chosen:
             try:
                 measured[row.key].add(m.name, m.run(ctx))
@@ -164,8 +250,7 @@ def execute(
     return reference or _reference_key(rows, measured)
 
 
-def _clean(value: Any) -> Any:
-    """NaN / inf -> None, recursively (JSON has no NaN)."""
+def _clean(value: Any) -> Any:  # NaN / inf -> None, recursively (JSON has no NaN)
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
@@ -179,8 +264,7 @@ def _ratio(ours: Stat | None, theirs: Stat | None) -> float | None:
 
 def _status(measured: Measured, names: tuple[str, ...], skip: str) -> tuple[str, str]:
     """failed with the first error; ok when a named measurement ran; else skipped."""
-    errors = [f"{n}: {measured.errors[n]}" for n in names if n in measured.errors]
-    if errors:
+    if errors := [f"{n}: {measured.errors[n]}" for n in names if n in measured.errors]:
         return "failed", errors[0]
     return ("ok", "") if any(measured.results.get(n) for n in names) else ("skipped", skip)
 
@@ -212,71 +296,49 @@ def collate(measured: Measured) -> Row:
     else:
         status, reason = "skipped", next((why for _, _, why in parts if why), "")
     raw = measured.first("accuracy") or measured.first("twin")
-    accuracy = (
-        Accuracy(**_clean({**raw, "delta_macro_recall_ci": tuple(raw["delta_macro_recall_ci"])})) if raw else None
-    )
+    ci = tuple(raw["delta_macro_recall_ci"]) if raw else ()
+    accuracy = Accuracy(**_clean({**raw, "delta_macro_recall_ci": ci})) if raw else None
     tools = [_tool(measured, m.name, latency.get("p50"), throughput) for m in registry().values() if m.tool]
     runs = [r for r in measured.results.get("latency", []) if r.get("samples_ms")]
     median_run = statistics.median_low([r["p50"] for r in runs]) if runs else None
-
-    load = {k: Stat.of(measured.values("load", k)) for k in ("import_ms", "cold_load_ms", "first_inference_ms")}
-    return Row(
-        **{k: getattr(spec, k) for k in ("key", "artifact", "target", "precision", "backend", "device", "note")},
-        **load,
-        path=spec.display_path,
-        status=status,
-        reason=reason,
-        validated=accuracy.validated if accuracy else spec.validated,
-        speed_status=speed[0],
-        speed_reason=speed[1],
-        accuracy_status=acc[0],
-        accuracy_reason=acc[1],
-        compute_precision=measured.first("load").get("compute_precision"),
-        size_mb=spec.size_bytes / 2**20 if spec.size_bytes else None,
-        latency_ms=latency,
-        throughput_ips=throughput,
-        peak_rss_mb=Stat.of(measured.values("memory", "peak_rss_mb")),
-        latency_samples_ms=next((tuple(map(float, r["samples_ms"])) for r in runs if r["p50"] == median_run), ()),
-        accuracy=accuracy,
-        tools=tuple(t for t in tools if t is not None),
-    )
+    row = {k: getattr(spec, k) for k in ("key", "artifact", "target", "precision", "backend", "device", "note")}
+    row.update({k: Stat.of(measured.values("load", k)) for k in ("import_ms", "cold_load_ms", "first_inference_ms")})
+    row.update(path=spec.display_path, status=status, reason=reason, speed_status=speed[0], speed_reason=speed[1])
+    row.update(validated=accuracy.validated if accuracy else spec.validated, accuracy_status=acc[0])
+    row.update(compute_precision=measured.first("load").get("compute_precision"), accuracy_reason=acc[1])
+    row.update(size_mb=spec.size_bytes / 2**20 if spec.size_bytes else None, throughput_ips=throughput)
+    row.update(peak_rss_mb=Stat.of(measured.values("memory", "peak_rss_mb")), accuracy=accuracy, latency_ms=latency)
+    samples = next((tuple(map(float, r["samples_ms"])) for r in runs if r["p50"] == median_run), ())
+    return Row(**row, latency_samples_ms=samples, tools=tuple(t for t in tools if t is not None))
 
 
 def run_bench(path: str | Path, options: BenchOptions, *, progress: Progress | None = None) -> BenchOutcome:
     """Benchmark every artifact of an export dir (a run dir: exported first) on every backend here."""
     started = time.perf_counter()
     out, path = options.out, Path(path)
-    work = out / "work"
-    work.mkdir(parents=True, exist_ok=True)
+    (work := out / "work").mkdir(parents=True, exist_ok=True)
     threads = options.threads or usable_cpus()
     if not path.exists():
         raise ConfigError(f"{path}: no such export dir or run dir")
     source = resolve_source(path, run_dir=options.run_dir, export_to=out / "export", targets=options.targets)
     timings = {"export_s" if source.kind == "run" else "open_s": time.perf_counter() - started}
-
-    t = time.perf_counter()
-    card = source.manifest.card
-    spec = data_spec(options.data, card)
+    t, card = time.perf_counter(), source.manifest.card
+    trained_on = card.data.get("spec") if isinstance(card.data, dict) else None
+    spec = options.data or trained_on or None  # --eval-data, else the data the run was trained on
     eval_data = None
     if spec:
         from facederm.training.ensemble import trained_splits
 
         splits, have_run = (trained_splits(source.run_dir), True) if source.run_dir else ({}, False)
-        eval_data = prepare_eval(spec, card, splits, work, have_run=have_run, max_images=options.max_images)
+        eval_data = prepare_eval(spec, card, splits, work, have_run=have_run, limit=options.max_images)
     timings["eval_data_s"] = time.perf_counter() - t
-
-    seconds = None if options.iterations else options.seconds
+    seconds, ev = None if options.iterations else options.seconds, eval_data
     timing = {k: getattr(options, k) for k in ("batch", "iterations", "warmup", "repeats", "tool_seconds")}
-    settings = Settings(
-        **timing,
-        seconds=seconds,
-        threads=threads,
-        input_size=card.input_size,
-        eval_tensor=str(eval_data.tensor_path) if eval_data else "",
-        eval_clinical=str(eval_data.clinical_path) if eval_data and eval_data.clinical_path else "",
-        clinical_width=card.clinical.width if card.clinical is not None else 0,
-        work_dir=str(work),
-    )
+    timing.update(seconds=seconds, threads=threads)
+    clinical = str(ev.clinical_path) if ev and ev.clinical_path else ""
+    width = card.clinical.width if card.clinical is not None else 0
+    inputs = {"eval_tensor": str(ev.tensor_path) if ev else "", "eval_clinical": clinical, "work_dir": str(work)}
+    settings = Settings(**timing, **inputs, input_size=card.input_size, clinical_width=width)
     rows = plan_rows(source.export_dir, source.manifest, source.run_dir, options.backends, options.device)
     measured = {row.key: Measured(row) for row in rows}
     steps = build_steps(rows, settings, measured)
@@ -285,35 +347,13 @@ def run_bench(path: str | Path, options: BenchOptions, *, progress: Progress | N
     reference = execute(steps, settings, measured, eval_data, options.worker_timeout_s, report)
     timings["measure_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
-
-    config = BenchConfig(
-        **timing,
-        source=str(path),
-        source_kind=options.source_kind or source.kind,
-        export_dir=str(source.export_dir),
-        run_dir=str(source.run_dir or ""),
-        data=spec or "",
-        seconds=seconds,
-        threads=threads,
-        backends=tuple(options.backends or ()),
-        command=options.command,
-    )
-    notes = ["facederm output is decision support for clinicians, not a diagnosis."]
-    if eval_data is None:
-        notes.append(
-            "No evaluation data: accuracy columns are skipped (pass --eval-data pad-ufes-20:DIR or folder:DIR)."
-        )
-    elif eval_data.info.synthetic:
-        notes.append(SYNTHETIC)
-    results = BenchResults(
-        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        facederm_version=__version__,
-        config=config,
-        environment=describe_environment(threads),
-        eval=eval_data.info if eval_data else None,
-        reference=reference,
-        rows=tuple(collate(measured[row.key]) for row in rows),
-        timings_s=timings,
-        notes=tuple(notes),
-    )
+    where: dict[str, Any] = {"source": str(path), "source_kind": options.source_kind or source.kind, "data": spec or ""}
+    where.update(export_dir=str(source.export_dir), run_dir=str(source.run_dir or ""), command=options.command)
+    config = BenchConfig(**timing, **where, backends=tuple(options.backends or ()))
+    note = NO_DATA if eval_data is None else SYNTHETIC if eval_data.info.synthetic else ""
+    notes = ("facederm output is decision support for clinicians, not a diagnosis.", *([note] if note else []))
+    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    rows_out = tuple(collate(measured[row.key]) for row in rows)
+    info, environment = eval_data.info if eval_data else None, describe_environment(threads)
+    results = BenchResults(created, __version__, config, environment, info, reference, rows_out, timings, notes)
     return BenchOutcome(results, out, write_reports(results, out, plots=options.plots))

@@ -20,27 +20,18 @@ from .report import reasons, results_table
 
 #: The demo's timing budget (under 3 minutes on 2 cores from a cold cache); options given explicitly win.
 DEMO_DEFAULTS = {"seconds": 1.0, "repeats": 2, "tool_seconds": 1.0}
-
-SYNTHETIC_NOTE = (
-    "The demo data is SYNTHETIC (procedural lesion-like blobs): its accuracy figures say nothing clinical.\n"
-    "Run on real data: facederm-bench RUN_DIR --eval-data pad-ufes-20:DIR   (or folder:DIR, one sub-folder per class)"
-)
-
-
-def _names(value: tuple[str, ...]) -> list[str] | None:
-    names = [n.strip() for v in value for n in v.split(",") if n.strip()]
-    return names or None
+SYNTHETIC_NOTE = """The demo data is SYNTHETIC (procedural lesion-like blobs): its accuracy figures say nothing \
+clinical.
+Run on real data: facederm-bench RUN_DIR --eval-data pad-ufes-20:DIR   (or folder:DIR, one sub-folder per class)"""
+BACKEND_HELP = "Repeatable or comma-separated (torch: the baseline); default: every backend that reads an artifact."
+TOOL = "(benchmark_app -t)."
+DIR = click.Path(path_type=Path)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 @common_option("--eval-data", "data", old=("--data",))
-@common_option(
-    "--backend",
-    "backends",
-    multiple=True,
-    help="Repeatable or comma-separated (torch: the baseline); default: every backend that reads an artifact.",
-)
+@common_option("--backend", "backends", multiple=True, help=BACKEND_HELP)
 @common_option("--batch-size", "batch", type=int, default=8, show_default=True, help="For throughput.")
 @common_option("--device", help="Default: each backend's CPU.")
 @click.option("--iterations", type=int, help="Timed calls per latency loop (instead of --seconds).")
@@ -48,24 +39,14 @@ def _names(value: tuple[str, ...]) -> list[str] | None:
 @click.option("--warmup", type=int, default=5, show_default=True, help="Untimed calls before each loop.")
 @click.option("--threads", type=int, help="Threads for every backend (default: every usable CPU).")
 @click.option("--repeats", default=3, show_default=True, help="Repeats, each in a fresh process; medians and min-max.")
-@click.option(
-    "--tool-seconds",
-    type=float,
-    default=3.0,
-    show_default=True,
-    help="Seconds for a backend's own tool (benchmark_app -t).",
-)
-@click.option(
-    "--run", "run_dir", type=click.Path(path_type=Path), help="Run dir of an export dir (the torch baseline)."
-)
+@click.option("--tool-seconds", default=3.0, show_default=True, help="Seconds for a backend's own tool " + TOOL)
+@click.option("--run", "run_dir", type=DIR, help="Run dir of an export dir (the torch baseline).")
 @click.option("--max-images", type=int, help="Cap the evaluation images (fast checks).")
-@common_option("--out", type=click.Path(path_type=Path), default=Path("bench-results"), show_default=True)
+@common_option("--out", type=DIR, default=Path("bench-results"), show_default=True)
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 @common_option("--json", "as_json", is_flag=True, help="(results.json to stdout; progress to stderr)")
 @debug_option()
-def main(
-    path: Path | None, backends: tuple[str, ...], no_plots: bool, as_json: bool, debug: bool, **given: Any
-) -> None:
+def main(path: Path | None, no_plots: bool, as_json: bool, debug: bool, **given: Any) -> None:
     """Benchmark PATH (an export dir, or a run dir exported first); no PATH: the cached demo model."""
     ctx, demo = click.get_current_context(), path is None
     if demo:  # the demo's budget where the option was left at its default
@@ -76,12 +57,9 @@ def main(
         console = Console(width=max(console.width, 160), stderr=as_json)
     started = time.perf_counter()
     with one_line_errors("facederm-bench", debug):
-        options = BenchOptions(
-            backends=_names(backends),
-            plots=not no_plots,
-            command=shlex.join(["facederm-bench", *sys.argv[1:]]),
-            **given,
-        )
+        command = shlex.join(["facederm-bench", *sys.argv[1:]])
+        names = [n.strip() for v in given.pop("backends") for n in v.split(",") if n.strip()]
+        options = BenchOptions(backends=names or None, plots=not no_plots, command=command, **given)
         if path is None:
             from facederm.export.demo import build_default
 
@@ -106,12 +84,6 @@ def main(
         console.print(note, style="yellow" if "SYNTHETIC" in note else None, highlight=False, markup=False)
     if demo:
         console.print(SYNTHETIC_NOTE, highlight=False, markup=False)
-    console.print(
-        f"report: {outcome.files['markdown']}   results: {outcome.files['json']}   "
-        f"({time.perf_counter() - started:.0f} s end to end)",
-        highlight=False,
-    )
-
-
-if __name__ == "__main__":
-    main()
+    files, took = outcome.files, time.perf_counter() - started
+    shown = f"report: {files['markdown']}   results: {files['json']}   ({took:.0f} s end to end)"
+    console.print(shown, highlight=False)

@@ -1,6 +1,5 @@
-"""The one measurement interface of ``facederm-bench`` (:func:`measurement`), the built-in measurements, and a row's
-own fresh process (:func:`main`: "worker" measurements run there, so memory and cold load are that row's alone;
-"parent" ones in the bench, with the worker figures at hand). Modules in :data:`PLUGINS` are imported first."""
+"""The measurement interface (:func:`measurement`; :data:`PLUGINS` imported first), the built-ins, and a row's fresh
+process (:func:`main`: "worker" measurements, so memory and cold load are its own; "parent" ones in the bench)."""
 
 from __future__ import annotations
 
@@ -36,9 +35,7 @@ PAGE_IMAGES, PAGE_REPEATS = 8, 4  # the web page: images fed, times each
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Run-wide settings shared by every row (JSON-able: the row's process receives them)."""
-
+class Settings:  # Run-wide settings shared by every row (JSON-able: the row's process receives them).
     batch: int = 8
     iterations: int | None = None
     seconds: float | None = 2.0
@@ -71,16 +68,13 @@ def percentiles(samples_ms: list[float]) -> dict[str, float]:
     return dict(zip(PERCENTILES, (float(v) for v in np.percentile(samples_ms, [50, 90, 99]))))
 
 
-def throughput(samples_ms: list[float], batch: int) -> float:
-    """Images per second over the timed calls."""
+def throughput(samples_ms: list[float], batch: int) -> float:  # images per second over the timed calls
     total_s = sum(samples_ms) / 1e3
     return batch * len(samples_ms) / total_s if total_s > 0 else float("nan")
 
 
 @dataclass
-class Measured:
-    """Raw figures of one row: per measurement, one dict per repeat that ran it."""
-
+class Measured:  # Raw figures of one row: per measurement, one dict per repeat that ran it.
     row: RowSpec
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
@@ -129,15 +123,13 @@ def measurement(name: str, where: Literal["worker", "parent"], **options: Any) -
     return register
 
 
-def registry() -> dict[str, Measurement]:
-    """Every registered measurement, the :data:`PLUGINS` imported first."""
+def registry() -> dict[str, Measurement]:  # every registered measurement, the PLUGINS imported first
     for module in PLUGINS:
         importlib.import_module(module)
     return REGISTRY
 
 
-def backend_of(row: RowSpec) -> type[Backend] | None:
-    """The runtime backend class of a row that runs one."""
+def backend_of(row: RowSpec) -> type[Backend] | None:  # the runtime backend class of a row that runs one
     return runtime_backends.get(row.backend) if row.runner == "runtime" else None
 
 
@@ -179,17 +171,13 @@ def open_runtime(row: RowSpec, threads: int) -> Opened:
 #: runner -> (the modules it imports, timed apart from the cold load; how it opens a row's model)
 RUNNERS: dict[str, tuple[Callable[[RowSpec], list[str]], Callable[[RowSpec, int], Opened]]] = {
     "torch": (lambda row: ["torch", "facederm.training.rundir", "facederm.training.models"], open_torch),
-    "runtime": (
-        lambda row: ["facederm.runtime", *filter(None, [getattr(backend_of(row), "library", "")])],
-        open_runtime,
-    ),
+    "runtime": (lambda r: ["facederm.runtime", *filter(None, [getattr(backend_of(r), "library", "")])], open_runtime),
 }
 
 
+# What a measurement sees: the opened model (worker), or the figures so far and the evaluation data (parent).
 @dataclass
 class Context:
-    """What a measurement sees: the opened model (worker), or the figures so far and the evaluation data (parent)."""
-
     row: RowSpec
     settings: Settings
     repeat: int = 0
@@ -216,8 +204,7 @@ class Context:
         a = np.ascontiguousarray(recorded[np.arange(n) % len(recorded)], dtype=np.float32)
         return (lambda: run(x, a)) if len(recorded) else (lambda: run(x))
 
-    def reference(self, name: str) -> dict[str, Any]:
-        """The reference row's first figures of measurement ``name``."""
+    def reference(self, name: str) -> dict[str, Any]:  # the reference row's first figures of measurement `name`
         ref = self.all_measured.get(self.reference_key)
         return ref.first(name) if ref else {}
 
@@ -248,19 +235,14 @@ def main(argv: list[str] | None = None) -> None:
 def load(ctx: Any) -> dict[str, Any]:
     """import ms, cold load ms (open: sha256 check + read + compile), first inference ms"""
     libraries, open_model = RUNNERS[ctx.row.runner]
-    start = time.perf_counter()
-    for module in libraries(ctx.row):
-        importlib.import_module(module)
+    start, _ = time.perf_counter(), [importlib.import_module(module) for module in libraries(ctx.row)]
     loaded = time.perf_counter()
     ctx.opened = open_model(ctx.row, ctx.settings.threads)
     first, opened = ctx.call(ctx.opened.run, 1), time.perf_counter()
     first()
-    return {
-        "import_ms": (loaded - start) * 1e3,
-        "cold_load_ms": (opened - loaded) * 1e3,
-        "first_inference_ms": (time.perf_counter() - opened) * 1e3,
-        "compute_precision": ctx.opened.compute_precision,
-    }
+    done, precision = time.perf_counter(), ctx.opened.compute_precision
+    times = {"import_ms": loaded - start, "cold_load_ms": opened - loaded, "first_inference_ms": done - opened}
+    return {**{k: v * 1e3 for k, v in times.items()}, "compute_precision": precision}
 
 
 @measurement("latency", "worker")
@@ -326,22 +308,17 @@ def bare_call(ctx: Any) -> dict[str, Any]:
     backend, s, row = runtime_backends.get(ctx.row.backend), ctx.settings, ctx.row
     call = backend.bare_call(Path(row.path), device=row.device, threads=s.threads, options=row.options)
     batched = s.time(ctx.call(call, s.batch, answers=False), s.batch)
-    return {
-        "tool": f"{backend.short_name or backend.name}_bare",
-        **percentiles(s.time(ctx.call(call, 1, answers=False))),
-        "throughput_ips": throughput(batched, s.batch),
-        "command": f"{backend.name} bare call on {row.display_path}, {s.threads} threads",
-    }
+    command = f"{backend.name} bare call on {row.display_path}, {s.threads} threads"
+    figures = {**percentiles(s.time(ctx.call(call, 1, answers=False))), "throughput_ips": throughput(batched, s.batch)}
+    return {"tool": f"{backend.short_name or backend.name}_bare", **figures, "command": command}
 
 
 def _tool(row: RowSpec) -> NativeTool | None:
-    backend = backend_of(row)
-    return backend.native_tool if backend is not None else None
+    return getattr(backend_of(row), "native_tool", None)
 
 
 def _tool_skip(row: RowSpec, settings: Settings) -> str:
-    tool = _tool(row)
-    if not row.runs_here or tool is None:
+    if not row.runs_here or (tool := _tool(row)) is None:
         return not_run_here(row, settings)
     return "" if tool.executable() else f"{tool.name} not found on PATH ({tool.install_hint})"
 
@@ -358,22 +335,15 @@ def native_tool(ctx: Any) -> dict[str, Any]:
     commands = [tool.command(row.path, device=device, batch=b, extra_inputs=extra, **same) for b in (1, s.batch)]
     figures = [tool.run(command, timeout) for command in commands]  # batch 1: median latency; batch B: throughput
     shown = shlex.join([tool.name, *commands[0][1:]]).replace(shlex.quote(row.path), shlex.quote(row.display_path))
-    return {
-        "tool": tool.name,
-        "p50": figures[0].get("median_ms"),
-        "throughput_ips": figures[1].get("throughput_ips"),
-        "command": shown,
-    }
+    p50, ips = figures[0].get("median_ms"), figures[1].get("throughput_ips")
+    return {"tool": tool.name, "p50": p50, "throughput_ips": ips, "command": shown}
 
 
 def _parity_figures(parity: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "agreement": parity.get("agreement"),
-        "max_abs_prob_delta": parity.get("max_abs_prob_delta"),
-        "delta_macro_recall": parity.get("macro_recall_delta"),
-        "delta_macro_recall_ci": [*(parity.get("macro_recall_delta_ci") or []), None, None][:2],
-        "per_class_recall_delta": dict(parity.get("per_class_recall_delta") or {}),
-    }
+    out = {k: parity.get(k) for k in ("agreement", "max_abs_prob_delta")}
+    out.update(delta_macro_recall=parity.get("macro_recall_delta"))
+    out["delta_macro_recall_ci"] = [*(parity.get("macro_recall_delta_ci") or []), None, None][:2]
+    return {**out, "per_class_recall_delta": dict(parity.get("per_class_recall_delta") or {})}
 
 
 @measurement("accuracy", "parent", every_repeat=False, applies=scored_natively, skip=scoring_skip)
@@ -391,14 +361,11 @@ def accuracy(ctx: Any) -> dict[str, Any]:
     parity = {} if reference is None else to_dict(compute_parity(reference, probs, ev.y_true, list(ev.groups), labels))
     report = classification_report(ev.y_true, probs, labels, ev.groups, n_boot=0)  # the gate's own computations
     twin = ctx.row.validated == "twin"  # a twin's graph run here (TensorRT's Q/DQ ONNX in onnxruntime)
-    return {
-        "validated": "twin" if twin else "native",
-        "source": f"{ctx.row.backend} on this machine" + (" (twin of the target's runtime)" if twin else ""),
-        **{k: report[k] for k in ("macro_recall", "macro_precision", "auc_macro", "n_images", "n_patients")},
-        "per_class_recall": {c: report["per_class"][c]["recall"] for c in labels},
-        "reference": ctx.reference_key,
-        **_parity_figures(parity),
-    }
+    source = f"{ctx.row.backend} on this machine" + (" (twin of the target's runtime)" if twin else "")
+    out = {k: report[k] for k in ("macro_recall", "macro_precision", "auc_macro", "n_images", "n_patients")}
+    out.update(validated="twin" if twin else "native", source=source, reference=ctx.reference_key)
+    out["per_class_recall"] = {c: report["per_class"][c]["recall"] for c in labels}
+    return {**out, **_parity_figures(parity)}
 
 
 def _twin_skip(row: RowSpec, settings: Settings) -> str:
@@ -412,22 +379,13 @@ def twin(ctx: Any) -> dict[str, Any]:
     parity, reference = ctx.row.parity, ctx.reference("accuracy")
     base = reference.get("per_class_recall", {}) if reference.get("n_images") == parity.get("n_images") else {}
     figures = _parity_figures(parity)
-    recall = {
-        c: base[c] + d if base.get(c) is not None and d is not None else None
-        for c, d in figures["per_class_recall_delta"].items()
-    }
-    return {
-        "validated": "twin",
-        "source": f"export parity (twin) on {parity.get('eval_data') or 'the export evaluation set'}",
-        "n_images": int(parity.get("n_images", 0)),
-        "n_patients": int(parity.get("n_patients", 0)),
-        "macro_recall": parity.get("macro_recall"),
-        "macro_precision": None,
-        "auc_macro": None,
-        "per_class_recall": recall,
-        "reference": "torch fp32 (export parity)",
-        **figures,
-    }
+    deltas = figures["per_class_recall_delta"].items()
+    recall = {c: base[c] + d if base.get(c) is not None and d is not None else None for c, d in deltas}
+    source = f"export parity (twin) on {parity.get('eval_data') or 'the export evaluation set'}"
+    out = {"validated": "twin", "source": source, "n_images": int(parity.get("n_images", 0))}
+    out.update(n_patients=int(parity.get("n_patients", 0)), macro_recall=parity.get("macro_recall"))
+    out.update(macro_precision=None, auc_macro=None, per_class_recall=recall, reference="torch fp32 (export parity)")
+    return {**out, **figures}
 
 
 def _browser_skip(row: RowSpec, settings: Settings) -> str:
@@ -436,14 +394,11 @@ def _browser_skip(row: RowSpec, settings: Settings) -> str:
     return not_run_here(row, settings) or unavailable_reason() or ""
 
 
-@measurement(
-    "in_browser",
-    "parent",
-    tool=True,
-    every_repeat=False,
-    applies=lambda row: row.target == "web" and row.runner == "runtime",
-    skip=_browser_skip,
-)
+def _web(row: RowSpec) -> bool:
+    return row.target == "web" and row.runner == "runtime"
+
+
+@measurement("in_browser", "parent", tool=True, every_repeat=False, applies=_web, skip=_browser_skip)
 def in_browser(ctx: Any) -> dict[str, Any]:
     """the same model file inside headless Chromium (onnxruntime-web, WebAssembly), timed by the page"""
     from PIL import Image
@@ -458,10 +413,7 @@ def in_browser(ctx: Any) -> dict[str, Any]:
             Image.fromarray(np.clip(chw, 0, 255).astype(np.uint8).transpose(1, 2, 0), "RGB").save(path)
         found = measure_in_browser(web.parent, crops, model=web.name, threads=threads, warmup=2, repeats=PAGE_REPEATS)
     lat, info, load_ms, mb = found["latency_ms"], found["info"], found["load_ms"], found["download_bytes"] / 1e6
-    return {
-        "tool": "chromium-wasm",
-        "p50": lat["p50"],
-        "throughput_ips": 1000.0 / lat["p50"] if lat["p50"] else float("nan"),
-        "command": f"{found['browser']}, onnxruntime-web {info.get('ortVersion', '?')}, {info.get('backend', 'wasm')}, "
-        f"{info.get('threads', '?')} threads, load {load_ms:.0f} ms, {mb:.1f} MB downloaded, n={lat['n']} runs",
-    }
+    command = f"""{found["browser"]}, onnxruntime-web {info.get("ortVersion", "?")}, {info.get("backend", "wasm")}, \
+{info.get("threads", "?")} threads, load {load_ms:.0f} ms, {mb:.1f} MB downloaded, n={lat["n"]} runs"""
+    ips = 1000.0 / lat["p50"] if lat["p50"] else float("nan")
+    return {"tool": "chromium-wasm", "p50": lat["p50"], "throughput_ips": ips, "command": command}

@@ -1,8 +1,5 @@
-"""The plan: a benchmark's rows, one per (artifact, backend, device), the baseline (torch fp32 eager) first.
-
-Backends are asked, never named: which files they read, whether they run here, their devices, the options that make
-them compute in the artifact's own precision or as a twin.
-"""
+"""The plan: a benchmark's rows, one per (artifact, backend, device), the baseline (torch fp32 eager) first. Backends
+are asked, never named: the files they read, whether they run here, their devices, their exact and twin options."""
 
 from __future__ import annotations
 
@@ -19,9 +16,7 @@ BASELINE_KEY = "torch:fp32@torch/cpu"
 
 
 @dataclass(frozen=True)
-class RowSpec:
-    """Everything a row's measurements need to know about it; JSON-able (it is sent to the row's process)."""
-
+class RowSpec:  # Everything a row's measurements need to know about it; JSON-able (it is sent to the row's process).
     key: str
     artifact: str
     target: str
@@ -70,8 +65,7 @@ def _row(
     validated: str = "native",
     skip: str = "",
 ) -> RowSpec:
-    """``record`` (or ``entry``, a graph among its files) on ``backend``. No backend, or one that cannot run here: a
-    row that says why (``skip``), with the export's twin figures where it recorded them."""
+    """``record`` (or ``entry``, one of its graphs) on ``backend``; none, or not runnable here: why, twin figures."""
     file = entry.path if entry else record.path
     artifact = f"{record.key}/{Path(file).suffix.lstrip('.')}" if entry else record.key
     size = entry.bytes if entry else record.bytes + sum(f.bytes for f in record.files)
@@ -94,62 +88,40 @@ def _row(
                 notes.insert(0, f"{record.target}'s twin run by {name}: the twin's numbers, NOT {record.target} speed")
     if skip and twin_figures:
         notes.append(f"accuracy from the export's twin ({record.validated_reason or 'twin'})")
-    return RowSpec(
-        key=f"{artifact}@{name}/{chosen}",
-        artifact=artifact,
-        target=record.target,
-        precision=record.precision,
-        runner="" if skip else "runtime",
-        backend=name,
-        device=chosen,
-        path=str(resolve_inside(root, file)) if backend else "",
-        display_path=file,
-        options=options,
-        validated=("twin" if twin_figures else "none") if skip else validated,
-        note="; ".join(notes),
-        size_bytes=size or None,
-        speed_skip=skip,
-        accuracy_skip="" if twin_figures else skip,
-        failed=f"export failed: {record.error or 'no reason recorded'}" if record.status == "failed" else "",
-        parity=to_dict(record.parity) if record.parity is not None else None,
-        parity_validated=record.validated,
-    )
+    row: dict[str, Any] = {"target": record.target, "precision": record.precision, "runner": "" if skip else "runtime"}
+    row.update(backend=name, device=chosen, path=str(resolve_inside(root, file)) if backend else "", display_path=file)
+    row.update(options=options, validated=("twin" if twin_figures else "none") if skip else validated)
+    row.update(note="; ".join(notes), size_bytes=size or None, speed_skip=skip)
+    row.update(accuracy_skip="" if twin_figures else skip, parity_validated=record.validated)
+    row.update(failed=f"export failed: {record.error or 'no reason recorded'}" if record.status == "failed" else "")
+    parity = to_dict(record.parity) if record.parity is not None else None
+    return RowSpec(f"{artifact}@{name}/{chosen}", artifact, **row, parity=parity)
 
 
 def _artifact_rows(root: Path, record: ArtifactRecord, wanted: set[str] | None, device: str | None) -> list[RowSpec]:
-    """One row per backend that reads ``record``, then one per graph among its files that another backend reads
-    (TensorRT's Q/DQ ONNX beside its engine: the twin's graph, timed but saying nothing of TensorRT's speed)."""
+    """A row per backend reading ``record``, then per graph among its files another reads (TensorRT's Q/DQ ONNX)."""
     if record.status == "skipped":
         why = f"export skipped it: {record.error or record.validated_reason or 'no reason recorded'}"
         return [_row(root, record, None, device, skip=why)]
     readers = runtime_backends.readers(resolve_inside(root, record.path), record.format)
     validated = "twin" if record.validated == "twin" else "native"
-    rows = [_row(root, record, b, device, validated=validated) for b in readers if wanted is None or b.name in wanted]
+    rows = [_row(root, record, b, device, validated=validated) for b in readers if b.name in (wanted or {b.name})]
     if not readers:
-        rows.append(
-            _row(root, record, None, device, skip=f"no facederm backend reads format {record.format or record.path!r}")
-        )
+        why = f"no facederm backend reads format {record.format or record.path!r}"
+        rows.append(_row(root, record, None, device, skip=why))
     for entry in record.files:
         others = [b for b in runtime_backends.readers(resolve_inside(root, entry.path)) if b not in readers][:1]
-        rows += [
-            _row(root, record, b, device, entry=entry, validated="twin")
-            for b in others
-            if wanted is None or b.name in wanted
-        ]
+        others = [b for b in others if b.name in (wanted or {b.name})]
+        rows += [_row(root, record, b, device, entry=entry, validated="twin") for b in others]
     return rows
 
 
 def plan_rows(
-    export_dir: Path,
-    manifest: Manifest,
-    run_dir: Path | None,
-    backends: list[str] | None = None,
-    device: str | None = None,
+    root: Path, manifest: Manifest, run_dir: Path | None, backends: list[str] | None = None, device: str | None = None
 ) -> list[RowSpec]:
-    """The baseline row, then one row per (artifact, backend); ``backends`` filters, ``device`` picks each backend's
-    device (None: its default, the CPU where it has one)."""
+    """The baseline row, then one per (artifact, backend) of export dir ``root``; ``device`` None: each's default."""
     wanted = set(backends) if backends else None
     rows = [baseline_row(run_dir)] if wanted is None or "torch" in wanted else []
     for record in manifest.artifacts:
-        rows.extend(_artifact_rows(export_dir, record, wanted, device))
+        rows.extend(_artifact_rows(root, record, wanted, device))
     return rows

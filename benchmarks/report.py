@@ -1,5 +1,5 @@
 """Everything a bench run shows: results.json, results.csv, report.md (everything: spreads, full reasons), the PNG
-plots (:mod:`.plots`) and the terminal table (within :data:`WIDTH` columns, one short line per reason under it)."""
+plots (a plot with no row is not written), the terminal table (within :data:`WIDTH` columns, a line per reason)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import csv
 import os
 import re
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +33,8 @@ def num(value: float | None, digits: int = 1, scale: float = 1, sign: str = "") 
     return "-" if value is None else f"{value * scale:{sign}.{digits}f}"
 
 
-def pct(value: float | None, digits: int = 1) -> str:
-    return num(value, digits, 100)
-
-
-def points(value: float | None, digits: int = 2) -> str:
-    """A difference of fractions as signed percentage points."""
-    return num(value, digits, 100, "+")
+pct = partial(num, scale=100)
+points = partial(num, digits=2, scale=100, sign="+")  # a difference of fractions as signed percentage points
 
 
 def stat(value: Stat | None, digits: int = 1, spread: bool = True) -> str:
@@ -66,12 +62,7 @@ def is_subgraph(row: Row) -> bool:
 def fp32_reference(rows: list[Row], row: Row) -> Row | None:
     """The timed fp32 row of the same backend, device and target (or the one it copies) ``row`` is compared with."""
     base = FP32_OF.get(row.target, row.target)
-    if (
-        row.p50 is None
-        or row.key == BASELINE_KEY
-        or is_subgraph(row)
-        or (row.precision == "fp32" and base == row.target)
-    ):
+    if row.p50 is None or row.key == BASELINE_KEY or is_subgraph(row) or (row.precision, base) == ("fp32", row.target):
         return None
     same = (r for r in rows if r is not row and r.target == base and r.precision == "fp32" and r.p50)
     return next((r for r in same if r.backend == row.backend and r.device == row.device), None)
@@ -129,11 +120,11 @@ def csv_line(row: Row, labels: tuple[str, ...]) -> dict[str, Any]:
     out.update({name: _f(value(acc) if acc else None) for name, _, value, _ in ACCURACY_COLUMNS})
     out.update(delta_macro_recall_ci_low=_f(ci[0]), delta_macro_recall_ci_high=_f(ci[1]))
     out.update({f"recall_{c}": _f(acc.per_class_recall.get(c) if acc else None) for c in labels})
-    for tool in row.tools:
-        out[f"{tool.tool}_p50_ms"] = _f(tool.latency_p50_ms.median if tool.latency_p50_ms else None)
-        out[f"{tool.tool}_throughput_ips"] = _f(tool.throughput_ips.median if tool.throughput_ips else None)
-        out[f"facederm_over_{tool.tool}_latency"] = _f(tool.latency_ratio)
-        out[f"facederm_over_{tool.tool}_throughput"] = _f(tool.throughput_ratio)
+    for t in row.tools:
+        lat, ips = (s.median if s else None for s in (t.latency_p50_ms, t.throughput_ips))
+        out.update({f"{t.tool}_p50_ms": _f(lat), f"{t.tool}_throughput_ips": _f(ips)})
+        out[f"facederm_over_{t.tool}_latency"] = _f(t.latency_ratio)
+        out[f"facederm_over_{t.tool}_throughput"] = _f(t.throughput_ratio)
     return out
 
 
@@ -166,26 +157,25 @@ def _sections(results: BenchResults) -> list[str]:
     data = f"{ev.spec}: {ev.selection}; {ev.n_images} images, {ev.n_patients} patients ({kind})" if ev else ""
     versions = ", ".join(f"{k} {v}" for k, v in env.versions.items() if v != "not installed")
     budget = f"{cfg.iterations} iterations" if cfg.iterations else f"{cfg.seconds:g} s"
-    out = [
-        "## Setup",
-        "",
-        f"- Command: `{cfg.command or 'run_bench(...)'}`",
-        f"- Source: {cfg.source} ({cfg.source_kind}); export dir {cfg.export_dir}; run dir {cfg.run_dir or '-'}",
-        f"- Evaluation data: {data or 'none (accuracy columns skipped)'}",
-        f"- Threads: {cfg.threads} for every backend; batch {cfg.batch} for throughput; timing budget {budget} per "
-        f"loop after {cfg.warmup} warm-up calls; {cfg.repeats} repeats (a fresh process each); tools -t "
-        f"{cfg.tool_seconds:g} s",
-        f"- CPU: {env.cpu_model}; {env.logical_cpus} logical CPUs, {env.physical_cores or '?'} physical cores, "
-        f"{env.usable_cpus} usable; ISA: {', '.join(k for k, v in env.isa.items() if v) or 'none of the listed'}",
-        f"- OS: {env.os}; Python {env.python}",
-        f"- Versions: {versions}",
-        "- Wall time: " + ", ".join(f"{k} {v:.1f}" for k, v in results.timings_s.items()),
-        "",
-        "## Speed",
-        "",
-        "Median over repeats, (min-max) in brackets. Latency at batch 1 after warm-up.",
-        "",
-    ]
+    isa = ", ".join(k for k, v in env.isa.items() if v) or "none of the listed"
+    wall = ", ".join(f"{k} {v:.1f}" for k, v in results.timings_s.items())
+    out = f"""## Setup
+
+- Command: `{cfg.command or "run_bench(...)"}`
+- Source: {cfg.source} ({cfg.source_kind}); export dir {cfg.export_dir}; run dir {cfg.run_dir or "-"}
+- Evaluation data: {data or "none (accuracy columns skipped)"}
+- Threads: {cfg.threads} for every backend; batch {cfg.batch} for throughput; timing budget {budget} per loop after \
+{cfg.warmup} warm-up calls; {cfg.repeats} repeats (a fresh process each); tools -t {cfg.tool_seconds:g} s
+- CPU: {env.cpu_model}; {env.logical_cpus} logical CPUs, {env.physical_cores or "?"} physical cores, \
+{env.usable_cpus} usable; ISA: {isa}
+- OS: {env.os}; Python {env.python}
+- Versions: {versions}
+- Wall time: {wall}
+
+## Speed
+
+Median over repeats, (min-max) in brackets. Latency at batch 1 after warm-up.
+""".split("\n")
     header = ["row", "status", "validated", "computes in", "size MB"]
     header += [h.replace("batch B", f"batch {cfg.batch}") for _, h, _, _ in STAT_COLUMNS]
     speed = [[_name(r), _status(r), r.validated, r.compute_precision or "-", num(r.size_mb, 2)] for r in rows]
@@ -199,17 +189,13 @@ def _sections(results: BenchResults) -> list[str]:
             recall = [pct(a.per_class_recall.get(c)) for c in labels]
             accuracy.append([_name(r), a.validated, a.source, *(text(a) for *_, text in ACCURACY_COLUMNS), *recall])
     ref = results.row(results.reference)
-    out += [
-        "## Accuracy",
-        "",
-        f"Reference for agreement and deltas: {_name(ref) if ref else results.reference}. "
-        "Delta CIs: patient-grouped bootstrap (1000 resamples). Twin rows take the export's parity figures.",
-        "",
-        *_md_table(
-            ["row", "validated", "source", *(h for _, h, _, _ in ACCURACY_COLUMNS), *[f"{c} recall %" for c in labels]],
-            accuracy,
-        ),
-    ]
+    out += f"""## Accuracy
+
+Reference for agreement and deltas: {_name(ref) if ref else results.reference}. Delta CIs: patient-grouped bootstrap \
+(1000 resamples). Twin rows take the export's parity figures.
+""".split("\n")
+    header = ["row", "validated", "source", *(h for _, h, _, _ in ACCURACY_COLUMNS), *[f"{c} recall %" for c in labels]]
+    out += _md_table(header, accuracy)
     tools = [
         [_name(r), t.tool, stat(r.latency_ms.get("p50"), 2), stat(t.latency_p50_ms, 2), num(t.latency_ratio, 3)]
         + [stat(r.throughput_ips, 1), stat(t.throughput_ips, 1), num(t.throughput_ratio, 3)]
@@ -230,32 +216,19 @@ def _sections(results: BenchResults) -> list[str]:
     return out
 
 
+METHOD = "Each (row, repeat) runs in a fresh Python process, so cold load and peak RSS are that row's alone; repeats \
+are interleaved across rows. Registered measurements:"
+
+
 def write_markdown(results: BenchResults, path: Path, plots: dict[str, Path] | None = None) -> Path:
     """report.md: what was measured, on what, how, and what could not be measured (with reasons)."""
-    lines = [
-        "# facederm-bench report",
-        "",
-        f"Created {results.created} by facederm {results.facederm_version} (schema {results.schema}).",
-        "",
-        *(f"> {note}" for note in results.notes),
-        "",
-        *_sections(results),
-        "## Targets",
-        "",
-        *[f"- {format_check(c)}" for c in check_targets(results)],
-        "",
-    ]
+    created = f"Created {results.created} by facederm {results.facederm_version} (schema {results.schema})."
+    lines = ["# facederm-bench report", "", created, "", *(f"> {note}" for note in results.notes), ""]
+    lines += [*_sections(results), "## Targets", "", *[f"- {format_check(c)}" for c in check_targets(results)], ""]
     if plots:
         lines += ["## Plots", "", *(f"![{name}]({os.path.relpath(p, path.parent)})" for name, p in plots.items()), ""]
-    lines += [
-        "## Method",
-        "",
-        "Each (row, repeat) runs in a fresh Python process, so cold load and peak RSS are that "
-        "row's alone; repeats are interleaved across rows. Registered measurements:",
-        "",
-        *(f"- `{m.name}` ({m.where}{'' if m.every_repeat else ', once'}): {m.describe}" for m in registry().values()),
-        "",
-    ]
+    method = (f"- `{m.name}` ({m.where}{', once' * (not m.every_repeat)}): {m.describe}" for m in registry().values())
+    lines += ["## Method", "", METHOD, "", *method, ""]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
@@ -265,34 +238,122 @@ def write_reports(results: BenchResults, out: Path, *, plots: bool = True) -> di
     out.mkdir(parents=True, exist_ok=True)
     results.save(out / RESULTS_JSON)
     files = {"json": out / RESULTS_JSON, "csv": write_csv(results, out / RESULTS_CSV)}
-    if plots:
-        from .plots import write_plots
-
-        files.update(write_plots(results, out))
+    files.update(write_plots(results, out) if plots else {})
     plotted = {k: v for k, v in files.items() if k.startswith("plot_")}
     files["markdown"] = write_markdown(results, out / REPORT_MD, plotted)
     return files
+
+
+# -- the PNG plots (matplotlib, Agg): rows without the figures a plot needs are left out ---------------------------
+def label(row: Row) -> str:
+    return f"{row.artifact} / {row.backend}"
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both axes (lower latency x, higher recall y), by latency."""
+    beaten = [any(ox <= x and oy >= y and (ox < x or oy > y) for ox, oy in points) for x, y in points]
+    return sorted((i for i, b in enumerate(beaten) if not b), key=lambda i: points[i][0])
+
+
+def _figure(results: BenchResults, title: str, size: tuple[float, float]) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never a window
+    import matplotlib.pyplot as plt
+
+    ev = results.eval
+    data = f"{ev.spec} ({ev.n_images} images{', SYNTHETIC' if ev.synthetic else ''})" if ev else "no evaluation data"
+    fig, ax = plt.subplots(figsize=size)
+    ax.set_title(f"{title}\n{results.environment.cpu_model}, {results.config.threads} threads; {data}", fontsize=9)
+    return fig, ax
+
+
+def accuracy_vs_latency(results: BenchResults) -> Any | None:
+    rows = [r for r in results.rows if r.p50 is not None and r.accuracy and r.accuracy.macro_recall is not None]
+    if not rows:
+        return None
+    fig, ax = _figure(results, "Accuracy vs latency", (8, 5.5))
+    points = [(r.p50, 100 * r.accuracy.macro_recall) for r in rows]
+    front = pareto_front(points)
+    for i, (row, (x, y)) in enumerate(zip(rows, points)):
+        look = {"s": 70, "marker": "*", "color": "tab:red"} if i in front else {"s": 40, "color": "tab:blue"}
+        ax.scatter([x], [y], zorder=3, marker=look.pop("marker", "o"), **look)
+        ax.annotate(label(row), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    xs, ys = [points[i][0] for i in front], [points[i][1] for i in front]
+    ax.plot(xs, ys, "--", color="tab:red", label="Pareto front (faster and at least as accurate)", zorder=2)
+    ax.set(xscale="log", xlabel="latency p50 at batch 1 (ms, log scale)", ylabel="macro recall (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def per_class_recall(results: BenchResults) -> Any | None:
+    rows = [r for r in results.rows if r.accuracy and any(v is not None for v in r.accuracy.per_class_recall.values())]
+    if not rows or not results.eval:
+        return None
+    labels, width = list(results.eval.labels), 0.8 / len(rows)
+    size = (max(7, 1.2 * len(labels) + 0.25 * len(rows)), 5)
+    fig, ax = _figure(results, "Per-class recall by artifact and backend", size)
+    for i, row in enumerate(rows):
+        acc = row.accuracy
+        values = [100 * (acc.per_class_recall.get(c) or 0.0) for c in labels]
+        name = label(row) + (" (twin)" if acc.validated == "twin" else "")
+        ax.bar([k + i * width - 0.4 + width / 2 for k in range(len(labels))], values, width, label=name)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set(ylabel="recall (%)", ylim=(0, 105))
+    ax.legend(fontsize=6, ncol=2, loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def latency_distribution(results: BenchResults) -> Any | None:
+    rows = [r for r in results.rows if r.latency_samples_ms]
+    if not rows:
+        return None
+    fig, ax = _figure(results, "Latency distributions", (8, 0.5 * len(rows) + 2))
+    samples = [list(r.latency_samples_ms) for r in rows]
+    ax.boxplot(samples, orientation="horizontal", showfliers=True, flierprops={"markersize": 2}, whis=(1, 99))
+    ax.set_yticks(range(1, len(rows) + 1), [label(r) for r in rows], fontsize=7)
+    ax.set(xscale="log", xlabel="latency per call at batch 1 (ms, log scale); whiskers p1-p99, the median repeat")
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+#: plot name -> (function returning its figure, file name). Add a plot here.
+PLOTS = {
+    "plot_accuracy_latency": (accuracy_vs_latency, "accuracy_vs_latency.png"),
+    "plot_per_class_recall": (per_class_recall, "per_class_recall.png"),
+    "plot_latency": (latency_distribution, "latency_distribution.png"),
+}
+
+
+def write_plots(results: BenchResults, out: Path) -> dict[str, Path]:
+    import matplotlib.pyplot as plt
+
+    written = {}
+    for name, (draw, filename) in PLOTS.items():
+        if (fig := draw(results)) is not None:
+            fig.tight_layout()
+            fig.savefig(out / filename, dpi=110)
+            plt.close(fig)
+            written[name] = out / filename
+    return written
 
 
 # -- the terminal table -------------------------------------------------------------------------------------------
 #: The backend that runs a target's artifacts where it is not named as the target; another one is shown as ``@ort``.
 HOME_BACKEND = {"onnx": "onnxruntime", "onnx-mobile": "onnxruntime", "tensorrt-engine": "tensorrt"}
 #: Why a row is slower than its fp32 reference where that is known: target -> (ISA flags the host needs one of, why).
-SLOWER_BECAUSE = {
-    "onnx-mobile": (
-        ("avx2", "avx512f"),
-        "built for arm: no NCHWc layout, which model.onnx gets at load on this x86 CPU",
-    )
-}
+ARM = "built for arm: no NCHWc layout, which model.onnx gets at load on this x86 CPU"
+SLOWER_BECAUSE = {"onnx-mobile": (("avx2", "avx512f"), ARM)}
 SLOWER = 0.9  # a ratio under this is "slower" (timings vary 10 % between runs)
 _LACKS_PRECISION = re.compile(r"\bhas no \S+ \(it has ")
 _TWIN = (
     r"(\S+)'s (?:ONNX graph|twin) run by (\S+): the twin's numbers, NOT (\S+) speed",
     r"\1's graph run by \2 (the twin): NOT \3 speed",
 )
-COLUMNS = (
-    "row|status|acc.|MB|p50\nms|vs\nfp32|export\ngate|img/s\n@{batch}|RSS\nMB|recall\n%|delta\npts|agree\n%|/tool\np50"
-)
+COLUMNS = "row|status|acc.|MB|p50\nms|vs\nfp32|export\ngate|img/s\n@{batch}|RSS\nMB|recall\n%|delta\npts|agree\n%|\
+/tool\np50"
 LEFT = ("row", "status", "acc.", "export\ngate")
 
 
@@ -335,18 +396,14 @@ def gate_verdict(row: Row) -> str:
     return "-" if row.reason.startswith(("export failed", "export skipped")) else "pass"
 
 
-def results_table(results: BenchResults) -> Table:
-    """The terminal table (rich)."""
+def results_table(results: BenchResults) -> Table:  # the terminal table (rich)
     ev, cfg = results.eval, results.config
-    title = (
-        f"facederm-bench: {cfg.threads} threads, batch 1 latency, img/s at batch {cfg.batch}, {cfg.repeats} "
-        f"repeat{'s' if cfg.repeats != 1 else ''}"
-    ) + (f"; {ev.n_images} eval images{' (SYNTHETIC)' if ev.synthetic else ''}" if ev is not None else "")
-    caption = (
-        "vs fp32: speed-up over the same backend's fp32 row. export gate: the export's gate verdict. acc.: "
-        "native or twin figures. delta: macro recall points vs torch fp32. /tool: facederm p50 / the backend's "
-        "own tool. *: below. Load times, spreads, CIs, per-class recall, full reasons: report.md, results.csv."
-    )
+    title = f"facederm-bench: {cfg.threads} threads, batch 1 latency, img/s at batch {cfg.batch}, {cfg.repeats} repeat"
+    title += ("s" if cfg.repeats != 1 else "") + (f"; {ev.n_images} eval images" if ev is not None else "")
+    title += " (SYNTHETIC)" if ev is not None and ev.synthetic else ""
+    caption = "vs fp32: speed-up over the same backend's fp32 row. export gate: the export's gate verdict. \
+acc.: native or twin figures. delta: macro recall points vs torch fp32. /tool: facederm p50 / the backend's own tool. \
+*: below. Load times, spreads, CIs, per-class recall, full reasons: report.md, results.csv."
     look = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "padding": (0, 1), "collapse_padding": True}
     table = Table(title=title, caption=caption, caption_justify="left", **look)
     for name in COLUMNS.split("|"):
@@ -357,22 +414,13 @@ def results_table(results: BenchResults) -> Table:
     for r in rows:
         a, ratio = r.accuracy, speedup(rows, r)
         vs_fp32 = f"{ratio:.2f}x" + ("*" if _slower_note(results, rows, r) else "") if ratio is not None else "-"
-        table.add_row(
-            row_name(r),
-            r.status + ("*" if r.reason else ""),  # the reasons are listed under the table
-            r.validated,
-            num(r.size_mb, 1),
-            stat(r.latency_ms.get("p50"), 2, spread=False),
-            vs_fp32 + ("*" if ratio is None and _no_ratio_note(rows, r) else ""),
-            gate_verdict(r),
-            stat(r.throughput_ips, 0, spread=False),
-            stat(r.peak_rss_mb, 0, spread=False),
-            pct(a and a.macro_recall),
-            points(a and a.delta_macro_recall),
-            pct(a and a.agreement),
-            "/".join(f"{t.latency_ratio:.2f}" for t in r.tools if t.latency_ratio is not None) or "-",
-            style={"failed": "red", "skipped": "yellow"}.get(r.status, ""),
-        )
+        vs_fp32 += "*" if ratio is None and _no_ratio_note(rows, r) else ""
+        cells = [row_name(r), r.status + ("*" if r.reason else ""), r.validated, num(r.size_mb, 1)]  # *: reasons below
+        cells += [stat(r.latency_ms.get("p50"), 2, spread=False), vs_fp32, gate_verdict(r)]
+        cells += [stat(r.throughput_ips, 0, spread=False), stat(r.peak_rss_mb, 0, spread=False)]
+        cells += [pct(a and a.macro_recall), points(a and a.delta_macro_recall), pct(a and a.agreement)]
+        cells += ["/".join(f"{t.latency_ratio:.2f}" for t in r.tools if t.latency_ratio is not None) or "-"]
+        table.add_row(*cells, style={"failed": "red", "skipped": "yellow"}.get(r.status, ""))
     return table
 
 
@@ -388,8 +436,7 @@ def reasons(results: BenchResults) -> list[str]:
         note, ref = _slower_note(results, rows, r), fp32_reference(rows, r)
         if note and ref is not None:
             note = f"{speedup(rows, r):.2f}x vs {row_name(ref)}: {note}"
-        for reason in (_short(r.reason), note, _short(_no_ratio_note(rows, r))):
-            if reason:
-                grouped.setdefault(reason, []).append(row_name(r))
+        for reason in filter(None, (_short(r.reason), note, _short(_no_ratio_note(rows, r)))):
+            grouped.setdefault(reason, []).append(row_name(r))
     lines = (" ".join(f"{', '.join(names)}: {reason}".split()) for reason, names in grouped.items())
     return [line if len(line) <= WIDTH - 4 else line[: WIDTH - 7].rstrip() + "..." for line in lines]

@@ -28,11 +28,10 @@ from .schema import describe_environment
 TARGET_RATIO = 1.10
 #: Export targets built for the comparison (fp32 each); every backend with a bare call that reads one is timed.
 TARGETS = ("onnx", "openvino")
+Call = tuple[Callable[[np.ndarray], Any], np.ndarray]
 
 
-def _measure(
-    calls: dict[str, tuple[Callable[[np.ndarray], Any], np.ndarray]], iterations: int, warmup: int
-) -> dict[str, float]:
+def _measure(calls: dict[str, Call], iterations: int, warmup: int) -> dict[str, float]:
     """Median and p90 ms of each call, interleaved with the first alternating so drift hits both alike."""
     for _ in range(warmup):
         for fn, arg in calls.values():
@@ -70,19 +69,16 @@ def run(
         folder.mkdir(parents=True, exist_ok=True)
         export_dir = untrained_export(folder, arch, size, targets=TARGETS)
         artifacts = [a for a in Manifest.load(export_dir / MANIFEST_FILE).artifacts if a.status == "ok"]
-        image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
-        tensor = to_tensor(image)
+        tensor = to_tensor(image := np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8))
         for backend in runtime_backends.all_backends():
-            if not backend.has_bare_call or not backend.can_run_here():
-                continue
-            path = next((resolve_inside(export_dir, a.path) for a in artifacts if a.format in backend.formats), None)
-            if path is None:
+            ok = backend.has_bare_call and backend.can_run_here()
+            paths = (resolve_inside(export_dir, a.path) for a in artifacts if ok and a.format in backend.formats)
+            if (path := next(paths, None)) is None:
                 continue
             model = load(path, backend=backend.name, threads=threads, **options)
             raw = backend.bare_call(path, device=None, threads=threads, options=options)
-            results[backend.name] = _measure(
-                {"raw": (raw, tensor), "predict": (model.predict, image)}, iterations, warmup
-            )
+            calls: dict[str, Call] = {"raw": (raw, tensor), "predict": (model.predict, image)}
+            results[backend.name] = _measure(calls, iterations, warmup)
     result = {"benchmark": "runtime_overhead", "arch": arch, "input_size": size, "iterations": iterations}
     result.update(threads=threads, precision_hint=precision_hint, target_ratio=TARGET_RATIO, backends=results)
     result.update(passed=all(b["ratio"] <= TARGET_RATIO for b in results.values()))
@@ -92,7 +88,8 @@ def run(
     return result
 
 
-JSON_FILE = click.Path(dir_okay=False, path_type=Path)
+JSON_FILE, OUT = click.Path(dir_okay=False, path_type=Path), Path("runtime_overhead.json")
+HINT = "(OpenVINO INFERENCE_PRECISION_HINT, e.g. f32)."
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -101,12 +98,8 @@ JSON_FILE = click.Path(dir_okay=False, path_type=Path)
 @click.option("--iterations", default=200, show_default=True, type=click.IntRange(min=5), help="Timed calls per side.")
 @click.option("--warmup", default=20, show_default=True, type=click.IntRange(min=0))
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="Same for raw and predict.")
-@click.option(
-    "--precision-hint", help="Backend precision hint for both sides (OpenVINO INFERENCE_PRECISION_HINT, e.g. f32)."
-)
-@common_option(
-    "--out", type=JSON_FILE, default=Path("runtime_overhead.json"), show_default=True, help="(the JSON results)"
-)
+@click.option("--precision-hint", help="Backend precision hint for both sides " + HINT)
+@common_option("--out", type=JSON_FILE, default=OUT, show_default=True, help="(the JSON results)")
 @common_option("--json", "as_json", is_flag=True)
 @debug_option()
 def main(out: Path, as_json: bool, debug: bool, **settings: Any) -> None:
@@ -119,12 +112,8 @@ def main(out: Path, as_json: bool, debug: bool, **settings: Any) -> None:
     if as_json:
         click.echo(json.dumps(result))
         return
-    table = Table(
-        title=f"predict() vs raw backend call: {result['arch']} {result['input_size']}px, {result['threads']} threads, "
-        f"medians of {result['iterations']}"
-    )
-    for column in ("backend", "raw ms", "predict ms", "ratio", f"<= {TARGET_RATIO}"):
-        table.add_column(column)
+    title = "predict() vs raw backend call: {arch} {input_size}px, {threads} threads, medians of {iterations}"
+    table = Table("backend", "raw ms", "predict ms", "ratio", f"<= {TARGET_RATIO}", title=title.format(**result))
     for name, row in result["backends"].items():
         ok = "[green]yes[/green]" if row["ratio"] <= TARGET_RATIO else "[red]no[/red]"
         table.add_row(name, f"{row['raw_ms_median']:.2f}", f"{row['predict_ms_median']:.2f}", f"{row['ratio']:.3f}", ok)

@@ -20,14 +20,11 @@ from facederm.runtime.version import __version__
 BENCH_SCHEMA = "facederm.bench/1"
 #: Distributions whose versions go into results.json (missing ones: "not installed").
 LIBRARIES = ("numpy", "torch", "timm", "onnx", "onnxruntime", "openvino", "nncf", "coremltools", "tensorrt")
-
 Status = Literal["ok", "skipped", "failed"]
 
 
 @dataclass(frozen=True)
-class Stat:
-    """A figure measured ``n`` times (once per repeat): median and min-max."""
-
+class Stat:  # A figure measured `n` times (once per repeat): median and min-max.
     median: float
     min: float
     max: float
@@ -39,10 +36,9 @@ class Stat:
         return cls(statistics.median(values), min(values), max(values), len(values)) if values else None
 
 
+# Accuracy and agreement with the reference row: `native` (run here) or `twin` (the export's parity figures).
 @dataclass(frozen=True)
 class Accuracy:
-    """Accuracy and agreement with the reference row: ``native`` (run here) or ``twin`` (the export's parity figures)."""
-
     validated: Validated
     source: str
     n_images: int
@@ -74,9 +70,7 @@ class ToolResult:
 
 
 @dataclass(frozen=True)
-class Row:
-    """One (artifact, backend, device): what was measured, how, and what could not be."""
-
+class Row:  # One (artifact, backend, device): what was measured, how, and what could not be.
     key: str
     artifact: str  # target:precision (the baseline: torch:fp32)
     target: str
@@ -111,9 +105,7 @@ class Row:
 
 
 @dataclass(frozen=True)
-class BenchConfig:
-    """How the run was set up, to reproduce and compare it."""
-
+class BenchConfig:  # How the run was set up, to reproduce and compare it.
     source: str
     source_kind: Literal["export", "run", "default"]
     export_dir: str
@@ -131,9 +123,7 @@ class BenchConfig:
 
 
 @dataclass(frozen=True)
-class Environment:
-    """The machine and software the figures were measured on."""
-
+class Environment:  # The machine and software the figures were measured on.
     cpu_model: str
     logical_cpus: int
     physical_cores: int | None
@@ -159,9 +149,7 @@ def describe_environment(threads: int, cpuinfo: Path = CPUINFO) -> Environment:
 
 
 @dataclass(frozen=True)
-class EvalInfo:
-    """The evaluation images behind every native accuracy figure."""
-
+class EvalInfo:  # The evaluation images behind every native accuracy figure.
     spec: str
     selection: str  # "the run's test split", ...
     synthetic: bool
@@ -172,9 +160,7 @@ class EvalInfo:
 
 
 @dataclass(frozen=True)
-class BenchResults:
-    """Everything one ``facederm-bench`` run measured; the first row is the baseline (torch fp32 eager)."""
-
+class BenchResults:  # Everything one `facederm-bench` run measured; the first row is the baseline (torch fp32 eager).
     created: str
     facederm_version: str
     config: BenchConfig

@@ -27,19 +27,15 @@ class TargetCheck:
     detail: str
 
 
-def _timed(results: BenchResults, match: Callable[[Row], bool]) -> Row | None:
-    return next((r for r in results.rows if match(r) and r.p50 is not None), None)
-
-
 def _ov(precision: str) -> Callable[[Row], bool]:
     return lambda r: r.target == "openvino" and r.precision == precision and r.backend == "openvino"
 
 
 def _speed_target(than: str, slow: Callable[[Row], bool], minimum: float) -> Callable[[BenchResults], TargetCheck]:
-    name = f"OpenVINO int8 >= {minimum:g}x faster than {than} (batch 1)"
+    name, fast = f"OpenVINO int8 >= {minimum:g}x faster than {than} (batch 1)", _ov("int8")
 
     def check(results: BenchResults) -> TargetCheck:
-        before, after = _timed(results, slow), _timed(results, _ov("int8"))
+        before, after = (next((r for r in results.rows if m(r) and r.p50 is not None), None) for m in (slow, fast))
         if before is None or after is None or not before.p50 or not after.p50:
             return TargetCheck(name, None, "rows missing or not timed")
         ratio = before.p50 / after.p50
@@ -84,8 +80,7 @@ def check_targets(results: BenchResults) -> list[TargetCheck]:
 
 
 def format_check(check: TargetCheck) -> str:
-    verdict = {True: "pass", False: "FAIL", None: "n/a "}[check.passed]
-    return f"[{verdict}] {check.name}: {check.detail}"
+    return f"[{ {True: 'pass', False: 'FAIL', None: 'n/a '}[check.passed] }] {check.name}: {check.detail}"
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -96,8 +91,7 @@ def main(results_json: str, strict: bool, debug: bool) -> None:
     """Check the speed targets against a facederm-bench results.json."""
     with one_line_errors("facederm-bench targets", debug):
         checks = check_targets(BenchResults.load(results_json))
-    for check in checks:
-        click.echo(format_check(check))
+    click.echo("\n".join(format_check(check) for check in checks))
     sys.exit(1 if any(c.passed is False or (strict and c.passed is None) for c in checks) else 0)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from facederm.benchmarks.plots import pareto_front
+from facederm.benchmarks.report import pareto_front
 from facederm.benchmarks.schema import (
     Accuracy,
     BenchConfig,

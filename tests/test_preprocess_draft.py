@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facederm.benchmarks.source import prepare_eval
+from facederm.benchmarks.bench import prepare_eval
 from facederm.export.calibration import ImageSet
 from facederm.runtime.card import ModelCard, Preprocessing
 from facederm.runtime.preprocess import DRAFT_FACTOR, load_image, prepare_image, resize_and_crop
