@@ -138,7 +138,9 @@ def prepare_eval(
 
 
 @dataclass
-class BenchOptions:  # Every `facederm-bench` option; `iterations` (a count) or `seconds` (a budget) per timing loop.
+class BenchOptions:
+    """Every `facederm-bench` option; `iterations` (a count) or `seconds` (a budget) per timing loop."""
+
     out: Path = Path("bench-results")
     data: str | None = None  # --eval-data
     backends: list[str] | None = None

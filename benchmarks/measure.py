@@ -35,7 +35,9 @@ PAGE_IMAGES, PAGE_REPEATS = 8, 4  # the web page: images fed, times each
 
 
 @dataclass(frozen=True)
-class Settings:  # Run-wide settings shared by every row (JSON-able: the row's process receives them).
+class Settings:
+    """Run-wide settings shared by every row (JSON-able: the row's process receives them)."""
+
     batch: int = 8
     iterations: int | None = None
     seconds: float | None = 2.0
@@ -74,7 +76,9 @@ def throughput(samples_ms: list[float], batch: int) -> float:  # images per seco
 
 
 @dataclass
-class Measured:  # Raw figures of one row: per measurement, one dict per repeat that ran it.
+class Measured:
+    """Raw figures of one row: per measurement, one dict per repeat that ran it."""
+
     row: RowSpec
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)

@@ -16,7 +16,9 @@ BASELINE_KEY = "torch:fp32@torch/cpu"
 
 
 @dataclass(frozen=True)
-class RowSpec:  # Everything a row's measurements need to know about it; JSON-able (it is sent to the row's process).
+class RowSpec:
+    """Everything a row's measurements need to know about it; JSON-able (it is sent to the row's process)."""
+
     key: str
     artifact: str
     target: str

@@ -33,7 +33,9 @@ COMBINED_SCHEMA = "facederm.bench-all/1"
 COMBINED_FILE = "all-results.json"
 
 
-class Script(NamedTuple):  # `call`: its function's name, or "cli" (`python -m module ARGS --json` in a fresh process).
+class Script(NamedTuple):
+    """`call`: its function's name, or "cli" (`python -m module ARGS --json` in a fresh process)."""
+
     name: str
     module: str
     call: str

@@ -24,7 +24,9 @@ Status = Literal["ok", "skipped", "failed"]
 
 
 @dataclass(frozen=True)
-class Stat:  # A figure measured `n` times (once per repeat): median and min-max.
+class Stat:
+    """A figure measured `n` times (once per repeat): median and min-max."""
+
     median: float
     min: float
     max: float
@@ -70,7 +72,9 @@ class ToolResult:
 
 
 @dataclass(frozen=True)
-class Row:  # One (artifact, backend, device): what was measured, how, and what could not be.
+class Row:
+    """One (artifact, backend, device): what was measured, how, and what could not be."""
+
     key: str
     artifact: str  # target:precision (the baseline: torch:fp32)
     target: str
@@ -105,7 +109,9 @@ class Row:  # One (artifact, backend, device): what was measured, how, and what 
 
 
 @dataclass(frozen=True)
-class BenchConfig:  # How the run was set up, to reproduce and compare it.
+class BenchConfig:
+    """How the run was set up, to reproduce and compare it."""
+
     source: str
     source_kind: Literal["export", "run", "default"]
     export_dir: str
@@ -123,7 +129,9 @@ class BenchConfig:  # How the run was set up, to reproduce and compare it.
 
 
 @dataclass(frozen=True)
-class Environment:  # The machine and software the figures were measured on.
+class Environment:
+    """The machine and software the figures were measured on."""
+
     cpu_model: str
     logical_cpus: int
     physical_cores: int | None
@@ -149,7 +157,9 @@ def describe_environment(threads: int, cpuinfo: Path = CPUINFO) -> Environment:
 
 
 @dataclass(frozen=True)
-class EvalInfo:  # The evaluation images behind every native accuracy figure.
+class EvalInfo:
+    """The evaluation images behind every native accuracy figure."""
+
     spec: str
     selection: str  # "the run's test split", ...
     synthetic: bool
@@ -160,7 +170,9 @@ class EvalInfo:  # The evaluation images behind every native accuracy figure.
 
 
 @dataclass(frozen=True)
-class BenchResults:  # Everything one `facederm-bench` run measured; the first row is the baseline (torch fp32 eager).
+class BenchResults:
+    """Everything one `facederm-bench` run measured; the first row is the baseline (torch fp32 eager)."""
+
     created: str
     facederm_version: str
     config: BenchConfig
