@@ -21,7 +21,7 @@ import numpy as np
 
 from facederm.runtime.card import ModelCard
 from facederm.runtime.cpu import usable_cpus
-from facederm.runtime.errors import ConfigError, DataError, ExportError, SchemaError
+from facederm.runtime.errors import ConfigError, ExportError, SchemaError
 from facederm.runtime.layout import CARD_FILE, MANIFEST_FILE, WEIGHTS_FILE, Manifest, is_export_dir, is_run_dir
 from facederm.runtime.version import __version__
 
@@ -101,40 +101,20 @@ class EvalData:
 def prepare_eval(
     spec: str, card: ModelCard, splits: Splits, work: Path, *, have_run: bool = True, limit: int | None = None
 ) -> EvalData:
-    """Open ``spec``, pick the evaluation images (the test split, else never a training image), preprocess them."""
-    from facederm.export.calibration import ImageSet
-    from facederm.training.data import open_dataset
+    """The evaluation images (:func:`facederm.export.calibration.benchmark_images`), prepared as the gate prepares
+    them, saved into ``work`` for the rows' processes."""
+    from facederm.export.calibration import benchmark_images
 
-    label_set = card.data.get("label_set") if isinstance(card.data, dict) else None
-    dataset = open_dataset(spec, label_set=label_set) if label_set else open_dataset(spec)
-    test_ids, seen = set(splits.get("test", [])), set(splits.get("train", [])) | set(splits.get("val", []))
-    chosen = [s for s in dataset.samples if s.image_id in test_ids]
-    selection = "the run's test split"
-    if not chosen:
-        chosen = [s for s in dataset.samples if s.image_id not in seen]
-        no_run = "all images (no run dir, so training images cannot be excluded)"
-        selection = "all images the run did not train or validate on" if have_run else no_run
-    unknown = sorted({s.label for s in chosen} - set(card.labels))
-    chosen = [s for s in chosen if s.label in card.labels]
-    if limit and len(chosen) > limit:
-        chosen = sorted(chosen, key=lambda s: (s.patient_id, s.image_id))[:limit]
-        selection += f", first {limit} by patient id"
-    if not chosen:
-        raise DataError(f"{spec}: no evaluation image left ({selection}; labels not in the model: {unknown or 'none'})")
-    if unknown:
-        selection += f"; labels the model lacks were left out: {', '.join(unknown)}"
-    y_true = np.array([card.labels.index(s.label) for s in chosen], dtype=np.int64)
-    images = ImageSet(dataset, chosen, y_true, card.preprocessing, spec, schema=card.clinical)  # as the gate's
+    images, selection = benchmark_images(spec, card, splits, have_run=have_run, limit=limit)
     work.mkdir(parents=True, exist_ok=True)
     np.save(work / EVAL_FILE, np.ascontiguousarray(np.stack(images.images()).transpose(0, 3, 1, 2), np.uint8))
-    clinical = images.clinical()  # each image's own recorded answers, encoded by the card's schema
-    if clinical is not None:
+    if (clinical := images.clinical()) is not None:  # each image's own recorded answers, encoded by the card's schema
         np.save(work / EVAL_CLINICAL_FILE, clinical)
-    counts, patients = Counter(s.label for s in chosen), len({s.patient_id for s in chosen})
-    per_class = {label: counts[label] for label in card.labels}
-    info = EvalInfo(spec, selection, bool(dataset.synthetic), len(chosen), patients, tuple(card.labels), per_class)
+    counts, synthetic = Counter(s.label for s in images.samples), bool(getattr(images.dataset, "synthetic", False))
+    per_class, patients = {label: counts[label] for label in card.labels}, len(set(images.patients.tolist()))
+    info = EvalInfo(spec, selection, synthetic, len(images), patients, tuple(card.labels), per_class)
     clinical_path = work / EVAL_CLINICAL_FILE if clinical is not None else None
-    return EvalData(info, y_true, images.patients, work / EVAL_FILE, clinical_path)
+    return EvalData(info, images.y_true, images.patients, work / EVAL_FILE, clinical_path)
 
 
 @dataclass
@@ -177,8 +157,8 @@ class BenchOutcome:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-SYNTHETIC = "The evaluation images are SYNTHETIC (procedural blobs): accuracy figures say nothing about clinical \
-performance. Run on real data with --eval-data pad-ufes-20:DIR or folder:DIR."
+SYNTHETIC = "The evaluation images are SYNTHETIC (procedural lesion-like blobs): accuracy figures say nothing \
+clinical. Run on real data: facederm-bench RUN_DIR --eval-data pad-ufes-20:DIR (or folder:DIR, a folder per class)."
 NO_DATA = "No evaluation data: accuracy columns are skipped (pass --eval-data pad-ufes-20:DIR or folder:DIR)."
 Figures = dict[str, Measured]  # row key -> its raw figures
 Step = tuple[str, RowSpec, int, list[Measurement]]  # (where: "worker" | "parent", row, repeat, measurements)

@@ -20,9 +20,6 @@ from .report import reasons, results_table
 
 #: The demo's timing budget (under 3 minutes on 2 cores from a cold cache); options given explicitly win.
 DEMO_DEFAULTS = {"seconds": 1.0, "repeats": 2, "tool_seconds": 1.0}
-SYNTHETIC_NOTE = """The demo data is SYNTHETIC (procedural lesion-like blobs): its accuracy figures say nothing \
-clinical.
-Run on real data: facederm-bench RUN_DIR --eval-data pad-ufes-20:DIR   (or folder:DIR, one sub-folder per class)"""
 BACKEND_HELP = "Repeatable or comma-separated (torch: the baseline); default: every backend that reads an artifact."
 TOOL = "(benchmark_app -t)."
 DIR = click.Path(path_type=Path)
@@ -82,8 +79,6 @@ def main(path: Path | None, no_plots: bool, as_json: bool, debug: bool, **given:
         console.print(f"  * {line}", highlight=False, markup=False)  # reasons hold pip extras like [tensorrt]
     for note in outcome.results.notes:
         console.print(note, style="yellow" if "SYNTHETIC" in note else None, highlight=False, markup=False)
-    if demo:
-        console.print(SYNTHETIC_NOTE, highlight=False, markup=False)
     files, took = outcome.files, time.perf_counter() - started
     shown = f"report: {files['markdown']}   results: {files['json']}   ({took:.0f} s end to end)"
     console.print(shown, highlight=False)

@@ -30,7 +30,7 @@ import numpy as np
 
 from facederm.runtime.card import ModelCard, Preprocessing
 from facederm.runtime.clinical import ClinicalSchema
-from facederm.runtime.errors import ConfigError, ExportError
+from facederm.runtime.errors import ConfigError, DataError, ExportError
 from facederm.runtime.preprocess import to_tensor
 
 #: Views of an image, in the order they are added: flips are label-preserving for skin lesions (no canonical
@@ -178,10 +178,12 @@ class ViewedSet:
         }
 
 
-def _open(spec: str):
+def _open(spec: str, card: ModelCard):
+    """The data set ``spec``, read with the label set the run trained with (the card's ``data.label_set``)."""
     from facederm.training.data import open_dataset
 
-    return open_dataset(spec)
+    label_set = card.data.get("label_set") if isinstance(card.data, dict) else None
+    return open_dataset(spec, label_set=label_set)
 
 
 def _image_set(dataset, samples: Sequence, card: ModelCard, spec: str, *, what: str, strict: bool) -> ImageSet:
@@ -201,7 +203,7 @@ def _run_data(run_dir: Path, card: ModelCard):
     splits = trained_splits(run_dir)
     if not spec or not splits:
         return None, {}, ""
-    return _open(spec), splits, spec
+    return _open(spec, card), splits, spec
 
 
 def _pick(dataset, ids: Sequence[str], run_dir: Path, spec: str, what: str) -> list:
@@ -265,7 +267,7 @@ def evaluation_data(
                 strict=True,
             )
     if eval_data:
-        extra_ds = _open(eval_data)
+        extra_ds = _open(eval_data, card)
         extra = _image_set(extra_ds, extra_ds.samples, card, eval_data, what="evaluation", strict=labelled is None)
         parts.append(extra)
         if labelled is None:
@@ -282,6 +284,31 @@ def evaluation_data(
     position = {(s.image_id, s.patient_id): i for i, s in enumerate(agreement_images.samples)}
     index = np.asarray([position[(s.image_id, s.patient_id)] for s in labelled.samples], dtype=np.int64)
     return EvaluationData(ViewedSet(agreement_images, VIEWS[:n_views]), labelled, index)
+
+
+def benchmark_images(
+    spec: str, card: ModelCard, splits: dict[str, list[str]], *, have_run: bool = True, limit: int | None = None
+) -> tuple[ImageSet, str]:
+    """The labelled images ``facederm-bench`` scores, and how they were chosen: the run's test split, else every
+    image of ``spec`` the run neither trained nor validated on; labels the model lacks are left out (and said)."""
+    dataset = _open(spec, card)
+    test_ids, seen = set(splits.get("test", [])), set(splits.get("train", [])) | set(splits.get("val", []))
+    chosen = [s for s in dataset.samples if s.image_id in test_ids]
+    selection = "the run's test split"
+    if not chosen:
+        chosen = [s for s in dataset.samples if s.image_id not in seen]
+        no_run = "all images (no run dir, so training images cannot be excluded)"
+        selection = "all images the run did not train or validate on" if have_run else no_run
+    unknown = sorted({s.label for s in chosen} - set(card.labels))
+    chosen = [s for s in chosen if s.label in card.labels]
+    if limit and len(chosen) > limit:
+        chosen = sorted(chosen, key=lambda s: (s.patient_id, s.image_id))[:limit]
+        selection += f", first {limit} by patient id"
+    if not chosen:
+        raise DataError(f"{spec}: no evaluation image left ({selection}; labels not in the model: {unknown or 'none'})")
+    if unknown:
+        selection += f"; labels the model lacks were left out: {', '.join(unknown)}"
+    return _image_set(dataset, chosen, card, spec, what="evaluation", strict=True), selection
 
 
 def _concat(parts: list[ImageSet], card: ModelCard) -> ImageSet:
@@ -312,7 +339,7 @@ def calibration_pool(run_dir: str | Path, card: ModelCard, calib_data: str | Non
     from facederm.training.rundir import training_ids
 
     if calib_data:
-        dataset = _open(calib_data)
+        dataset = _open(calib_data, card)
         return dataset, list(dataset.samples), calib_data
     run_dir = Path(run_dir)
     dataset, splits, spec = _run_data(run_dir, card)

@@ -120,3 +120,12 @@ def test_layout_names_are_spelled_only_in_runtime_layout(name):
     pattern = re.compile(rf"[\"']{re.escape(name)}[\"']")
     spelled = [str(p.relative_to(ROOT)) for p in MODULES.values() if pattern.search(p.read_text(encoding="utf-8"))]
     assert spelled == ["runtime/layout.py"], f"{name!r} is spelled in {spelled}; import it from facederm.runtime.layout"
+
+
+#: benchmarks/ is a thin layer over the runtime and export APIs (issue 13): what it grows beyond this belongs there.
+BENCHMARKS_MAX_LINES = 2000
+
+
+def test_benchmarks_stay_a_thin_layer():
+    lines = sum(len(p.read_text(encoding="utf-8").splitlines()) for p in (ROOT / "benchmarks").rglob("*.py"))
+    assert lines < BENCHMARKS_MAX_LINES, f"benchmarks/ has {lines} lines; move shared logic to runtime/ or export/"
