@@ -14,6 +14,7 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
+from facederm.export.parity import failed_checks, short_reason
 from facederm.runtime import backends as runtime_backends
 from facederm.runtime.errors import ConfigError
 from facederm.runtime.layout import REPORT_MD, RESULTS_CSV, RESULTS_JSON
@@ -388,8 +389,6 @@ def _no_ratio_note(rows: list[Row], row: Row) -> str:
 
 def gate_verdict(row: Row) -> str:
     """``pass``, ``FAIL`` and what failed, ``-`` where the artifact never reached the gate, ``ref`` for the baseline."""
-    from facederm.export.parity import failed_checks  # lazy: facederm.export brings scipy, 1.5 s of start-up
-
     if row.key == BASELINE_KEY:
         return "ref"
     if failed := failed_checks(row.reason):
@@ -426,8 +425,6 @@ acc.: native or twin figures. delta: macro recall points vs torch fp32. /tool: f
 
 
 def _short(reason: str) -> str:
-    from facederm.export.parity import short_reason
-
     return re.sub(*_TWIN, short_reason(reason))
 
 

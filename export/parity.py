@@ -21,7 +21,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.stats import beta, binom
 
 from facederm.runtime.errors import ConfigError
 from facederm.runtime.layout import Flip, Parity
@@ -79,6 +78,8 @@ class GateRules:
 
 def clopper_pearson_lower(successes: int, n: int, confidence: float = CONFIDENCE) -> float:
     """One-sided ``confidence`` lower bound of a binomial proportion (exact, Clopper-Pearson); 0 for n = 0."""
+    from scipy.stats import beta  # here, not at import: scipy.stats costs ~1.5 s of every CLI's start-up
+
     if n <= 0 or successes <= 0:
         return 0.0
     return float(beta.ppf(1 - confidence, successes, n - successes + 1))
@@ -86,6 +87,8 @@ def clopper_pearson_lower(successes: int, n: int, confidence: float = CONFIDENCE
 
 def pass_probability(true_agreement: float, n: int, min_agreement: float) -> float:
     """Probability that an artifact with ``true_agreement`` passes the bound rule on ``n`` independent inputs."""
+    from scipy.stats import binom
+
     allowed = [k for k in range(n + 1) if clopper_pearson_lower(n - k, n) * 100 >= min_agreement - 1e-9]
     return float(binom.cdf(max(allowed), n, 1 - true_agreement)) if allowed else 0.0
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,3 +131,13 @@ BENCHMARKS_MAX_LINES = 2000
 def test_benchmarks_stay_a_thin_layer():
     lines = sum(len(p.read_text(encoding="utf-8").splitlines()) for p in (ROOT / "benchmarks").rglob("*.py"))
     assert lines < BENCHMARKS_MAX_LINES, f"benchmarks/ has {lines} lines; move shared logic to runtime/ or export/"
+
+
+@pytest.mark.parametrize("module", ["facederm.export", "facederm.export.cli", "facederm.benchmarks.cli"])
+def test_cli_modules_start_without_the_heavy_libraries(module):
+    """A CLI's ``--help`` and one-line errors come quickly: torch, scipy.stats and scikit-learn (seconds of import on
+    a small CPU) load only where a command computes with them."""
+    heavy = ("torch", "scipy.stats", "sklearn")
+    code = f"import sys, {module}; print(' '.join(m for m in {heavy!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "", f"importing {module} loads {done.stdout.strip()}"
