@@ -12,7 +12,7 @@ import os
 import shutil
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,11 +28,11 @@ CHROMIUM_ENV = "FACEDERM_CHROMIUM"
 CHROMIUM_ARGS = ("--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu")
 VIEWPORT = {"width": 412, "height": 780}  # a phone, for the screenshot
 
-_PREDICT_JS = """async ([b64, tensor]) => {
+_PREDICT_JS = """async ([b64, tensor, clinical]) => {
   const bin = atob(b64);
   const bytes = new Uint8Array(bin.length);
   for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-  return await window.facedermPredict(bytes.buffer, { tensor });
+  return await window.facedermPredict(bytes.buffer, clinical === null ? { tensor } : { tensor, clinical });
 }"""
 _READY_JS = "async () => await window.facedermReady"
 
@@ -67,9 +67,13 @@ class PageSession:
         self.page, self.server, self.info, self.browser_version = page, server, info, browser_version
         self.console: list[str] = []
 
-    def predict(self, data: bytes, *, tensor: bool = False) -> dict[str, Any]:
-        """The page's own decode, resize and model on one file's bytes; ``tensor``: also its crop and input."""
-        result = self.page.evaluate(_PREDICT_JS, [base64.b64encode(data).decode("ascii"), tensor])
+    def predict(
+        self, data: bytes, *, tensor: bool = False, clinical: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The page's own decode, resize and model on one file's bytes; ``tensor``: also its crop and input;
+        ``clinical``: the answers (a model with clinical fields; None: the page's form, unanswered by default)."""
+        answers = None if clinical is None else dict(clinical)
+        result = self.page.evaluate(_PREDICT_JS, [base64.b64encode(data).decode("ascii"), tensor, answers])
         if tensor:
             size = int(self.info["preprocessing"]["crop"])
             result["crop"] = np.frombuffer(base64.b64decode(result["crop"]), np.uint8).reshape(size, size, 3)
@@ -157,6 +161,7 @@ def measure_in_browser(
     warmup: int = 1,
     repeats: int = 1,
     tensors: bool = False,
+    clinical: Sequence[Mapping[str, Any] | None] | None = None,
     offline: bool = False,
     screenshot: Path | None = None,
     timeout_s: float = 120.0,
@@ -164,7 +169,8 @@ def measure_in_browser(
     """Predict each of ``images`` inside the web page of ``web_dir`` in headless Chromium.
 
     ``model``, ``ep``, ``threads``: as :func:`open_page`. ``warmup`` untimed runs on the first image, then each image
-    ``repeats`` times; ``tensors``: each prediction also holds the page's ``crop`` and ``tensor``; ``offline``: then
+    ``repeats`` times; ``tensors``: each prediction also holds the page's ``crop`` and ``tensor``; ``clinical``: each
+    image's answers for a model with clinical fields (None: the page's form, unanswered); ``offline``: then
     stop the server, reload and predict every image again (``offline``: ``info``, ``probabilities``);
     ``screenshot``: a PNG after choosing the first image through the file input.
 
@@ -178,13 +184,16 @@ def measure_in_browser(
     if not images:
         raise FacedermError("measure_in_browser: no images given")
     datas = [p.read_bytes() for p in images]
+    answers = list(clinical) if clinical is not None else [None] * len(images)
+    if len(answers) != len(images):
+        raise FacedermError(f"measure_in_browser: {len(answers)} clinical records for {len(images)} images")
     with open_page(web_dir, model=model, ep=ep, threads=threads, timeout_s=timeout_s) as session:
         info = dict(session.info)
         for _ in range(max(0, warmup)):
             session.predict(datas[0])
         predictions, latencies, prep = [], [], []
-        for path, data in zip(images, datas):
-            runs = [session.predict(data, tensor=tensors and r == 0) for r in range(max(1, repeats))]
+        for path, data, record in zip(images, datas, answers):
+            runs = [session.predict(data, tensor=tensors and r == 0, clinical=record) for r in range(max(1, repeats))]
             latencies += [float(r["ms"]) for r in runs]
             prep += [float(r["preprocessMs"]) for r in runs]
             first = runs[0]
@@ -215,7 +224,8 @@ def measure_in_browser(
             out["screenshot"] = str(session.screenshot(Path(screenshot), images[0]))
         if offline:
             after = session.go_offline(timeout_s)
-            probabilities = [[float(p) for p in session.predict(data)["probabilities"]] for data in datas]
+            offline_runs = (session.predict(data, clinical=record) for data, record in zip(datas, answers))
+            probabilities = [[float(p) for p in run["probabilities"]] for run in offline_runs]
             out["offline"] = {"info": after, "probabilities": probabilities}
     out["wall_s"] = round(time.perf_counter() - started, 3)
     return out

@@ -7,7 +7,8 @@ it) + the model. Two variants, the smallest first: ``web/model.int8.onnx`` (the 
 graph, from this export's shared calibration ranges) and ``web/model.onnx`` (fp32). A variant that fails the
 fidelity gate is never installed, and the page loads the first model file it finds, so it runs the smallest
 graph that passed, else fp32. Labels and preprocessing are read by the page from the model's own ONNX
-``metadata_props``.
+``metadata_props``. A model with clinical fields gets a form built from the card's schema there (every field
+unanswered at first) and ``clinical.js`` encodes its answers as ``facederm.runtime.clinical`` does.
 
 onnxruntime-web comes from npm: ``export/web/package-lock.json`` pins it (and its dependencies) exactly and
 ``npm ci`` installs it once into the facederm cache (``$FACEDERM_CACHE_DIR``, else ``$XDG_CACHE_HOME/facederm``,
@@ -39,7 +40,7 @@ from .onnx import INT8_SCHEME, int8_options, quantize_int8
 #: The static assets shipped in the facederm package (``facederm.export``'s package data).
 ASSETS = Path(__file__).resolve().parents[1] / "web"
 #: Files of ASSETS copied into every web folder (package*.json only install onnxruntime-web).
-PAGE_FILES = ("index.html", "app.js", "preprocess.js", "sw.js", "manifest.webmanifest", "icon.svg")
+PAGE_FILES = ("index.html", "app.js", "preprocess.js", "clinical.js", "sw.js", "manifest.webmanifest", "icon.svg")
 #: Files in which ``__FACEDERM_BUILD__`` is replaced by the folder's build id (the offline cache's name).
 BUILD_PLACEHOLDER = "__FACEDERM_BUILD__"
 STAMPED = ("app.js", "sw.js")
@@ -225,7 +226,5 @@ TARGET = register(
         validation="twin: facederm.runtime's onnxruntime session on the page's model file; the browser itself in "
         "tests/test_web.py (headless Chromium)",
         metadata="ONNX metadata_props (facederm.card, labels, preprocessing), read by the page itself",
-        clinical_unsupported="the web page has no clinical form: it feeds the image only, so a model with clinical "
-        "fields is not exported to it (export an image-only run for the browser)",
     )
 )

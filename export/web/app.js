@@ -5,8 +5,11 @@
 // probabilities come from the same graph the Python runtime runs. Hooks for tests and benchmarks:
 //   await window.facedermReady            -> {model, bytes, backend, threads, loadMs, labels, ...}
 //   await window.facedermPredict(buffer)  -> {labels, probabilities, ms, preprocessMs, ...}
+//   await window.facedermPredict(buffer, {clinical: {age: 67, bleed: true}})  (a model with clinical fields; without
+//                                            the option the page's form answers, unanswered fields are missing)
 // facederm output is decision support for clinicians, not a diagnosis.
 
+import * as clin from "./clinical.js";
 import * as pre from "./preprocess.js";
 
 // Replaced by facederm-export with a digest of the folder's files: a new export gets a fresh offline cache.
@@ -19,10 +22,13 @@ const RUNTIMES = {
   webgpu: ["ort/ort.webgpu.min.mjs", "ort/ort-wasm-simd-threaded.asyncify.mjs",
     "ort/ort-wasm-simd-threaded.asyncify.wasm"],
 };
-const SHELL = ["./", "index.html", "app.js", "preprocess.js", "manifest.webmanifest", "icon.svg"];
+const SHELL = ["./", "index.html", "app.js", "preprocess.js", "clinical.js", "manifest.webmanifest", "icon.svg"];
 const METADATA_CARD = "facederm.card";
 const METADATA_LABELS = "labels";
 const METADATA_PREPROCESSING = "preprocessing";
+// The graph's named inputs (facederm.runtime.metadata INPUT_NAME, CLINICAL_INPUT_NAME).
+const IMAGE_INPUT = "image";
+const CLINICAL_INPUT = "clinical";
 const params = new URLSearchParams(location.search);
 
 /** Top-level ``metadata_props`` of an ONNX ModelProto (field 14), read with a minimal protobuf walker. */
@@ -167,6 +173,9 @@ async function load() {
     executionProviders: providers, graphOptimizationLevel: "all",
   });
   const loaded = performance.now();
+  const names = [...session.inputNames];
+  const clinicalInput = names.includes(CLINICAL_INPUT) ? CLINICAL_INPUT : null;
+  if (clinicalInput && !meta.card.clinical) throw new Error(`${fetched.name}: a clinical input but no schema in its card`);
   model = {
     ...meta,
     name: fetched.name,
@@ -175,7 +184,9 @@ async function load() {
     providers,
     threads: ort.env.wasm.numThreads,
     crossOriginIsolated: !!self.crossOriginIsolated,
-    inputName: session.inputNames[0],
+    inputName: names.includes(IMAGE_INPUT) ? IMAGE_INPUT : names[0],
+    clinicalInput,
+    clinicalFields: clinicalInput ? meta.card.clinical.fields.map((f) => f.name) : [],
     outputName: session.outputNames[0],
     inputNames: [...session.inputNames],
     outputNames: [...session.outputNames],
@@ -254,6 +265,13 @@ export async function predict(buffer, options = {}) {
   const data = pre.toTensor(rgb, size);
   const t1 = performance.now();
   const feeds = { [model.inputName]: new ort.Tensor("float32", data, [1, 3, size, size]) };
+  const answers = options.clinical !== undefined ? options.clinical : formAnswers();
+  if (model.clinicalInput) {
+    const encoded = clin.encodeClinical(model.card.clinical, answers);
+    feeds[model.clinicalInput] = new ort.Tensor("float32", encoded, [1, encoded.length]);
+  } else if (answers && Object.keys(answers).length) {
+    throw new Error("this model takes no clinical answers (it was trained on images only)");
+  }
   const outputs = await session.run(feeds);
   const probabilities = Array.from(outputs[model.outputName].data);
   const t2 = performance.now();
@@ -266,6 +284,7 @@ export async function predict(buffer, options = {}) {
     result.tensor = toBase64(data);
   }
   lastCrop = rgb;
+  lastBuffer = buffer;
   return result;
 }
 
@@ -282,7 +301,50 @@ function referral(probabilities) {
 
 // --- the page -----------------------------------------------------------------------------------------
 let lastCrop = null;
+let lastBuffer = null;
 const $ = (id) => document.getElementById(id);
+
+/** The clinical form's answers ({field: value}; unanswered fields left out), {} without a form. */
+function formAnswers() {
+  const answers = {};
+  if (typeof document === "undefined" || !$("clinical-fields")) return answers;
+  for (const input of $("clinical-fields").querySelectorAll("[data-field]")) {
+    if (input.value !== "") answers[input.dataset.field] = input.value;
+  }
+  return answers;
+}
+
+/** One control per field of the card's clinical schema, every one unanswered at first. */
+function buildClinicalForm(schema) {
+  const box = $("clinical-fields");
+  for (const field of schema.fields) {
+    const label = document.createElement("label");
+    label.textContent = field.name.replaceAll("_", " ");
+    let input;
+    if (field.kind === "number") {
+      input = Object.assign(document.createElement("input"), { type: "text", inputMode: "decimal", placeholder: "-" });
+    } else {
+      input = document.createElement("select");
+      const options = field.kind === "bool" ? [["", "-"], ["yes", "yes"], ["no", "no"]]
+        : [["", "-"], ...field.categories.map((c) => [c, c.toLowerCase().replaceAll("_", " ")])];
+      for (const [value, text] of options) input.append(new Option(text, value));
+    }
+    input.dataset.field = field.name;
+    input.addEventListener("change", () => { if (lastBuffer) rerun(); });
+    label.append(input);
+    box.append(label);
+  }
+  $("clinical").hidden = false;
+}
+
+async function rerun() {
+  try {
+    show(await predict(lastBuffer));
+    $("status").textContent = "";
+  } catch (exc) {
+    $("status").textContent = `${exc.message || exc}`;
+  }
+}
 
 function show(result) {
   const list = $("results");
@@ -372,9 +434,7 @@ ready.then((info) => {
   if (typeof document === "undefined") return;
   $("model").textContent = describe(info);
   $("note").textContent = info.note || "facederm output is decision support for clinicians, not a diagnosis.";
-  if (info.inputNames.length > 1) {
-    $("status").textContent = "This model also asks clinical questions; this page does not collect them yet.";
-  }
+  if (model.clinicalInput) buildClinicalForm(model.card.clinical);
   $("photo").disabled = false;
   document.body.classList.add("ready");
 }, (exc) => {

@@ -3,7 +3,7 @@
 // get the cross-origin isolation headers, so threads work on static hosts that cannot send them.
 const BUILD = "__FACEDERM_BUILD__";
 const CACHE_NAME = `facederm-web-${BUILD}`;
-const SHELL = ["./", "index.html", "app.js", "preprocess.js", "manifest.webmanifest", "icon.svg"];
+const SHELL = ["./", "index.html", "app.js", "preprocess.js", "clinical.js", "manifest.webmanifest", "icon.svg"];
 
 self.addEventListener("install", (event) => {
   event.waitUntil(caches.open(CACHE_NAME).then((cache) => cache.addAll(SHELL)).then(() => self.skipWaiting()));
