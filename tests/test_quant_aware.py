@@ -83,14 +83,14 @@ def _conv_weights(path: Path) -> list[tuple[np.ndarray, bool]]:
 
 
 def export_int8(run_dir: Path, out: Path) -> None:
-    """Every int8 of ``run_dir``: ONNX Runtime, TensorRT Q/DQ, OpenVINO and Core ML int8-weights (in its own process:
-    native int8 validation)."""
+    """Every int8 of ``run_dir``: ONNX Runtime, TensorRT Q/DQ, OpenVINO, Core ML int8-weights and the web page's
+    (in its own process: native int8 validation)."""
     from facederm.export import export_run
 
     export_run(
         run_dir,
         out_dir=out,
-        targets=["onnx", "tensorrt", "openvino", "coreml"],
+        targets=["onnx", "tensorrt", "openvino", "coreml", "web"],
         precisions=["fp32", "int8", "int8-weights"],
         max_drop=100.0,
         min_agreement=0,
@@ -157,10 +157,14 @@ def _max_weight_error(fp32: Path, int8: Path) -> tuple[float, list[bool]]:
 def test_int8_graphs_of_a_quant_aware_run_hold_its_weights_exactly(quant_aware_run, tmp_path, run_isolated):
     run_isolated(export_int8, quant_aware_run, tmp_path, what="ONNX Runtime / TensorRT Q/DQ int8 export")
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    for record in (r for r in manifest["artifacts"] if r["precision"] == "int8" and r["target"] == "onnx"):
+    int8 = [r for r in manifest["artifacts"] if r["precision"] == "int8" and r["target"] in ("onnx", "web")]
+    assert {r["target"] for r in int8 if r["status"] == "ok"} >= {"onnx"}  # web too where npm is installed
+    for record in (r for r in int8 if r["status"] == "ok"):  # the page's graph is ONNX Runtime's recipe, recorded
         assert record["options"]["weight_bits"] == 7 and record["options"]["float_layers"] == FLOAT_LAYERS
         assert "Add" not in record["options"]["int8_ops"] and "Softmax" not in record["options"]["int8_ops"]
-    assert not _quantized_outputs(tmp_path / "model.int8.onnx", HEAD_OPS), "the head after the classifier is int8"
+    for graph in ("model.int8.onnx", "web/model.int8.onnx"):
+        if (tmp_path / graph).is_file():
+            assert not _quantized_outputs(tmp_path / graph, HEAD_OPS), f"{graph}: the head after the classifier is int8"
     for graph in ("model.int8.onnx", "tensorrt/model.int8.qdq.onnx"):
         error, quantized = _max_weight_error(tmp_path / "model.onnx", tmp_path / graph)
         assert quantized[:FLOAT_LAYERS] == [False] * FLOAT_LAYERS, graph  # stem + first depthwise stay float

@@ -252,7 +252,7 @@ QUANT_AWARE_OPS = ("Conv", "Gemm", "GlobalAveragePool", "Clip", "Relu", "MaxPool
 
 def build_int8(ctx: BuildContext) -> BuiltArtifact:
     bits = ctx.int8_weight_bits
-    options = int8_options(bits) | _quant_aware_options(ctx)
+    options = int8_options(bits) | quant_aware_options(ctx)
     if not ctx.options.int8_search:
         quantize_int8(ctx, ctx.output, weight_bits=bits)
         built = _built(ctx.output, scheme=INT8_SCHEME, **options)
@@ -280,7 +280,7 @@ def build_int8(ctx: BuildContext) -> BuiltArtifact:
     return built
 
 
-def _quant_aware_options(ctx: BuildContext) -> dict[str, object]:
+def quant_aware_options(ctx: BuildContext) -> dict[str, object]:
     """What the manifest adds for a quant-aware run: its grid and the layers kept in float."""
     if ctx.quant_aware is None:
         return {}

@@ -35,7 +35,7 @@ from facederm.runtime.errors import ExportError, MissingDependencyError
 from ..context import BuildContext, BuiltArtifact
 from ..onnx_graph import ort_predict, shared_fp32, versions
 from ..registry import Target, Variant, register
-from .onnx import INT8_SCHEME, int8_options, quantize_int8
+from .onnx import INT8_SCHEME, int8_options, quant_aware_options, quantize_int8
 
 #: The static assets shipped in the facederm package (``facederm.export``'s package data).
 ASSETS = Path(__file__).resolve().parents[1] / "web"
@@ -203,7 +203,7 @@ def build_int8(ctx: BuildContext) -> BuiltArtifact:
     ``facederm.runtime`` on the same file (measured equal, tests/test_web.py), which is what the gate runs. Always 7
     bits (``--int8-weight-bits`` is not applied): the browser's CPU is unknown at export time."""
     built = _build(ctx, lambda out: quantize_int8(ctx, out, weight_bits=7))
-    built.options.update(scheme=INT8_SCHEME, **int8_options(7))
+    built.options.update(scheme=INT8_SCHEME, **int8_options(7), **quant_aware_options(ctx))
     return built
 
 
