@@ -384,3 +384,25 @@ def test_ensemble_exports_as_one_graph_equal_to_its_folds(cv_run, tmp_path):
         whole = ProbabilityModel.from_card(ensemble, card)(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(whole, np.mean(folds, axis=0), atol=1e-5)
     np.testing.assert_allclose(model.run(x), whole, atol=1e-4)
+
+
+def test_bare_loop_predicts_every_image_of_the_plan_once_and_pairs_with_the_cv(cv_run, tmp_path):
+    """``python -m facederm.training.bare_loop``: the reference recipe on the CV dir's own folds, with
+    one prediction per out-of-fold image, comparable with ``compare`` on the same images."""
+    from facederm.training.bare_loop import main as bare_cli
+
+    args = [str(cv_run.cv_dir), "--out", str(tmp_path), "--epochs", "1", "--img-size", "32"]
+    args += ["--arch", OPTIONS["arch"], "--no-imagenet-weights"]
+    result = CliRunner().invoke(bare_cli, args)
+    assert result.exit_code == 0, result.output
+    bare, cv = read_oof(tmp_path), read_oof(cv_run.cv_dir)
+    assert sorted(bare.image_ids) == sorted(cv.image_ids) and bare.labels == cv.labels
+    plan = json.loads((cv_run.cv_dir / CV_PLAN_FILE).read_text())
+    for fold, test_ids in enumerate(plan["folds"]):
+        assert sorted(i for i, f in zip(bare.image_ids, bare.folds) if f == fold) == sorted(test_ids)
+    np.testing.assert_allclose(bare.probs.sum(axis=1), 1.0, atol=1e-5)
+    paired = compare_oof(cv_run.cv_dir, tmp_path, site="all", n_boot=50)
+    assert paired.n_images == len(cv) and paired.delta is not None
+
+    missing = CliRunner().invoke(bare_cli, [str(tmp_path), "--out", str(tmp_path / "x")])  # not a CV dir
+    assert missing.exit_code != 0 and len(missing.output.strip().splitlines()) == 1, missing.output
