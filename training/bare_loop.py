@@ -32,7 +32,7 @@ from facederm.runtime.schema import read_json
 from .cv import OOF, write_oof
 from .data import open_dataset
 from .dataset import DataSet, Sample
-from .evaluate import preprocess_samples
+from .evaluate import predict_probabilities
 from .models import default_preprocessing, get_arch
 from .weights import load_lukemelas_efficientnet
 
@@ -89,13 +89,8 @@ def train_fold(
 
 
 def predict(model: nn.Module, dataset: DataSet, samples: list[Sample], arch: str, img_size: int) -> np.ndarray:
-    """Softmax probabilities through facederm's preprocessing (resize shorter side, center crop, as every run's)."""
-    preprocessing = default_preprocessing(arch, img_size)
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (preprocessing.mean, preprocessing.std))
-    crops = np.stack(list(preprocess_samples(dataset, samples, preprocessing)))
-    x = (torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255 - mean) / std
-    with torch.inference_mode():
-        return torch.cat([model(chunk).softmax(1) for chunk in x.split(32)]).numpy()
+    """Softmax probabilities through facederm's evaluation path (decode, resize, crop, normalize), as every run's."""
+    return predict_probabilities(model, dataset, samples, default_preprocessing(arch, img_size))
 
 
 def run(cv_dir: Path, out: Path, *, epochs: int, img_size: int, arch: str, seed: int, imagenet_weights: bool) -> Path:
