@@ -112,3 +112,18 @@ def test_lite0_mapping_sees_a_cat_in_chelsea():
     with torch.no_grad():
         top3 = ours(_chelsea()).topk(3).indices[0].tolist()
     assert set(top3) <= set(range(281, 286)), top3  # ImageNet 281-285: tabby, tiger cat, Persian, Siamese, Egyptian
+
+
+@pytest.mark.parametrize("fusion", ["concat", "metablock"])
+def test_linear_head_fuses_clinical_answers(fusion):
+    """head_hidden=0: the class layer sits on the pooled features (plus the clinical embedding when concatenated);
+    the clinical answers still change the logits through either fusion."""
+    torch.manual_seed(0)
+    model = create_model("mobilenetv3_small_050", 4, head_hidden=0, clinical_features=5, clinical_fusion=fusion)
+    model.eval()
+    width = model.backbone.num_features
+    assert model.head.classifier.in_features == width + (64 if fusion == "concat" else 0)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        answered, unanswered = model(x, torch.ones(2, 5)), model(x)
+    assert answered.shape == (2, 4) and not torch.allclose(answered, unanswered)

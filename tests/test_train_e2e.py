@@ -298,3 +298,23 @@ def test_rotation_and_color_jitter_train_a_different_model_and_are_in_the_card(t
     training = load_run(augmented)[1].data["training"]
     assert training["rotation"] == 20 and training["color_jitter"] == 0.2
     assert "rotation" in training["augmentation"] and "colour jitter" in training["augmentation"]
+
+
+def test_linear_head_trains_reloads_and_is_in_the_card(tmp_path):
+    """--head-hidden 0: GAP -> class layer (as a bare timm fine-tune), recorded in the card, rebuilt by load_run
+    with the same outputs; a bad width or dropout is refused naming the option."""
+    run = train(_config(tmp_path / "linear", protocol="all", epochs=1, head_hidden=0, head_dropout=0.2)).run_dir
+    model, card = load_run(run)
+    assert card.model_args == {"head_hidden": 0, "head_dropout": 0.2}
+    assert not hasattr(model.head, "fc") and not hasattr(model.head, "conv")
+    width = model.backbone.num_features
+    assert sum(p.numel() for p in model.head.parameters()) == (width + 1) * card.num_classes
+    assert card.data["training"]["head"] == "GAP -> dropout 0.2 -> classes (linear)"
+    dataset = open_dataset(DATA)
+    samples = dataset.samples[:8]
+    first = predict_probabilities(model, dataset, samples, card.preprocessing)
+    again = predict_probabilities(load_run(run)[0], dataset, samples, card.preprocessing)
+    np.testing.assert_allclose(first, again, atol=1e-6)
+    for bad in ({"head_hidden": -1}, {"head_dropout": 1.0}):
+        with pytest.raises(ConfigError, match="--head-hidden"):
+            _config(tmp_path / "bad", **bad)

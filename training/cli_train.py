@@ -51,6 +51,14 @@ from .protocols import PROTOCOLS
     type=float,
     help="Training noise: sigma ~ U(0, N) gray levels per image (robust to sensor noise and int8; 0: off).",
 )
+@click.option(
+    "--head-hidden",
+    default=1024,
+    show_default=True,
+    type=int,
+    help="Width of the study's head (GAP -> 1x1 conv -> FC -> classes); 0: a linear head (GAP -> classes).",
+)
+@click.option("--head-dropout", default=0.3, show_default=True, type=float, help="Dropout before the class layer.")
 @click.option("--label-smoothing", default=0.0, show_default=True, type=float, help="Cross-entropy label smoothing.")
 @click.option(
     "--rotation",
@@ -192,6 +200,8 @@ def main(
     lr,
     finetune_lr_scale,
     pixel_noise,
+    head_hidden,
+    head_dropout,
     label_smoothing,
     rotation,
     color_jitter,
@@ -243,6 +253,8 @@ def main(
             lr=lr,
             finetune_lr_scale=finetune_lr_scale,
             pixel_noise=pixel_noise,
+            head_hidden=head_hidden,
+            head_dropout=head_dropout,
             label_smoothing=label_smoothing,
             rotation=rotation,
             color_jitter=color_jitter,

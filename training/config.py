@@ -64,7 +64,7 @@ class TrainConfig:
     pretrained: bool = False  # timm hub weights (network)
     weights: str | None = None  # a local checkpoint to start from
     imagenet_weights: bool | None = None
-    head_hidden: int = 1024
+    head_hidden: int = 1024  # the study's head width; 0: a linear head (models.StudyHead)
     head_dropout: float = 0.3
     # Clinical fields as a second input (None: image-only): a comma list or a preset ("pad"), fitted on the
     # training images; each field is masked with clinical_dropout during training (runtime/clinical.py).
@@ -109,6 +109,11 @@ class TrainConfig:
             raise ConfigError(
                 f"--quant-aware-epochs must be >= 0 and --quant-aware-lr > 0, got {self.quant_aware_epochs} and "
                 f"{self.quant_aware_lr:g}"
+            )
+        if self.head_hidden < 0 or not 0 <= self.head_dropout < 1:
+            raise ConfigError(
+                f"--head-hidden must be >= 0 (0: linear) and --head-dropout within [0, 1), got {self.head_hidden} "
+                f"and {self.head_dropout:g}"
             )
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"--label-smoothing must be within [0, 1), got {self.label_smoothing}")

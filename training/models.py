@@ -120,7 +120,8 @@ def check_clinical_fusion(name: str) -> str:
 
 
 class StudyHead(nn.Module):
-    """The reference study's classifier head: GAP -> 1x1 conv -> FC(1024) -> class layer.
+    """The reference study's classifier head: GAP -> 1x1 conv -> FC(1024) -> class layer; with ``hidden=0`` a
+    linear head instead (GAP -> dropout -> class layer), as a plain timm fine-tune has.
 
     With ``clinical_features`` F > 0 it fuses the clinical vector (float32 [N, F], encoded by the card's
     :class:`~facederm.runtime.clinical.ClinicalSchema`) through an MLP embedding of it (F -> ``clinical_hidden`` ->
@@ -150,12 +151,15 @@ class StudyHead(nn.Module):
         self.clinical_features = int(clinical_features)
         self.clinical_fusion = clinical_fusion
         concatenated = clinical_hidden if self.clinical_features and clinical_fusion == "concat" else 0
+        self.hidden = int(hidden)
+        width = self.hidden or in_channels  # what the fusion sees: the FC width, or the pooled features themselves
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.conv = nn.Conv2d(in_channels, hidden, kernel_size=1)
-        self.fc = nn.Linear(hidden + concatenated, hidden)
+        if self.hidden:
+            self.conv = nn.Conv2d(in_channels, self.hidden, kernel_size=1)
+            self.fc = nn.Linear(self.hidden + concatenated, self.hidden)
         self.act = nn.ReLU(inplace=True)
         self.drop = nn.Dropout(dropout)
-        self.classifier = nn.Linear(hidden, num_classes)
+        self.classifier = nn.Linear(self.hidden or (in_channels + concatenated), num_classes)
         if self.clinical_features:  # created last: the image layers draw the same random init as image-only
             self.clinical = nn.Sequential(
                 nn.Linear(self.clinical_features, clinical_hidden),
@@ -167,11 +171,12 @@ class StudyHead(nn.Module):
             # trainer sets it from the schema's missing_vector()).
             self.register_buffer("clinical_missing", torch.zeros(self.clinical_features))
             if clinical_fusion == "metablock":
-                self.clinical_scale = nn.Linear(clinical_hidden, hidden)
-                self.clinical_shift = nn.Linear(clinical_hidden, hidden)
+                self.clinical_scale = nn.Linear(clinical_hidden, width)
+                self.clinical_shift = nn.Linear(clinical_hidden, width)
 
     def forward(self, features: torch.Tensor, clinical: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.act(self.conv(self.pool(features))).flatten(1)
+        x = self.pool(features)
+        x = (self.act(self.conv(x)) if self.hidden else x).flatten(1)
         if self.clinical_features:
             if clinical is None:
                 clinical = self.clinical_missing.expand(x.shape[0], -1)
@@ -182,8 +187,9 @@ class StudyHead(nn.Module):
                 x = torch.cat([x, embedding], dim=1)
         elif clinical is not None:
             raise ConfigError("this model takes no clinical input (it was trained on images only)")
-        x = self.drop(self.act(self.fc(x)))
-        return self.classifier(x)
+        if self.hidden:
+            x = self.act(self.fc(x))
+        return self.classifier(self.drop(x))
 
 
 class FacedermClassifier(nn.Module):

@@ -66,6 +66,8 @@ RESUME_KEYS = (
     "lr",
     "finetune_lr_scale",
     "pixel_noise",
+    "head_hidden",
+    "head_dropout",
     "label_smoothing",
     "rotation",
     "color_jitter",
@@ -791,6 +793,12 @@ def _card(
                 + "random resized crop, h+v flips"
                 + (f", colour jitter {config.color_jitter:g}" if config.color_jitter else "")
                 + (f", pixel noise sigma ~ U(0, {config.pixel_noise:g}) gray levels" if config.pixel_noise else ""),
+                "head": (
+                    f"GAP -> 1x1 conv {config.head_hidden} -> FC {config.head_hidden} -> dropout "
+                    f"{config.head_dropout:g} -> classes"
+                    if config.head_hidden
+                    else f"GAP -> dropout {config.head_dropout:g} -> classes (linear)"
+                ),
                 "rotation": config.rotation,
                 "color_jitter": config.color_jitter,
                 "pixel_noise": config.pixel_noise,
