@@ -318,3 +318,19 @@ def test_linear_head_trains_reloads_and_is_in_the_card(tmp_path):
     for bad in ({"head_hidden": -1}, {"head_dropout": 1.0}):
         with pytest.raises(ConfigError, match="--head-hidden"):
             _config(tmp_path / "bad", **bad)
+
+
+def test_val_fraction_zero_trains_on_every_training_patient_and_keeps_the_last_epoch(tmp_path):
+    """--val-fraction 0 (as a bare fine-tune): no validation images, so no best-epoch choice and no temperature;
+    the run says so instead of failing."""
+    out = tmp_path / "noval"
+    options = ["--data", DATA, "--arch", "mobilenetv3_small_050", "--epochs", "2", "--img-size", "32"]
+    options += ["--batch-size", "16", "--n-boot", "20", "--device", "cpu", "--quiet", "--out", str(out)]
+    result = CliRunner().invoke(train_cli, [*options, "--val-fraction", "0"])
+    assert result.exit_code == 0, result.output
+    splits = load_splits(out)
+    assert splits["val"] == [] and splits["train"] and splits["test"]
+    assert load_run(out)[1].calibration.temperature == 1.0
+    assert "0 validation image" in json.loads((out / "metrics.json").read_text())["calibration"]["not_fitted"]
+    bad = CliRunner().invoke(train_cli, [*options[:-1], str(tmp_path / "bad"), "--val-fraction", "0.9"])
+    assert bad.exit_code != 0 and "--val-fraction 0.9" in bad.output

@@ -134,6 +134,14 @@ from .protocols import PROTOCOLS
     type=int,
     help="Early stop after this many epochs without a better validation macro recall (0: never).",
 )
+@click.option(
+    "--val-fraction",
+    default=0.15,
+    show_default=True,
+    type=float,
+    help="Share of the training patients' images held out to pick the best epoch and fit the temperature "
+    "(0: train on all of them, keep the last epoch, no temperature).",
+)
 @click.option("--label-set", default=None, help="Registered label set (pad, study); default: the data's own.")
 @common_option("--face-regions", default=",".join(FACE_REGIONS), show_default=True)
 @common_option("--device", default="auto", show_default=True, type=click.Choice(["cpu", "cuda", "auto"]))
@@ -215,6 +223,7 @@ def main(
     weight_decay,
     workers,
     patience,
+    val_fraction,
     label_set,
     face_regions,
     device,
@@ -268,6 +277,7 @@ def main(
             weight_decay=weight_decay,
             workers=workers,
             patience=patience,
+            val_fraction=val_fraction,
             label_set=label_set,
             face_regions=face_regions,
             device=device,

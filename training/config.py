@@ -110,6 +110,11 @@ class TrainConfig:
                 f"--quant-aware-epochs must be >= 0 and --quant-aware-lr > 0, got {self.quant_aware_epochs} and "
                 f"{self.quant_aware_lr:g}"
             )
+        if self.val_fraction < 0 or self.test_fraction < 0 or self.val_fraction + self.test_fraction >= 1:
+            raise ConfigError(
+                f"--val-fraction {self.val_fraction:g} with a test fraction of {self.test_fraction:g}: both must be "
+                ">= 0 and leave images to train on (sum below 1)"
+            )
         if self.head_hidden < 0 or not 0 <= self.head_dropout < 1:
             raise ConfigError(
                 f"--head-hidden must be >= 0 (0: linear) and --head-dropout within [0, 1), got {self.head_hidden} "

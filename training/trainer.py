@@ -710,7 +710,7 @@ def _run_stage(
             epochs_task,
             advance=1,
             info=f"loss {result.loss:.3f}  val macro recall "
-            f"{_fmt(row['val_macro_recall'])}  best {_fmt(max(best_score, 0.0))}",
+            f"{_fmt(row['val_macro_recall'])}  best {_fmt(best_score if best_score >= 0 else None)}",
         )
         reporter.log(
             f"  {sd.stage.name} epoch {epoch + 1}/{config.epochs}: loss {result.loss:.3f}, val macro recall "
