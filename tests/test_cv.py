@@ -403,6 +403,12 @@ def test_bare_loop_predicts_every_image_of_the_plan_once_and_pairs_with_the_cv(c
     np.testing.assert_allclose(bare.probs.sum(axis=1), 1.0, atol=1e-5)
     paired = compare_oof(cv_run.cv_dir, tmp_path, site="all", n_boot=50)
     assert paired.n_images == len(cv) and paired.delta is not None
+    # Its own cv.json (same folds, its recipe): the results report lists it as a recipe beside the CVs.
+    from facederm.training.cv_results import render_cv
+
+    report = "\n".join(render_cv([(cv_run.cv_dir, "ours"), (tmp_path, "bare")], n_boot=20))
+    assert "**bare**" in report and "bare timm loop" in report and "head linear" in report
+    assert json.loads((tmp_path / CV_PLAN_FILE).read_text())["folds"] == plan["folds"]
 
     missing = CliRunner().invoke(bare_cli, [str(tmp_path), "--out", str(tmp_path / "x")])  # not a CV dir
     assert missing.exit_code != 0 and len(missing.output.strip().splitlines()) == 1, missing.output

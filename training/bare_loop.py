@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -27,7 +28,7 @@ from facederm.runtime.card import ModelCard
 from facederm.runtime.cli_support import common_option, debug_option, one_line_errors
 from facederm.runtime.errors import ConfigError
 from facederm.runtime.layout import CARD_FILE, CV_PLAN_FILE, OOF_FILE, fold_dir
-from facederm.runtime.schema import read_json
+from facederm.runtime.schema import read_json, write_json_atomic
 
 from .cv import OOF, write_oof
 from .data import open_dataset
@@ -35,6 +36,9 @@ from .dataset import DataSet, Sample
 from .evaluate import predict_probabilities
 from .models import default_preprocessing, get_arch
 from .weights import load_lukemelas_efficientnet
+
+BARE_LR = 1e-3  # AdamW's peak learning rate
+BARE_JITTER = 0.2  # brightness, contrast and saturation (torchvision ColorJitter)
 
 
 def bare_model(arch: str, num_classes: int, imagenet_weights: bool = True) -> nn.Module:
@@ -51,7 +55,7 @@ def bare_model(arch: str, num_classes: int, imagenet_weights: bool = True) -> nn
 
 def train_fold(
     dataset: DataSet, train: list[Sample], labels: list[str], arch: str, *, img_size: int, epochs: int, seed: int,
-    imagenet_weights: bool = True, batch_size: int = 32, lr: float = 1e-3,
+    imagenet_weights: bool = True, batch_size: int = 32, lr: float = BARE_LR,
 ) -> nn.Module:  # fmt: skip
     """One fold of the bare loop; returns the model after its last epoch (eval mode)."""
     torch.manual_seed(seed)
@@ -60,7 +64,7 @@ def train_fold(
         transforms.RandomResizedCrop(img_size, scale=(0.5, 1.0)),
         transforms.RandomHorizontalFlip(),
         transforms.RandomVerticalFlip(),
-        transforms.ColorJitter(0.2, 0.2, 0.2),
+        transforms.ColorJitter(BARE_JITTER, BARE_JITTER, BARE_JITTER),
         transforms.ToTensor(),
         transforms.Normalize(spec.mean, spec.std),
     ])  # fmt: skip
@@ -93,6 +97,17 @@ def predict(model: nn.Module, dataset: DataSet, samples: list[Sample], arch: str
     return predict_probabilities(model, dataset, samples, default_preprocessing(arch, img_size))
 
 
+def bare_plan(
+    plan: dict[str, Any], arch: str, epochs: int, img_size: int, seed: int, imagenet_weights: bool
+) -> dict[str, Any]:
+    """The bare loop's ``cv.json``: the CV's folds with this loop's recipe as options, so ``results report --cv``
+    and ``cv summary`` read its dir as a CV dir."""
+    options = {"data": plan["options"]["data"], "arch": arch, "protocol": "all", "epochs": epochs}
+    options |= {"img_size": img_size, "lr": BARE_LR, "seed": seed, "pixel_noise": 0.0, "color_jitter": BARE_JITTER}
+    options |= {"head_hidden": 0, "val_fraction": 0.0, "imagenet_weights": imagenet_weights}
+    return {"k": plan["k"], "folds": plan["folds"], "options": options, "bare_loop": True}
+
+
 def run(cv_dir: Path, out: Path, *, epochs: int, img_size: int, arch: str, seed: int, imagenet_weights: bool) -> Path:
     """Every fold of ``cv_dir``'s plan through the bare loop; writes and returns ``out/oof.csv``."""
     plan, card = read_json(cv_dir / CV_PLAN_FILE), ModelCard.load(fold_dir(cv_dir, 0) / CARD_FILE)
@@ -115,6 +130,7 @@ def run(cv_dir: Path, out: Path, *, epochs: int, img_size: int, arch: str, seed:
         )
     out.mkdir(parents=True, exist_ok=True)
     write_oof(out / OOF_FILE, OOF.concat(parts))
+    write_json_atomic(out / CV_PLAN_FILE, bare_plan(plan, arch, epochs, img_size, seed, imagenet_weights))
     return out / OOF_FILE
 
 

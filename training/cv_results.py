@@ -67,6 +67,12 @@ def _recipe(plan: dict[str, Any]) -> str:
         for key in OPTIONAL_RECIPE_KEYS
         if options.get(key) and options.get(QUALIFIERS.get(key, key))
     ]
+    if options.get("head_hidden", 1024) != 1024:  # the study's head is the default
+        shown.append(f"head {options['head_hidden'] or 'linear'}")
+    if options.get("val_fraction", 0.15) != 0.15:
+        shown.append(f"val_fraction {options['val_fraction']}")
+    if plan.get("bare_loop"):
+        shown.insert(0, "bare timm loop (training/bare_loop.py)")
     return ", ".join(shown)
 
 
