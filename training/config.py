@@ -13,7 +13,7 @@ from .labels import FACE_REGIONS
 from .models import check_clinical_fusion, get_arch
 from .protocols import get_protocol
 from .sources import parse_spec
-from .splits import Splits, check_disjoint_patients
+from .splits import Splits, check_disjoint_patients, check_split_fractions
 
 Device = Literal["cpu", "cuda", "auto"]
 
@@ -110,11 +110,7 @@ class TrainConfig:
                 f"--quant-aware-epochs must be >= 0 and --quant-aware-lr > 0, got {self.quant_aware_epochs} and "
                 f"{self.quant_aware_lr:g}"
             )
-        if self.val_fraction < 0 or self.test_fraction < 0 or self.val_fraction + self.test_fraction >= 1:
-            raise ConfigError(
-                f"--val-fraction {self.val_fraction:g} with a test fraction of {self.test_fraction:g}: both must be "
-                ">= 0 and leave images to train on (sum below 1)"
-            )
+        check_split_fractions(self.val_fraction, self.test_fraction)
         if self.head_hidden < 0 or not 0 <= self.head_dropout < 1:
             raise ConfigError(
                 f"--head-hidden must be >= 0 (0: linear) and --head-dropout within [0, 1), got {self.head_hidden} "

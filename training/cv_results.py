@@ -15,6 +15,7 @@ from typing import Any
 from facederm.runtime.errors import ConfigError
 from facederm.runtime.layout import CV_PLAN_FILE, OOF_FILE
 
+from .config import recorded_defaults
 from .cv import VIEWS, compare_oof, read_oof, summarize
 
 #: Training options shown as a recipe's description (the rest are in its cv.json).
@@ -67,9 +68,10 @@ def _recipe(plan: dict[str, Any]) -> str:
         for key in OPTIONAL_RECIPE_KEYS
         if options.get(key) and options.get(QUALIFIERS.get(key, key))
     ]
-    if options.get("head_hidden", 1024) != 1024:  # the study's head is the default
+    defaults = recorded_defaults()  # a plan written before an option existed had its default
+    if options.get("head_hidden", defaults["head_hidden"]) != defaults["head_hidden"]:
         shown.append(f"head {options['head_hidden'] or 'linear'}")
-    if options.get("val_fraction", 0.15) != 0.15:
+    if options.get("val_fraction", defaults["val_fraction"]) != defaults["val_fraction"]:
         shown.append(f"val_fraction {options['val_fraction']}")
     if plan.get("bare_loop"):
         shown.insert(0, "bare timm loop (training/bare_loop.py)")

@@ -73,6 +73,15 @@ def _order_key(seed: int, patient_id: str) -> str:
     return hashlib.sha256(f"{seed}\0{patient_id}".encode()).hexdigest()
 
 
+def check_split_fractions(val_fraction: float, test_fraction: float) -> None:
+    """:class:`ConfigError` unless both fractions are >= 0 and leave images to train on (sum below 1)."""
+    if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
+        raise ConfigError(
+            f"--val-fraction {val_fraction:g} with a test fraction of {test_fraction:g}: both must be >= 0 and leave "
+            "images to train on (sum below 1)"
+        )
+
+
 def split_by_patient(
     samples: Sequence[Sample],
     *,
@@ -89,9 +98,8 @@ def split_by_patient(
     has every class that has at least three such patients; the rest go to the split furthest below its
     share of that stratum's images. Same samples and seed give the same splits in any input order.
     """
+    check_split_fractions(val_fraction, test_fraction)
     fractions = {"train": 1.0 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction}
-    if val_fraction < 0 or test_fraction < 0 or fractions["train"] <= 0:
-        raise ConfigError(f"val_fraction {val_fraction} and test_fraction {test_fraction} must be >= 0 and sum below 1")
     active = [name for name in ("train", "test", "val") if fractions[name] > 0]  # fill order for rare classes
     receiving = [name for name in SPLIT_NAMES if fractions[name] > 0]
 
